@@ -1,0 +1,1 @@
+"""ONNX export, static TensorRT checks, TensorRT engine build and the engine runtimes."""
