@@ -101,3 +101,22 @@ def format_risk(object_name: str, camera: str, bbox: list[float], caption: str) 
     """The answer parse_risk reads back; used for training targets."""
     box = ", ".join(f"{v:.2f}" for v in bbox)
     return f"object: {object_name}; camera: {camera}; box: [{box}]; caption: {caption}"
+
+
+def format_report_text(report: SceneReport) -> str:
+    """A few readable lines per report, for terminals."""
+    risk = report.risk
+    if risk.present:
+        box = "[" + ", ".join(f"{v:.2f}" for v in risk.bbox) + "]" if risk.bbox else "no box"
+        risk_line = f"{risk.object or '?'} ({risk.camera} {box}): {risk.caption}"
+    else:
+        risk_line = "none"
+    stages = ", ".join(f"{name} {ms:.0f} ms" for name, ms in report.timings_ms.items())
+    lines = [
+        f"window @ {report.stamp:.3f} s  [{', '.join(report.cameras)}] x {report.frames_per_camera} frames  mode {report.mode}",
+        f"  description: {report.description}",
+        f"  risk: {risk_line}",
+        *(f"  Q: {qa.question}\n  A: {qa.answer}" for qa in report.qa),
+        f"  visual tokens {report.tokens.get('vision_kept')}/{report.tokens.get('vision_dense')}; {stages}",
+    ]
+    return "\n".join(lines)

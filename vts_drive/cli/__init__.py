@@ -14,6 +14,7 @@ from vts_drive import __version__
 from vts_drive.errors import EXIT_INPUT_ERROR, InputError
 
 SUBCOMMANDS = [
+    "describe",
 ]
 
 

@@ -1,0 +1,38 @@
+"""Shared fixtures: a tiny random checkpoint written once per test session and
+loaded back through the real loading code, and synthetic camera windows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vts_drive.window import FrameWindow
+
+CAMERAS = ["front", "front_left", "front_right"]
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from vts_drive.testing.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_model_dir: Path):
+    from vts_drive.pipeline import Pipeline, PipelineConfig
+
+    return Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=8))
+
+
+def random_window(
+    seed: int = 0, cameras: list[str] = CAMERAS, frames: int = 4, size: tuple[int, int] = (48, 64)
+) -> FrameWindow:
+    rng = np.random.default_rng(seed)
+    images = [[rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(frames)] for _ in cameras]
+    stamps = [[t * 100_000_000 for t in range(frames)] for _ in cameras]
+    return FrameWindow(list(cameras), images, stamps)

@@ -1,0 +1,82 @@
+"""Our vision loop and Qwen2 decoder compute what transformers' own classes compute."""
+import torch
+
+from conftest import random_window
+from vts_drive.generation import SamplingConfig, generate
+from vts_drive.measure import StageTimer
+from vts_drive.model.kv_cache import KVCache
+
+
+def test_vision_tokens_equal_llava_onevision_video_features(tiny_pipeline):
+    window = random_window(seed=1)
+    tokens, saliency = tiny_pipeline.encode_window(window)  # [C, T, N, D]
+    hf = tiny_pipeline.model.hf_model
+    pixels = tiny_pipeline.vision.preprocess([im for cam in window.images for im in cam])
+    video = pixels.view(3, 4, *pixels.shape[1:])
+    with torch.no_grad():
+        reference = hf.model.get_video_features(video, vision_feature_layer=-1, vision_feature_select_strategy="full")
+    expected = reference.pooler_output[:, :-1].reshape(tokens.shape)  # drop the trailing image_newline
+    torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(saliency.sum(-1), torch.ones(3, 4))
+
+
+def test_saliency_is_attention_received_in_feature_layer(tiny_pipeline):
+    window = random_window(seed=2, cameras=["front"], frames=1)
+    _, saliency = tiny_pipeline.encode_window(window)
+    tower = tiny_pipeline.model.hf_model.model.vision_tower
+    pixels = tiny_pipeline.vision.preprocess(window.images[0])
+    tower.config._attn_implementation = "eager"
+    try:
+        with torch.no_grad():
+            out = tower(pixels, output_attentions=True)
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    received = out.attentions[-1].mean(dim=(1, 2))  # [1, P]
+    grid = tiny_pipeline.vision.patch_grid
+    pooled = torch.nn.functional.interpolate(received.view(1, 1, *grid), scale_factor=0.5, mode="bilinear").flatten()
+    torch.testing.assert_close(saliency.flatten(), pooled / pooled.sum(), rtol=1e-4, atol=1e-6)
+
+
+def _full_sequence(pipeline, question):
+    window = random_window(seed=3)
+    tokens, saliency = pipeline.encode_window(window)
+    context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency), pipeline.device)
+    suffix = pipeline.prompts.question_ids(question)
+    return context, suffix, torch.cat([context.embeds, pipeline.decoder.embed(torch.tensor(suffix))])
+
+
+def test_decoder_logits_equal_transformers(tiny_pipeline):
+    _, _, embeds = _full_sequence(tiny_pipeline, "Describe the driving scene.")
+    with torch.no_grad():
+        expected = tiny_pipeline.model.hf_model(inputs_embeds=embeds[None]).logits
+        hidden = tiny_pipeline.decoder(embeds[None], torch.arange(embeds.shape[0])[None])
+    torch.testing.assert_close(tiny_pipeline.decoder.logits(hidden), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_then_decode_equals_full_forward(tiny_pipeline):
+    decoder = tiny_pipeline.decoder
+    _, _, embeds = _full_sequence(tiny_pipeline, "Why?")
+    length = embeds.shape[0]
+    with torch.no_grad():
+        full = decoder.logits(decoder(embeds[None], torch.arange(length)[None]))
+        cache = KVCache(decoder.num_layers)
+        decoder(embeds[None, :-3], torch.arange(length - 3)[None], cache=cache)
+        steps = [decoder.logits(decoder(embeds[None, i : i + 1], torch.tensor([[i]]), cache=cache)) for i in range(length - 3, length)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, -3:], rtol=1e-5, atol=1e-5)
+    assert cache.entries(0) == length
+
+
+def test_shared_prefix_batched_generation_equals_transformers_generate(tiny_pipeline):
+    questions = ["Describe the driving scene.", "What should the ego car do?", "Is there a pedestrian ahead?"]
+    context, _, _ = _full_sequence(tiny_pipeline, questions[0])
+    suffixes = [tiny_pipeline.prompts.question_ids(q) for q in questions]
+    assert len({len(s) for s in suffixes}) > 1, "suffixes of different lengths exercise the padding"
+    sampling = SamplingConfig(max_new_tokens=10)
+    result = generate(tiny_pipeline.decoder, context, suffixes, tiny_pipeline.stop_ids, sampling, StageTimer())
+    hf = tiny_pipeline.model.hf_model
+    for suffix, ours in zip(suffixes, result.token_ids):
+        embeds = torch.cat([context.embeds, tiny_pipeline.decoder.embed(torch.tensor(suffix))])[None]
+        reference = hf.generate(inputs_embeds=embeds, max_new_tokens=10, do_sample=False)[0].tolist()
+        reference = reference[: next((i for i, t in enumerate(reference) if t in tiny_pipeline.stop_ids), len(reference))]
+        assert ours == reference
+    assert len({tuple(ids) for ids in result.token_ids}) > 1, "the prompts should not all give the same answer"

@@ -1,0 +1,53 @@
+"""Options every pipeline-running subcommand shares, and how they become a PipelineConfig."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vts_drive.errors import InputError
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    from vts_drive.model.loading import default_model
+
+    group = parser.add_argument_group("model and pipeline")
+    group.add_argument("--model", default=default_model(), help="shipped model name, checkpoint folder or hub id (default: %(default)s)")
+    group.add_argument("--mode", default="dense", help="dense | vts | prumerge | mod | vts+mod (default: %(default)s)")
+    group.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (default: %(default)s)")
+    group.add_argument("--device", default="cpu", help="cpu | cuda (default: %(default)s)")
+    group.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 (default: fp32 on CPU, bf16/fp16 on CUDA)")
+    group.add_argument("--questions", type=Path, default=None, help="file with one question per line (or a JSON list)")
+    group.add_argument("--max-new-tokens", type=int, default=48)
+
+
+def read_questions(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputError(f"questions file {path} does not exist")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix == ".json":
+        try:
+            questions = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(f"questions file {path} is not valid JSON: {error}") from None
+        if not isinstance(questions, list) or not all(isinstance(q, str) for q in questions):
+            raise InputError(f"questions file {path} must hold a JSON list of strings")
+    else:
+        questions = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+    return [q.strip() for q in questions if q.strip()]
+
+
+def pipeline_config(args: argparse.Namespace):
+    from vts_drive.pipeline import PipelineConfig
+
+    config = PipelineConfig(
+        mode=args.mode,
+        backend=args.backend,
+        device=args.device,
+        dtype=args.dtype,
+        max_new_tokens=args.max_new_tokens,
+    )
+    if args.questions is not None:
+        config.questions = read_questions(args.questions)
+    config.check()
+    return config

@@ -1,0 +1,1 @@
+"""Checkpoint loading, the vision encoder and the plain-tensor Qwen2 decoder."""

@@ -1,0 +1,104 @@
+"""Qwen2 decoder forward over the checkpoint's own weights, with an explicit KV cache.
+
+transformers' cache assumes every layer holds K/V for every token. This loop
+does not: each layer attends over whatever its cache holds (see kv_cache.py),
+which is what batched prompts on a shared prefix and mixture-of-depths need,
+and what the ONNX export traces. For a plain sequence it computes exactly what
+Qwen2Model does (tested against it).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vts_drive.errors import InputError
+from vts_drive.model.kv_cache import KVCache, LayerKV
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x [B, H, L, d]; cos, sin [B, L, d]."""
+    return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
+
+
+def attend(query: torch.Tensor, query_positions: torch.Tensor, kv: LayerKV, scale: float) -> torch.Tensor:
+    """query [B, H, L, d] at positions [B, L] over the cache entries -> [B, H, L, d]."""
+    groups = query.shape[1] // kv.keys.shape[1]
+    keys = kv.keys.repeat_interleave(groups, dim=1)  # [B, H, S, d]
+    values = kv.values.repeat_interleave(groups, dim=1)
+    mask = (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]  # [B, L, S]
+    return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask.unsqueeze(1), scale=scale)
+
+
+class Qwen2Decoder(nn.Module):
+    """Wraps the Qwen2 modules of a LlavaOnevision model; owns no weights of its own."""
+
+    def __init__(self, language_model: nn.Module, lm_head: nn.Linear) -> None:
+        super().__init__()
+        config = language_model.config
+        if any(kind != "full_attention" for kind in config.layer_types):
+            raise InputError("checkpoints with sliding-window attention layers are not supported")
+        self.embed_tokens = language_model.embed_tokens
+        self.layers = language_model.layers
+        self.norm = language_model.norm
+        self.rotary = language_model.rotary_emb
+        self.lm_head = lm_head
+        self.num_heads = config.num_attention_heads
+        self.num_kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.scale = self.head_dim**-0.5
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(token_ids)
+
+    def layer_forward(
+        self,
+        index: int,
+        hidden: torch.Tensor,  # [B, L, D]
+        positions: torch.Tensor,  # [B, L]
+        valid: torch.Tensor,  # [B, L]
+        cache: KVCache | None,
+    ) -> torch.Tensor:
+        """One decoder block; its K/V for these tokens go into `cache`. Returns [B, L, D]."""
+        layer = self.layers[index]
+        attention = layer.self_attn
+        batch, length, _ = hidden.shape
+        x = layer.input_layernorm(hidden)
+        q = attention.q_proj(x).view(batch, length, self.num_heads, self.head_dim).transpose(1, 2)
+        k = attention.k_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = attention.v_proj(x).view(batch, length, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        cos, sin = self.rotary(hidden, positions)  # [B, L, d]
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        kv = LayerKV(keys=k, values=v, positions=positions, valid=valid)
+        if cache is not None:
+            kv = cache.append(index, kv)
+        attended = attend(q, positions, kv, self.scale)  # [B, H, L, d]
+        hidden = hidden + attention.o_proj(attended.transpose(1, 2).reshape(batch, length, -1))
+        return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+    def forward(
+        self,
+        embeds: torch.Tensor,  # [B, L, D]
+        positions: torch.Tensor,  # [B, L] long
+        valid: torch.Tensor | None = None,  # [B, L] bool; False marks padding
+        cache: KVCache | None = None,
+    ) -> torch.Tensor:
+        """Returns the final-norm hidden states [B, L, D]."""
+        if valid is None:
+            valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
+        hidden = embeds
+        for index in range(self.num_layers):
+            hidden = self.layer_forward(index, hidden, positions, valid, cache)
+        return self.norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()

@@ -1,0 +1,118 @@
+"""Small LlavaOnevision models built from scratch: for tests and for synthdrive-tiny.
+
+They use the very classes of the real checkpoints (SigLIP vision tower,
+projector, Qwen2 LLM) with small sizes, and a byte-level BPE tokenizer trained
+locally with the `tokenizers` library, so nothing is downloaded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    SiglipVisionConfig,
+)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
+
+
+@dataclass
+class SmallModelSize:
+    image_size: int = 64
+    patch_size: int = 8
+    vision_width: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_width: int = 256
+    text_layers: int = 4
+    text_heads: int = 4
+    text_kv_heads: int = 2
+    max_positions: int = 4096
+
+
+def train_tokenizer(corpus: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
+    """Byte-level BPE (like Qwen2's) with the ChatML special tokens the prompts use."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+    )
+
+
+def small_config(tokenizer: PreTrainedTokenizerFast, size: SmallModelSize) -> LlavaOnevisionConfig:
+    vision = SiglipVisionConfig(
+        hidden_size=size.vision_width,
+        intermediate_size=4 * size.vision_width,
+        num_hidden_layers=size.vision_layers,
+        num_attention_heads=size.vision_heads,
+        image_size=size.image_size,
+        patch_size=size.patch_size,
+        vision_use_head=False,
+    )
+    text = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=size.text_width,
+        intermediate_size=4 * size.text_width,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=size.text_heads,
+        num_key_value_heads=size.text_kv_heads,
+        max_position_embeddings=size.max_positions,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+    )
+    return LlavaOnevisionConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"),
+        vision_feature_layer=-1,
+        vision_feature_select_strategy="full",
+        tie_word_embeddings=True,
+    )
+
+
+def build_small_model(
+    tokenizer: PreTrainedTokenizerFast, size: SmallModelSize, seed: int = 0
+) -> LlavaOnevisionForConditionalGeneration:
+    torch.manual_seed(seed)
+    model = LlavaOnevisionForConditionalGeneration(small_config(tokenizer, size))
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.bos_token_id = None
+    return model.eval()
+
+
+def save_small_model(
+    model: LlavaOnevisionForConditionalGeneration, tokenizer: PreTrainedTokenizerFast, out_dir: Path
+) -> Path:
+    """Write a folder `load_model` reads: safetensors weights, config, tokenizer, image statistics."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    image_size = model.config.vision_config.image_size
+    (out_dir / "preprocessor_config.json").write_text(
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5], '
+        f'"size": {{"height": {image_size}, "width": {image_size}}}}}\n'
+    )
+    return out_dir

@@ -1,0 +1,162 @@
+"""The pipeline: one FrameWindow in, one SceneReport out.
+
+Stages (each a plain object with tensors in and out):
+  vision encoder -> visual tokens [C, T, N, D] + saliency [C, T, N]
+  token selection (the mode decides which tokens enter the LLM)
+  prompt builder -> shared prefix embeds + one suffix per prompt
+  decoder -> one prefill of the prefix, batched decode of every prompt
+  parsing -> SceneReport
+
+Modes and backends are configuration of this one object, never copies of it.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from vts_drive.errors import InputError
+from vts_drive.generation import SamplingConfig, generate
+from vts_drive.measure import StageTimer
+from vts_drive.model.decoder import Qwen2Decoder
+from vts_drive.model.loading import VisionLanguageModel, load_model
+from vts_drive.model.vision import VisionEncoder
+from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
+from vts_drive.report import QA, SceneReport, parse_risk
+from vts_drive.window import FrameWindow
+
+MODES = ("dense",)
+BACKENDS = ("torch",)
+DEFAULT_QUESTIONS = ["What should the ego car do?"]
+
+
+@dataclass
+class PipelineConfig:
+    mode: str = "dense"
+    backend: str = "torch"
+    device: str = "cpu"
+    dtype: str | None = None  # None: fp32 on CPU, bf16/fp16 on CUDA
+    questions: list[str] = field(default_factory=lambda: list(DEFAULT_QUESTIONS))
+    max_new_tokens: int = 48
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise InputError(f"mode {self.mode!r} is not available; choose from {', '.join(MODES)}")
+        if self.backend not in BACKENDS:
+            raise InputError(f"backend {self.backend!r} is not available; choose from {', '.join(BACKENDS)}")
+        if self.max_new_tokens < 1:
+            raise InputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+
+    @property
+    def sampling(self) -> SamplingConfig:
+        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
+
+
+@dataclass
+class WindowAnswers:
+    """What generation produced for one window, before it becomes a report."""
+
+    answers: list[str]
+    timings_ms: dict[str, float]
+    tokens: dict[str, int]
+
+
+class Pipeline:
+    def __init__(self, model: VisionLanguageModel, config: PipelineConfig) -> None:
+        config.check()
+        self.model = model
+        self.config = config
+        self.vision = VisionEncoder(model)
+        self.decoder = Qwen2Decoder(model.hf_model.model.language_model, model.hf_model.lm_head)
+        self.prompts = PromptBuilder(model.tokenizer, self.decoder.embed)
+        tokenizer = model.tokenizer
+        self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
+        self.stop_ids.discard(None)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+
+    @classmethod
+    def load(cls, model: str, config: PipelineConfig | None = None) -> "Pipeline":
+        config = config or PipelineConfig()
+        config.check()
+        return cls(load_model(model, device=config.device, dtype=config.dtype), config)
+
+    @property
+    def model_name(self) -> str:
+        return self.model.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def describe(self, window: FrameWindow, questions: list[str] | None = None) -> SceneReport:
+        """Scene description, risk assessment and QA for one window."""
+        questions = self.config.questions if questions is None else questions
+        result = self.answer(window, [DESCRIPTION_PROMPT, RISK_PROMPT, *questions])
+        description, risk_answer, *answers = result.answers
+        return SceneReport(
+            stamp=window.stamp_ns / 1e9,
+            cameras=list(window.cameras),
+            frames_per_camera=window.num_frames,
+            mode=self.config.mode,
+            model=self.model_name,
+            description=description,
+            risk=parse_risk(risk_answer, default_camera=window.cameras[0]),
+            qa=[QA(question, answer) for question, answer in zip(questions, answers)],
+            timings_ms=result.timings_ms,
+            tokens=result.tokens,
+        )
+
+    def ask(self, window: FrameWindow, questions: list[str]) -> list[str]:
+        """Answers to free-form questions about a window, without description or risk."""
+        return self.answer(window, questions).answers
+
+    def answer(self, window: FrameWindow, prompts: list[str]) -> WindowAnswers:
+        if not prompts:
+            raise InputError("no prompts to answer")
+        start = time.perf_counter()
+        timer = StageTimer(self.device)
+        with timer.stage("vision"):
+            tokens, saliency = self.encode_window(window)  # [C, T, N, D], [C, T, N]
+        frames = self.select_tokens(window, tokens, saliency)
+        context = self.prompts.context(frames, self.device)
+        generation = generate(
+            self.decoder,
+            context,
+            [self.prompts.question_ids(text) for text in prompts],
+            self.stop_ids,
+            self.config.sampling,
+            timer,
+            pad_id=self.pad_id,
+        )
+        answers = [self.model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generation.token_ids]
+        timings = timer.as_dict()
+        timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
+        return WindowAnswers(
+            answers=answers,
+            timings_ms=timings,
+            tokens={
+                "vision_dense": int(tokens.shape[0] * tokens.shape[1] * tokens.shape[2]),
+                "vision_kept": context.num_visual,
+                "prompt": generation.prompt_tokens,
+                "generated": sum(len(ids) for ids in generation.token_ids),
+            },
+        )
+
+    def encode_window(self, window: FrameWindow) -> tuple[torch.Tensor, torch.Tensor]:
+        """All frames of all cameras through the vision tower in one batch."""
+        images = [image for camera_images in window.images for image in camera_images]
+        tokens, saliency = self.vision.encode(self.vision.preprocess(images))  # [C*T, N, D], [C*T, N]
+        cameras, frames = len(window.cameras), window.num_frames
+        return tokens.view(cameras, frames, *tokens.shape[1:]), saliency.view(cameras, frames, -1)
+
+    def select_tokens(self, window: FrameWindow, tokens: torch.Tensor, saliency: torch.Tensor) -> list[FrameTokens]:
+        """Which visual tokens enter the LLM, in (camera, frame, patch) order. Dense: all of them."""
+        return [
+            FrameTokens(camera=camera, frame=t, tokens=tokens[c, t])
+            for c, camera in enumerate(window.cameras)
+            for t in range(window.num_frames)
+        ]

@@ -1,0 +1,104 @@
+"""Prompt layout: text with camera and frame markers, interleaved with visual tokens.
+
+The pipeline builds `inputs_embeds` itself instead of going through the
+processor's placeholder tokens, so a reducer can drop any visual token and a
+frame left with no tokens still keeps its marker (the LLM sees that time passed).
+
+A window becomes one shared prefix and one short suffix per prompt (ChatML, as
+LLaVA-OneVision's Qwen2 expects):
+
+    <|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n
+    camera front:\n frame 0: <v><v>...\n frame 1: ...\n camera front_left:\n ...   <- prefix
+    {question}<|im_end|>\n<|im_start|>assistant\n                                  <- suffix per prompt
+    {answer}<|im_end|>                                                             <- generated
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+SYSTEM_PROMPT = "You are the perception assistant of an autonomous car. You see its cameras over time."
+DESCRIPTION_PROMPT = "Describe the driving scene."
+RISK_PROMPT = (
+    "What is the most important object for the ego car? Answer as: object: <name>; camera: <camera>; "
+    "box: [x1, y1, x2, y2] normalised to that camera's image; caption: <why it matters>. "
+    "Answer none if nothing is a risk."
+)
+END_OF_TURN = "<|im_end|>"
+
+
+@dataclass
+class FrameTokens:
+    """The visual tokens one camera frame contributes (possibly none)."""
+
+    camera: str
+    frame: int  # index within the window, oldest first
+    tokens: torch.Tensor  # [n, D], n may be 0
+
+
+@dataclass
+class VisualContext:
+    """The shared prefix of every prompt of a window."""
+
+    embeds: torch.Tensor  # [L, D]
+    frame_index: torch.Tensor  # [L] long: the token's frame (camera-major order) for visual tokens, -1 for text
+
+    @property
+    def length(self) -> int:
+        return self.embeds.shape[0]
+
+    @property
+    def is_visual(self) -> torch.Tensor:
+        return self.frame_index >= 0
+
+    @property
+    def num_visual(self) -> int:
+        return int(self.is_visual.sum())
+
+
+class PromptBuilder:
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, embed: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self.tokenizer = tokenizer
+        self.embed = embed
+        self._ids = lru_cache(maxsize=4096)(self._encode)
+
+    def _encode(self, text: str) -> tuple[int, ...]:
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def text_ids(self, text: str) -> list[int]:
+        return list(self._ids(text))
+
+    def context(self, frames: list[FrameTokens], device: torch.device) -> VisualContext:
+        """Frames in camera-major order (all frames of camera 0, then camera 1, ...) -> prefix embeds."""
+        pieces: list[torch.Tensor] = []
+        frame_index: list[torch.Tensor] = []
+
+        def add_text(text: str) -> None:
+            ids = torch.tensor(self.text_ids(text), dtype=torch.long, device=device)
+            pieces.append(self.embed(ids))
+            frame_index.append(torch.full((len(ids),), -1, dtype=torch.long, device=device))
+
+        add_text(f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n")
+        camera = None
+        for index, frame in enumerate(frames):
+            if frame.camera != camera:
+                camera = frame.camera
+                add_text(f"camera {camera}:\n")
+            add_text(f"frame {frame.frame}:")
+            pieces.append(frame.tokens.to(device))
+            frame_index.append(torch.full((frame.tokens.shape[0],), index, dtype=torch.long, device=device))
+            add_text("\n")
+        embeds = torch.cat([piece.to(pieces[0].dtype) for piece in pieces])
+        return VisualContext(embeds=embeds, frame_index=torch.cat(frame_index))
+
+    def question_ids(self, question: str) -> list[int]:
+        """The per-prompt suffix: the question, end of the user turn, start of the answer."""
+        return self.text_ids(f"{question}{END_OF_TURN}\n<|im_start|>assistant\n")
+
+    def answer_ids(self, answer: str) -> list[int]:
+        """Training target for an answer, ending the turn."""
+        return self.text_ids(f"{answer}{END_OF_TURN}")

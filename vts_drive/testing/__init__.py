@@ -1,0 +1,1 @@
+"""Helpers that build tiny models for tests, offline."""
