@@ -40,7 +40,7 @@ def test_saliency_is_attention_received_in_feature_layer(tiny_pipeline):
 def _full_sequence(pipeline, question):
     window = random_window(seed=3)
     tokens, saliency = pipeline.encode_window(window)
-    context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency), pipeline.device)
+    context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
     suffix = pipeline.prompts.question_ids(question)
     return context, suffix, torch.cat([context.embeds, pipeline.decoder.embed(torch.tensor(suffix))])
 

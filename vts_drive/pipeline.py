@@ -1,8 +1,9 @@
 """The pipeline: one FrameWindow in, one SceneReport out.
 
 Stages (each a plain object with tensors in and out):
+  keyframe CNN -> keyframe flags [C, T] (modes with VTS)
   vision encoder -> visual tokens [C, T, N, D] + saliency [C, T, N]
-  token selection (the mode decides which tokens enter the LLM)
+  token reduction (the mode decides which tokens enter the LLM)
   prompt builder -> shared prefix embeds + one suffix per prompt
   decoder -> one prefill of the prefix, batched decode of every prompt
   parsing -> SceneReport
@@ -18,15 +19,21 @@ import torch
 
 from vts_drive.errors import InputError
 from vts_drive.generation import SamplingConfig, generate
+from vts_drive.keyframe.scorer import KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.measure import StageTimer
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel, load_model
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
 from vts_drive.report import QA, SceneReport, parse_risk
+from vts_drive.tokens.prumerge import PruMergeConfig, prumerge_frame
+from vts_drive.tokens.vts import SparsifierConfig
+from vts_drive.tokens.vts import select_tokens as vts_select
 from vts_drive.window import FrameWindow
 
-MODES = ("dense",)
+# mode -> how visual tokens are reduced before the LLM
+TOKEN_REDUCTION = {"dense": "none", "vts": "vts", "prumerge": "prumerge", "prumerge+": "prumerge+"}
+MODES = tuple(TOKEN_REDUCTION)
 BACKENDS = ("torch",)
 DEFAULT_QUESTIONS = ["What should the ego car do?"]
 
@@ -42,6 +49,14 @@ class PipelineConfig:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    vts: SparsifierConfig = field(default_factory=SparsifierConfig)
+    keyframe_scorer: str | None = None  # folder with keyframe_scorer.*; None: the model's folder
+    keyframe_threshold: float | None = None  # None: the scorer's own setting
+    max_keyframes: int | None = None
+
+    @property
+    def token_reduction(self) -> str:
+        return TOKEN_REDUCTION[self.mode]
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -77,6 +92,15 @@ class Pipeline:
         self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.keyframe_scorer = self._load_keyframe_scorer() if config.token_reduction == "vts" else None
+
+    def _load_keyframe_scorer(self) -> KeyframeScorer:
+        scorer = load_scorer(self.config.keyframe_scorer or self.model.folder, self.device)
+        if self.config.keyframe_threshold is not None:
+            scorer.config.threshold = self.config.keyframe_threshold
+        if self.config.max_keyframes is not None:
+            scorer.config.max_keyframes = self.config.max_keyframes
+        return scorer
 
     @classmethod
     def load(cls, model: str, config: PipelineConfig | None = None) -> "Pipeline":
@@ -119,9 +143,14 @@ class Pipeline:
             raise InputError("no prompts to answer")
         start = time.perf_counter()
         timer = StageTimer(self.device)
+        keyframes = None
+        if self.keyframe_scorer is not None:
+            with timer.stage("keyframe"):
+                keyframes = self.score_keyframes(window)  # [C, T]
         with timer.stage("vision"):
             tokens, saliency = self.encode_window(window)  # [C, T, N, D], [C, T, N]
-        frames = self.select_tokens(window, tokens, saliency)
+        with timer.stage("sparsify"):
+            frames = self.select_tokens(window, tokens, saliency, keyframes)
         context = self.prompts.context(frames, self.device)
         generation = generate(
             self.decoder,
@@ -153,10 +182,23 @@ class Pipeline:
         cameras, frames = len(window.cameras), window.num_frames
         return tokens.view(cameras, frames, *tokens.shape[1:]), saliency.view(cameras, frames, -1)
 
-    def select_tokens(self, window: FrameWindow, tokens: torch.Tensor, saliency: torch.Tensor) -> list[FrameTokens]:
-        """Which visual tokens enter the LLM, in (camera, frame, patch) order. Dense: all of them."""
-        return [
-            FrameTokens(camera=camera, frame=t, tokens=tokens[c, t])
-            for c, camera in enumerate(window.cameras)
-            for t in range(window.num_frames)
-        ]
+    def score_keyframes(self, window: FrameWindow) -> torch.Tensor:
+        """Keyframe flags [C, T] from the keyframe CNN."""
+        streams = torch.stack([self.keyframe_scorer.prepare(images) for images in window.images])  # [C, T, 3, S, S]
+        return select_keyframes(self.keyframe_scorer.score_streams(streams), self.keyframe_scorer.config)
+
+    def select_tokens(
+        self, window: FrameWindow, tokens: torch.Tensor, saliency: torch.Tensor, keyframes: torch.Tensor | None
+    ) -> list[FrameTokens]:
+        """Which visual tokens enter the LLM, in (camera, frame, patch) order."""
+        reduction = self.config.token_reduction
+        cameras, frames = range(len(window.cameras)), range(window.num_frames)
+        if reduction == "none":
+            kept = [[tokens[c, t] for t in frames] for c in cameras]
+        elif reduction == "vts":
+            keep = vts_select(tokens[None], saliency[None], keyframes[None], self.vision.token_grid, self.config.vts)[0]
+            kept = [[tokens[c, t][keep[c, t]] for t in frames] for c in cameras]
+        else:
+            merge = PruMergeConfig(plus=reduction == "prumerge+")
+            kept = [[prumerge_frame(tokens[c, t], saliency[c, t], merge)[1] for t in frames] for c in cameras]
+        return [FrameTokens(window.cameras[c], t, kept[c][t]) for c in cameras for t in frames]

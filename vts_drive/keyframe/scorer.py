@@ -1,0 +1,103 @@
+"""A small CNN that scores a frame from the frame itself and its change since the previous frame.
+
+Input: the frame and (frame - previous frame), both RGB at `input_size`, stacked
+to 6 channels. Four stride-2 conv blocks, global average pooling, one linear
+layer: about 60 k parameters, plain conv/pool/linear so it exports to ONNX and
+runs before the vision tower (frames it scores low need not be encoded at all).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from vts_drive.errors import InputError
+
+WEIGHTS_FILE = "keyframe_scorer.safetensors"
+CONFIG_FILE = "keyframe_scorer.json"
+
+
+@dataclass
+class KeyframeConfig:
+    input_size: int = 64
+    width: int = 16
+    threshold: float = 0.5  # probability above which a frame is a keyframe
+    max_keyframes: int = 3  # per camera per window, the first frame included
+    skip_threshold: float = 0.0  # probability below which a frame is not encoded at all (0: encode every frame)
+
+
+class KeyframeScorer(nn.Module):
+    def __init__(self, config: KeyframeConfig) -> None:
+        super().__init__()
+        self.config = config
+        widths = [6, config.width, 2 * config.width, 4 * config.width, 4 * config.width]
+        blocks = []
+        for cin, cout in zip(widths[:-1], widths[1:]):
+            blocks += [nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(widths[-1], 1)
+
+    def forward(self, frames: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+        """frames, previous [F, 3, S, S] in [0, 1] -> keyframe logits [F]."""
+        x = torch.cat([frames, frames - previous], dim=1)  # [F, 6, S, S]
+        x = self.pool(self.features(x)).flatten(1)  # [F, C]
+        return self.head(x).squeeze(-1)
+
+    def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
+        """RGB uint8 frames -> [F, 3, S, S] float in [0, 1]."""
+        size = (self.config.input_size, self.config.input_size)
+        small = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
+        device = self.head.weight.device
+        return torch.from_numpy(small).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+    @torch.no_grad()
+    def score_streams(self, streams: torch.Tensor) -> torch.Tensor:
+        """streams [C, T, 3, S, S] (each camera's frames in time order) -> probabilities [C, T].
+        A stream's first frame is compared with itself (no change)."""
+        previous = torch.cat([streams[:, :1], streams[:, :-1]], dim=1)
+        logits = self(streams.flatten(0, 1), previous.flatten(0, 1))
+        return torch.sigmoid(logits).view(streams.shape[:2])
+
+
+def select_keyframes(probabilities: torch.Tensor, config: KeyframeConfig) -> torch.Tensor:
+    """probabilities [C, T] -> keyframe flags [C, T]: each camera's first frame, plus the
+    highest-scoring frames above the threshold, at most max_keyframes per camera."""
+    scores = probabilities.clone()
+    scores[:, 0] = 2.0  # the first frame always wins a place
+    scores = scores.masked_fill(scores <= config.threshold, -1.0)
+    count = min(config.max_keyframes, scores.shape[1])
+    top = scores.topk(count, dim=1)
+    flags = torch.zeros_like(probabilities, dtype=torch.bool)
+    flags.scatter_(1, top.indices, top.values > config.threshold)
+    return flags
+
+
+def save_scorer(scorer: KeyframeScorer, folder: Path) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in scorer.state_dict().items()}, str(folder / WEIGHTS_FILE))
+    (folder / CONFIG_FILE).write_text(json.dumps(asdict(scorer.config), indent=2) + "\n")
+
+
+def load_scorer(folder: Path, device: str | torch.device = "cpu") -> KeyframeScorer:
+    folder = Path(folder)
+    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    if not weights.is_file() or not config_path.is_file():
+        raise InputError(
+            f"{folder} has no keyframe scorer ({WEIGHTS_FILE} + {CONFIG_FILE}); "
+            "train one with `vts-drive train-keyframe`"
+        )
+    try:
+        config = KeyframeConfig(**json.loads(config_path.read_text()))
+        scorer = KeyframeScorer(config)
+        scorer.load_state_dict(load_file(str(weights)))
+    except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:
+        raise InputError(f"keyframe scorer in {folder} does not load: {str(error).splitlines()[0]}") from None
+    return scorer.to(device).eval()

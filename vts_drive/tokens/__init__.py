@@ -1,0 +1,1 @@
+"""Token reducers: which visual tokens of a window enter the LLM."""
