@@ -67,7 +67,7 @@ def generate(
     with timer.stage("prefill"):
         prefix_cache = KVCache(decoder.num_layers)
         prefix_positions = torch.arange(context.length, device=device).unsqueeze(0)  # [1, Lp]
-        decoder(context.embeds.unsqueeze(0), prefix_positions, cache=prefix_cache)
+        decoder(context.embeds.unsqueeze(0), prefix_positions, cache=prefix_cache, frame_index=context.frame_index.unsqueeze(0))
 
         batch = len(suffixes)
         lengths = torch.tensor([len(ids) for ids in suffixes], device=device)  # [P]

@@ -5,7 +5,8 @@ Stages (each a plain object with tensors in and out):
   vision encoder -> visual tokens [C, T, N, D] + saliency [C, T, N]
   token reduction (the mode decides which tokens enter the LLM)
   prompt builder -> shared prefix embeds + one suffix per prompt
-  decoder -> one prefill of the prefix, batched decode of every prompt
+  decoder -> one prefill of the prefix (mixture-of-depths routing in modes
+             with "mod"), batched decode of every prompt
   parsing -> SceneReport
 
 Modes and backends are configuration of this one object, never copies of it.
@@ -24,6 +25,7 @@ from vts_drive.measure import StageTimer
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel, load_model
 from vts_drive.model.vision import VisionEncoder
+from vts_drive.mod.routing import ROUTINGS, load_routers
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
 from vts_drive.report import QA, SceneReport, parse_risk
 from vts_drive.tokens.prumerge import PruMergeConfig, prumerge_frame
@@ -31,9 +33,16 @@ from vts_drive.tokens.vts import SparsifierConfig
 from vts_drive.tokens.vts import select_tokens as vts_select
 from vts_drive.window import FrameWindow
 
-# mode -> how visual tokens are reduced before the LLM
-TOKEN_REDUCTION = {"dense": "none", "vts": "vts", "prumerge": "prumerge", "prumerge+": "prumerge+"}
-MODES = tuple(TOKEN_REDUCTION)
+# mode -> (how visual tokens are reduced before the LLM, whether LLM layers route them)
+MODE_STAGES = {
+    "dense": ("none", False),
+    "vts": ("vts", False),
+    "prumerge": ("prumerge", False),
+    "prumerge+": ("prumerge+", False),
+    "mod": ("none", True),
+    "vts+mod": ("vts", True),
+}
+MODES = tuple(MODE_STAGES)
 BACKENDS = ("torch",)
 DEFAULT_QUESTIONS = ["What should the ego car do?"]
 
@@ -53,16 +62,28 @@ class PipelineConfig:
     keyframe_scorer: str | None = None  # folder with keyframe_scorer.*; None: the model's folder
     keyframe_threshold: float | None = None  # None: the scorer's own setting
     max_keyframes: int | None = None
+    routers: str | None = None  # folder with mod_router.*; None: the model's folder
+    mod_keep_ratio: float | None = None  # None: the routers' own setting
+    mod_routing: str | None = None  # learned | random | uniform; None: learned
+    mod_gate: bool | None = None
 
     @property
     def token_reduction(self) -> str:
-        return TOKEN_REDUCTION[self.mode]
+        return MODE_STAGES[self.mode][0]
+
+    @property
+    def layer_skipping(self) -> bool:
+        return MODE_STAGES[self.mode][1]
 
     def check(self) -> None:
         if self.mode not in MODES:
             raise InputError(f"mode {self.mode!r} is not available; choose from {', '.join(MODES)}")
         if self.backend not in BACKENDS:
             raise InputError(f"backend {self.backend!r} is not available; choose from {', '.join(BACKENDS)}")
+        if self.mod_routing is not None and self.mod_routing not in ROUTINGS:
+            raise InputError(f"routing {self.mod_routing!r} is not one of {', '.join(ROUTINGS)}")
+        if self.mod_keep_ratio is not None and not 0.0 < self.mod_keep_ratio <= 1.0:
+            raise InputError(f"keep ratio must be in (0, 1], got {self.mod_keep_ratio}")
         if self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
 
@@ -78,6 +99,7 @@ class WindowAnswers:
     answers: list[str]
     timings_ms: dict[str, float]
     tokens: dict[str, int]
+    kv_cache_bytes: int
 
 
 class Pipeline:
@@ -93,6 +115,20 @@ class Pipeline:
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.keyframe_scorer = self._load_keyframe_scorer() if config.token_reduction == "vts" else None
+        if config.layer_skipping:
+            self.decoder.routers = self._load_routers()
+
+    def _load_routers(self):
+        text_config = self.model.hf_model.config.text_config
+        routers = load_routers(
+            self.config.routers or self.model.folder, text_config.hidden_size, text_config.num_hidden_layers, self.device
+        )
+        routers.to(self.model.dtype)
+        for name in ("keep_ratio", "routing", "gate"):
+            override = getattr(self.config, f"mod_{name}")
+            if override is not None:
+                setattr(routers.config, name, override)
+        return routers
 
     def _load_keyframe_scorer(self) -> KeyframeScorer:
         scorer = load_scorer(self.config.keyframe_scorer or self.model.folder, self.device)
@@ -173,6 +209,7 @@ class Pipeline:
                 "prompt": generation.prompt_tokens,
                 "generated": sum(len(ids) for ids in generation.token_ids),
             },
+            kv_cache_bytes=generation.kv_cache_bytes,
         )
 
     def encode_window(self, window: FrameWindow) -> tuple[torch.Tensor, torch.Tensor]:

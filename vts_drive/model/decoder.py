@@ -5,6 +5,10 @@ does not: each layer attends over whatever its cache holds (see kv_cache.py),
 which is what batched prompts on a shared prefix and mixture-of-depths need,
 and what the ONNX export traces. For a plain sequence it computes exactly what
 Qwen2Model does (tested against it).
+
+With `routers` set (mixture-of-depths) and the tokens' frame index given, the
+routed layers compute only text tokens and each frame's top visual tokens
+(vts_drive/mod/routing.py); text-only calls such as decoding are never routed.
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from torch import nn
 
 from vts_drive.errors import InputError
 from vts_drive.model.kv_cache import KVCache, LayerKV
+from vts_drive.mod.routing import Routers, RoutingTrace, routed_layer_forward
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -52,6 +57,7 @@ class Qwen2Decoder(nn.Module):
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.scale = self.head_dim**-0.5
+        self.routers: Routers | None = None
 
     @property
     def num_layers(self) -> int:
@@ -91,13 +97,19 @@ class Qwen2Decoder(nn.Module):
         positions: torch.Tensor,  # [B, L] long
         valid: torch.Tensor | None = None,  # [B, L] bool; False marks padding
         cache: KVCache | None = None,
+        frame_index: torch.Tensor | None = None,  # [B, L]: visual token's frame, -1 for text
+        trace: list[RoutingTrace] | None = None,
     ) -> torch.Tensor:
         """Returns the final-norm hidden states [B, L, D]."""
         if valid is None:
             valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
+        route = self.routers is not None and frame_index is not None and bool((frame_index >= 0).any())
         hidden = embeds
         for index in range(self.num_layers):
-            hidden = self.layer_forward(index, hidden, positions, valid, cache)
+            if route and self.routers.routes(index):
+                hidden = routed_layer_forward(self, self.routers, index, hidden, positions, valid, cache, frame_index, trace)
+            else:
+                hidden = self.layer_forward(index, hidden, positions, valid, cache)
         return self.norm(hidden)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

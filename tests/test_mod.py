@@ -1,0 +1,121 @@
+"""Mixture-of-depths invariants on the tiny model with randomly initialised routers."""
+import math
+import shutil
+
+import pytest
+import torch
+
+from conftest import random_window
+from vts_drive.model.kv_cache import KVCache
+from vts_drive.mod.routing import (
+    ModConfig,
+    Routers,
+    load_routers,
+    routed_layer_forward,
+    save_routers,
+    select_per_frame,
+)
+from vts_drive.pipeline import Pipeline, PipelineConfig
+
+
+@pytest.fixture(scope="module")
+def model_with_routers(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mod") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.manual_seed(0)
+    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[0, 1])), folder)
+    return folder
+
+
+def sequence(pipeline, seed=0, question="What should the ego car do?"):
+    """A window's prefix plus one question: embeds [1, L, D], positions, frame index (-1 for text)."""
+    window = random_window(seed=seed)
+    tokens, saliency = pipeline.encode_window(window)
+    context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
+    suffix = torch.tensor(pipeline.prompts.question_ids(question))
+    embeds = torch.cat([context.embeds, pipeline.decoder.embed(suffix)])[None]
+    frame_index = torch.cat([context.frame_index, torch.full((len(suffix),), -1)])[None]
+    return embeds, torch.arange(embeds.shape[1])[None], frame_index, context.length
+
+
+def test_keep_all_without_gate_reproduces_dense_logits(model_with_routers):
+    dense = Pipeline.load(str(model_with_routers), PipelineConfig(mode="dense"))
+    routed = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod", mod_keep_ratio=1.0, mod_gate=False))
+    embeds, positions, frame_index, _ = sequence(dense)
+    with torch.no_grad():
+        expected = dense.decoder.logits(dense.decoder(embeds, positions))
+        trace = []
+        got = routed.decoder.logits(routed.decoder(embeds, positions, frame_index=frame_index, trace=trace))
+    assert len(trace) == 2 and all(t.selected.sum() == t.visual.sum() for t in trace)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_each_frame_computes_ceil_r_n_tokens():
+    frame_index = torch.tensor([[-1, 0, 0, 0, 0, 0, -1, 1, 1, 1, 2, -1]])
+    scores = torch.tensor([[9.0, 0.1, 0.5, 0.3, 0.9, 0.2, 9.0, 0.3, 0.2, 0.1, 0.0, 9.0]])
+    for routing in ["learned", "random", "uniform"]:
+        chosen = select_per_frame(scores, frame_index, 0.34, routing)
+        assert chosen[frame_index < 0].sum() == 0
+        assert [int(chosen[frame_index == f].sum()) for f in range(3)] == [math.ceil(0.34 * n) for n in (5, 3, 1)]
+    learned = select_per_frame(scores, frame_index, 0.34, "learned")
+    assert torch.nonzero(learned[0]).flatten().tolist() == [2, 4, 7, 8, 10]  # best 2 of 5, 2 of 3, 1 of 1
+    uniform = select_per_frame(scores, frame_index, 0.4, "uniform")
+    assert torch.nonzero(uniform[0, 1:6]).flatten().tolist() == [2, 4]  # 2 of 5, evenly spaced
+
+
+def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
+    pipeline = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod"))
+    decoder = pipeline.decoder
+    embeds, positions, frame_index, _ = sequence(pipeline, seed=1)
+    cache, trace = KVCache(decoder.num_layers), []
+    valid = torch.ones_like(positions, dtype=torch.bool)
+    hidden_in = embeds
+    with torch.no_grad():
+        out = routed_layer_forward(decoder, decoder.routers, 0, hidden_in, positions, valid, cache, frame_index, trace)
+    selected, visual = trace[0].selected[0], trace[0].visual[0]
+    skipped = visual & ~selected
+    assert skipped.sum() > 0
+    assert torch.equal(out[0, skipped], hidden_in[0, skipped])
+    assert not torch.allclose(out[0, ~skipped], hidden_in[0, ~skipped])
+    computed_positions = torch.nonzero(~visual | selected).flatten()
+    assert cache.entries(0) == int((~visual).sum() + selected.sum())
+    assert torch.equal(cache.layers[0].positions[0], computed_positions)  # original RoPE positions kept
+
+
+def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers):
+    pipeline = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod"))
+    decoder = pipeline.decoder
+    embeds, positions, frame_index, prefix = sequence(pipeline, seed=2)
+    length = embeds.shape[1]
+    with torch.no_grad():
+        full = decoder.logits(decoder(embeds, positions, frame_index=frame_index))
+        cache = KVCache(decoder.num_layers)
+        decoder(embeds[:, :prefix], positions[:, :prefix], cache=cache, frame_index=frame_index[:, :prefix])
+        steps = [decoder.logits(decoder(embeds[:, i : i + 1], positions[:, i : i + 1], cache=cache)) for i in range(prefix, length)]
+    # Token-by-token sums run in another order than one pass; the tiny model's wide weights give logits ~1e2.
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, prefix:], rtol=1e-4, atol=1e-4)
+    visual = int((frame_index >= 0).sum())
+    assert cache.entries(0) < length - visual + visual // 2  # the routed layers hold far fewer entries
+
+
+def test_mod_pipeline_report_and_kv_savings(model_with_routers):
+    window = random_window(seed=4)
+    dense = Pipeline.load(str(model_with_routers), PipelineConfig(mode="dense", max_new_tokens=4))
+    routed = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod", max_new_tokens=4))
+    dense_result = dense.answer(window, ["Why?"])
+    routed_result = routed.answer(window, ["Why?"])
+    assert routed_result.kv_cache_bytes < dense_result.kv_cache_bytes
+    assert routed.describe(window).mode == "mod"
+
+
+def test_router_adapter_round_trip_and_errors(model_with_routers, tiny_model_dir, tmp_path):
+    from vts_drive.errors import InputError
+
+    routers = load_routers(model_with_routers, hidden_size=64, num_layers=2)
+    assert routers.layer_indices == [0, 1] and routers.config.keep_ratio == 0.25
+    with pytest.raises(InputError, match="train-router"):
+        Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="mod"))
+    with pytest.raises(InputError, match="do not fit this model"):
+        load_routers(model_with_routers, hidden_size=32, num_layers=2)
+    with pytest.raises(InputError, match="routing 'best'"):
+        PipelineConfig(mode="mod", mod_routing="best").check()

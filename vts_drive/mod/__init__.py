@@ -1,0 +1,1 @@
+"""Mixture-of-depths: most visual tokens skip the routed LLM layers."""
