@@ -11,11 +11,13 @@ the prompts of a window together is much cheaper than one after another.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 
-from vts_drive.measure import StageTimer
+from vts_drive.flops import prefix_prefill_flops, suffix_prefill_flops
+from vts_drive.measure import StageTimer, synchronize
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.prompt import VisualContext
@@ -34,6 +36,9 @@ class Generation:
     token_ids: list[list[int]]  # per prompt, without the end-of-turn token
     prompt_tokens: int  # prefix + all suffixes
     kv_cache_bytes: int  # cache held at the end of decoding
+    prefix_entries: list[int]  # K/V entries per layer after the prefix prefill (fewer in routed layers)
+    prefill_flops: float  # LLM FLOPs of the prefix and suffix prefills, counted from shapes
+    first_token_time: float  # time.perf_counter() when the first answer token was picked
 
 
 def pick_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
@@ -68,6 +73,7 @@ def generate(
         prefix_cache = KVCache(decoder.num_layers)
         prefix_positions = torch.arange(context.length, device=device).unsqueeze(0)  # [1, Lp]
         decoder(context.embeds.unsqueeze(0), prefix_positions, cache=prefix_cache, frame_index=context.frame_index.unsqueeze(0))
+        prefix_entries = [prefix_cache.entries(layer) for layer in range(decoder.num_layers)]
 
         batch = len(suffixes)
         lengths = torch.tensor([len(ids) for ids in suffixes], device=device)  # [P]
@@ -91,6 +97,9 @@ def generate(
             tokens = pick_next(logits, sampling, generator)  # [P]
             tokens = tokens.masked_fill(finished, pad_id)
             generated.append(tokens)
+            if step == 0:
+                synchronize(device)
+                first_token_time = time.perf_counter()
             finished |= torch.isin(tokens, stop)
             if bool(finished.all()) or step == sampling.max_new_tokens - 1:
                 break
@@ -109,8 +118,13 @@ def generate(
                 break
             ids.append(token)
         answers.append(ids)
+    text_config = decoder.config
     return Generation(
         token_ids=answers,
         prompt_tokens=context.length + int(lengths.sum()),
         kv_cache_bytes=cache.nbytes(),
+        prefix_entries=prefix_entries,
+        prefill_flops=prefix_prefill_flops(text_config, prefix_entries)
+        + suffix_prefill_flops(text_config, prefix_entries, lengths.tolist()),
+        first_token_time=first_token_time,
     )

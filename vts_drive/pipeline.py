@@ -100,6 +100,8 @@ class WindowAnswers:
     timings_ms: dict[str, float]
     tokens: dict[str, int]
     kv_cache_bytes: int
+    llm_prefill_flops: float
+    ttft_ms: float  # window handed in -> first answer token
 
 
 class Pipeline:
@@ -210,6 +212,8 @@ class Pipeline:
                 "generated": sum(len(ids) for ids in generation.token_ids),
             },
             kv_cache_bytes=generation.kv_cache_bytes,
+            llm_prefill_flops=generation.prefill_flops,
+            ttft_ms=(generation.first_token_time - start) * 1000.0,
         )
 
     def encode_window(self, window: FrameWindow) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,6 +46,7 @@ class Qwen2Decoder(nn.Module):
     def __init__(self, language_model: nn.Module, lm_head: nn.Linear) -> None:
         super().__init__()
         config = language_model.config
+        self.config = config
         if any(kind != "full_attention" for kind in config.layer_types):
             raise InputError("checkpoints with sliding-window attention layers are not supported")
         self.embed_tokens = language_model.embed_tokens
