@@ -38,21 +38,19 @@ class KVCache:
         self.layers[layer] = new
         return new
 
-    def expand(self, batch: int) -> "KVCache":
-        """Branch a single-row cache into `batch` rows that share its entries (copy on append)."""
-        branched = KVCache(len(self.layers))
+    def select_rows(self, rows: torch.Tensor) -> "KVCache":
+        """A cache whose row i is a copy of row rows[i]: branches a shared prefix into one
+        row per prompt (rows = [0, 0, ...]) or per training example."""
+        selected = KVCache(len(self.layers))
         for index, kv in enumerate(self.layers):
-            if kv is None:
-                continue
-            if kv.keys.shape[0] != 1:
-                raise ValueError("only a single-row cache can be branched")
-            branched.layers[index] = LayerKV(
-                keys=kv.keys.expand(batch, -1, -1, -1),
-                values=kv.values.expand(batch, -1, -1, -1),
-                positions=kv.positions.expand(batch, -1),
-                valid=kv.valid.expand(batch, -1),
-            )
-        return branched
+            if kv is not None:
+                selected.layers[index] = LayerKV(
+                    keys=kv.keys.index_select(0, rows),
+                    values=kv.values.index_select(0, rows),
+                    positions=kv.positions.index_select(0, rows),
+                    valid=kv.valid.index_select(0, rows),
+                )
+        return selected
 
     def entries(self, layer: int) -> int:
         kv = self.layers[layer]
