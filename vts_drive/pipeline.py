@@ -176,6 +176,7 @@ class Pipeline:
         """Answers to free-form questions about a window, without description or risk."""
         return self.answer(window, questions).answers
 
+    @torch.inference_mode()
     def answer(self, window: FrameWindow, prompts: list[str]) -> WindowAnswers:
         if not prompts:
             raise InputError("no prompts to answer")
@@ -216,6 +217,7 @@ class Pipeline:
             ttft_ms=(generation.first_token_time - start) * 1000.0,
         )
 
+    @torch.inference_mode()
     def encode_window(self, window: FrameWindow) -> tuple[torch.Tensor, torch.Tensor]:
         """All frames of all cameras through the vision tower in one batch."""
         images = [image for camera_images in window.images for image in camera_images]

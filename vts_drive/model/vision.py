@@ -50,7 +50,6 @@ class VisionEncoder:
         pixels = (pixels - self.mean) / self.std
         return pixels.to(self.device, self.dtype)
 
-    @torch.no_grad()
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixels [F, 3, S, S] -> tokens [F, N, D_llm] and saliency [F, N] (sums to 1 per frame)."""
         hidden = self.tower.embeddings(pixels)  # [F, P, Dv]
