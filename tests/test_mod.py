@@ -10,10 +10,13 @@ from vts_drive.model.kv_cache import KVCache
 from vts_drive.mod.routing import (
     ModConfig,
     Routers,
+    RoutingPlan,
+    choose_tokens,
     load_routers,
     routed_layer_forward,
+    routing_scores,
     save_routers,
-    select_per_frame,
+    token_mask,
 )
 from vts_drive.pipeline import Pipeline, PipelineConfig
 
@@ -45,22 +48,38 @@ def test_keep_all_without_gate_reproduces_dense_logits(model_with_routers):
     with torch.no_grad():
         expected = dense.decoder.logits(dense.decoder(embeds, positions))
         trace = []
-        got = routed.decoder.logits(routed.decoder(embeds, positions, frame_index=frame_index, trace=trace))
+        plan = routed.decoder.routing_plan(frame_index)
+        got = routed.decoder.logits(routed.decoder(embeds, positions, plan=plan, trace=trace))
     assert len(trace) == 2 and all(t.selected.sum() == t.visual.sum() for t in trace)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def selected(scores, frame_index, keep_ratio, routing):
+    plan = RoutingPlan.from_frame_index(frame_index, keep_ratio)
+    chosen, valid = choose_tokens(routing_scores(scores, plan, routing, None), plan)
+    return token_mask(chosen, valid, frame_index.shape[1])
 
 
 def test_each_frame_computes_ceil_r_n_tokens():
     frame_index = torch.tensor([[-1, 0, 0, 0, 0, 0, -1, 1, 1, 1, 2, -1]])
     scores = torch.tensor([[9.0, 0.1, 0.5, 0.3, 0.9, 0.2, 9.0, 0.3, 0.2, 0.1, 0.0, 9.0]])
     for routing in ["learned", "random", "uniform"]:
-        chosen = select_per_frame(scores, frame_index, 0.34, routing)
+        chosen = selected(scores, frame_index, 0.34, routing)
         assert chosen[frame_index < 0].sum() == 0
         assert [int(chosen[frame_index == f].sum()) for f in range(3)] == [math.ceil(0.34 * n) for n in (5, 3, 1)]
-    learned = select_per_frame(scores, frame_index, 0.34, "learned")
+    learned = selected(scores, frame_index, 0.34, "learned")
     assert torch.nonzero(learned[0]).flatten().tolist() == [2, 4, 7, 8, 10]  # best 2 of 5, 2 of 3, 1 of 1
-    uniform = select_per_frame(scores, frame_index, 0.4, "uniform")
+    uniform = selected(scores, frame_index, 0.4, "uniform")
     assert torch.nonzero(uniform[0, 1:6]).flatten().tolist() == [2, 4]  # 2 of 5, evenly spaced
+
+
+def test_plan_pads_rows_and_frames_to_fixed_shapes():
+    frame_index = torch.tensor([[-1, 0, 0, 1, -1, -1], [-1, -1, 0, 0, 0, 0]])
+    plan = RoutingPlan.from_frame_index(frame_index, 0.5)
+    assert plan.frame_slots.shape == (2, 2, 4) and plan.text_index.shape == (2, 3)
+    assert plan.frame_keep.tolist() == [[1, 1], [2, 0]]
+    assert plan.frame_slots[1, 1].tolist() == [6, 6, 6, 6]  # an absent frame: all slots point at the junk row
+    assert torch.equal(plan.visual_mask(6), frame_index >= 0)
 
 
 def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
@@ -71,15 +90,19 @@ def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
     valid = torch.ones_like(positions, dtype=torch.bool)
     hidden_in = embeds
     with torch.no_grad():
-        out = routed_layer_forward(decoder, decoder.routers, 0, hidden_in, positions, valid, cache, frame_index, trace)
+        plan = decoder.routing_plan(frame_index)
+        out = routed_layer_forward(decoder, decoder.routers, 0, hidden_in, positions, valid, cache, plan, trace)
     selected, visual = trace[0].selected[0], trace[0].visual[0]
     skipped = visual & ~selected
     assert skipped.sum() > 0
     assert torch.equal(out[0, skipped], hidden_in[0, skipped])
     assert not torch.allclose(out[0, ~skipped], hidden_in[0, ~skipped])
     computed_positions = torch.nonzero(~visual | selected).flatten()
-    assert cache.entries(0) == int((~visual).sum() + selected.sum())
-    assert torch.equal(cache.layers[0].positions[0], computed_positions)  # original RoPE positions kept
+    layer_cache = cache.layers[0]
+    assert cache.entries(0) == int((~visual).sum() + selected.sum())  # equal-sized frames: no padding slots
+    assert int(layer_cache.valid.sum()) == int((~visual).sum() + selected.sum())
+    held = layer_cache.positions[0][layer_cache.valid[0]]
+    assert torch.equal(held.sort().values, computed_positions)  # exactly text + selected, original RoPE positions
 
 
 def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers):
@@ -88,9 +111,9 @@ def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers
     embeds, positions, frame_index, prefix = sequence(pipeline, seed=2)
     length = embeds.shape[1]
     with torch.no_grad():
-        full = decoder.logits(decoder(embeds, positions, frame_index=frame_index))
+        full = decoder.logits(decoder(embeds, positions, plan=decoder.routing_plan(frame_index)))
         cache = KVCache(decoder.num_layers)
-        decoder(embeds[:, :prefix], positions[:, :prefix], cache=cache, frame_index=frame_index[:, :prefix])
+        decoder(embeds[:, :prefix], positions[:, :prefix], cache=cache, plan=decoder.routing_plan(frame_index[:, :prefix]))
         steps = [decoder.logits(decoder(embeds[:, i : i + 1], positions[:, i : i + 1], cache=cache)) for i in range(prefix, length)]
     # Token-by-token sums run in another order than one pass; the tiny model's wide weights give logits ~1e2.
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, prefix:], rtol=1e-4, atol=1e-4)

@@ -72,7 +72,8 @@ def generate(
     with timer.stage("prefill"):
         prefix_cache = KVCache(decoder.num_layers)
         prefix_positions = torch.arange(context.length, device=device).unsqueeze(0)  # [1, Lp]
-        decoder(context.embeds.unsqueeze(0), prefix_positions, cache=prefix_cache, frame_index=context.frame_index.unsqueeze(0))
+        plan = decoder.routing_plan(context.frame_index.unsqueeze(0))
+        decoder(context.embeds.unsqueeze(0), prefix_positions, cache=prefix_cache, plan=plan)
         prefix_entries = [prefix_cache.entries(layer) for layer in range(decoder.num_layers)]
 
         batch = len(suffixes)

@@ -8,12 +8,21 @@ together. Computed visual tokens get x_i + g(r_i) (f(x)_i - x_i), with the gate
 g = sigmoid, so the router sits on the gradient path. Skipped tokens keep x_i
 and leave no K/V entry in this layer. Positions (RoPE) stay the original ones.
 
+The work is laid out so every shape follows from input shapes alone (what ONNX
+and TensorRT need): a RoutingPlan, built once per sequence, lists the text
+tokens and each frame's token slots (padded to the longest frame); a routed
+layer takes top-K over each frame's slots with K fixed by the slot count, marks
+ranks beyond the frame's own k as not computed, gathers text + selected tokens,
+runs the block, and scatters the results back. Padding reads and writes a junk
+row appended after the sequence.
+
 `routing` "random" and "uniform" replace the learned scores, for the ablation
 (random scores; evenly spaced tokens of each frame).
 """
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -71,34 +80,74 @@ class Routers(nn.Module):
         return self.routers[str(layer)](hidden).squeeze(-1).float()
 
 
-def rank_within_frame(scores: torch.Tensor, frame_index: torch.Tensor) -> torch.Tensor:
-    """Each token's rank among the tokens of its frame by descending score: [B, L] long."""
-    length = scores.shape[1]
-    by_score = torch.sort(scores, dim=1, descending=True, stable=True).indices
-    by_frame = torch.sort(frame_index.gather(1, by_score), dim=1, stable=True).indices
-    order = by_score.gather(1, by_frame)  # grouped by frame, best first within a frame
-    frames_sorted = frame_index.gather(1, order)
-    index = torch.arange(length, device=scores.device).expand_as(order)
-    starts = torch.ones_like(frames_sorted, dtype=torch.bool)
-    starts[:, 1:] = frames_sorted[:, 1:] != frames_sorted[:, :-1]
-    group_start = torch.cummax(torch.where(starts, index, torch.zeros_like(index)), dim=1).values
-    return torch.empty_like(order).scatter_(1, order, index - group_start)
+@dataclass
+class RoutingPlan:
+    """Where the text tokens and each frame's visual tokens sit in a batch of sequences.
+    Index L (the sequence length) is the junk row that padding points to."""
+
+    text_index: torch.Tensor  # [B, Lt] long
+    text_valid: torch.Tensor  # [B, Lt] bool
+    frame_slots: torch.Tensor  # [B, F, N] long: sequence index of each frame's n-th token
+    slot_valid: torch.Tensor  # [B, F, N] bool
+    frame_keep: torch.Tensor  # [B, F] long: how many tokens each frame computes
+
+    @classmethod
+    def from_frame_index(cls, frame_index: torch.Tensor, keep_ratio: float) -> "RoutingPlan":
+        """frame_index [B, L] (visual token's frame, -1 for text) -> plan. Host-side bookkeeping."""
+        batch, length = frame_index.shape
+        device = frame_index.device
+        rows_text, rows_frames = [], []
+        for row in frame_index.tolist():
+            rows_text.append([i for i, f in enumerate(row) if f < 0])
+            frames: dict[int, list[int]] = {}
+            for i, f in enumerate(row):
+                if f >= 0:
+                    frames.setdefault(f, []).append(i)
+            rows_frames.append(list(frames.values()))
+        text_width = max(1, max(len(t) for t in rows_text))
+        frame_count = max(1, max(len(f) for f in rows_frames))
+        slot_count = max([1] + [len(slots) for frames in rows_frames for slots in frames])
+        text_index = torch.full((batch, text_width), length, dtype=torch.long)
+        frame_slots = torch.full((batch, frame_count, slot_count), length, dtype=torch.long)
+        frame_keep = torch.zeros((batch, frame_count), dtype=torch.long)
+        for b, (text, frames) in enumerate(zip(rows_text, rows_frames)):
+            text_index[b, : len(text)] = torch.tensor(text, dtype=torch.long)
+            for f, slots in enumerate(frames):
+                frame_slots[b, f, : len(slots)] = torch.tensor(slots, dtype=torch.long)
+                frame_keep[b, f] = math.ceil(keep_ratio * len(slots) - 1e-9)
+        return cls(
+            text_index=text_index.to(device),
+            text_valid=(text_index < length).to(device),
+            frame_slots=frame_slots.to(device),
+            slot_valid=(frame_slots < length).to(device),
+            frame_keep=frame_keep.to(device),
+        )
+
+    def visual_mask(self, length: int) -> torch.Tensor:
+        """[B, L] bool: which sequence positions hold visual tokens."""
+        return token_mask(self.frame_slots, self.slot_valid, length)
+
+    @property
+    def top_k(self) -> int:
+        """Slots examined per frame: the largest k any frame needs."""
+        return max(1, int(self.frame_keep.max()))
 
 
-def select_per_frame(scores: torch.Tensor, frame_index: torch.Tensor, keep_ratio: float, routing: str) -> torch.Tensor:
-    """scores, frame_index [B, L] (-1 for text) -> [B, L] bool: the visual tokens each frame computes."""
-    visual = frame_index >= 0
-    groups = frame_index.clamp(min=0)
-    frame_sizes = torch.zeros(scores.shape[0], int(groups.max()) + 1, device=scores.device)
-    frame_sizes.scatter_add_(1, groups, visual.float())  # [B, F]
-    size = frame_sizes.gather(1, groups)  # [B, L]: the size of each token's frame
-    keep = torch.ceil(keep_ratio * size - 1e-6)  # [B, L]: k of each token's frame
-    if routing == "uniform":
-        # evenly spaced tokens: index i of n is chosen when floor((i+1) k / n) > floor(i k / n)
-        position = -torch.arange(scores.shape[1], device=scores.device, dtype=torch.float).expand_as(scores)
-        i = rank_within_frame(position, frame_index).float()
-        return visual & (torch.floor((i + 1) * keep / size.clamp(min=1)) > torch.floor(i * keep / size.clamp(min=1)))
-    return visual & (rank_within_frame(scores, frame_index) < keep)
+def routing_scores(logits: torch.Tensor, plan: RoutingPlan, routing: str, generator: torch.Generator | None) -> torch.Tensor:
+    """Router logits [B, L] -> each frame slot's score [B, F, N]; empty slots score -inf."""
+    batch, frames, slots = plan.frame_slots.shape
+    if routing == "learned":
+        padded = torch.cat([logits, logits.new_zeros(batch, 1)], dim=1)  # junk row L
+        scores = padded.gather(1, plan.frame_slots.view(batch, -1)).view(batch, frames, slots)
+    elif routing == "random":
+        scores = torch.rand((batch, frames, slots), generator=generator, device=logits.device)
+    else:  # uniform: the k of a frame's n slots at which floor(j k / n) steps up, earliest first
+        size = plan.slot_valid.sum(dim=-1, keepdim=True).clamp(min=1).float()  # [B, F, 1]
+        keep = plan.frame_keep.unsqueeze(-1).float()
+        j = torch.arange(slots, device=logits.device, dtype=torch.float)
+        steps_up = torch.floor((j + 1) * keep / size) > torch.floor(j * keep / size)
+        scores = steps_up.float() - j / (slots + 1)
+    return scores.masked_fill(~plan.slot_valid, -math.inf)
 
 
 def routed_layer_forward(
@@ -109,36 +158,51 @@ def routed_layer_forward(
     positions: torch.Tensor,  # [B, L]
     valid: torch.Tensor,  # [B, L]
     cache,
-    frame_index: torch.Tensor,  # [B, L], -1 for text
-    trace: list[RoutingTrace] | None,
+    plan: RoutingPlan,
+    trace: list[RoutingTrace] | None = None,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     config = routers.config
-    visual = frame_index >= 0
+    batch, length, dim = hidden.shape
     logits = routers.logits(index, hidden)  # [B, L]
-    if config.routing == "random":
-        scores = torch.rand(logits.shape, generator=generator, device=logits.device)
-    else:
-        scores = logits
-    selected = select_per_frame(scores, frame_index, config.keep_ratio, config.routing)
-    computed = (~visual | selected) & valid
-    if trace is not None:
-        trace.append(RoutingTrace(index, logits, selected, visual))
+    chosen, chosen_valid = choose_tokens(routing_scores(logits, plan, config.routing, generator), plan)  # [B, F, K]
 
-    # Gather the computed tokens to the front of each row, in their original order.
-    counts = computed.sum(dim=1)  # [B]
-    width = int(counts.max())
-    gather_index = torch.sort((~computed).to(torch.int8), dim=1, stable=True).indices[:, :width]  # [B, M]
-    in_row = torch.arange(width, device=hidden.device)[None, :] < counts[:, None]  # [B, M]
-    dim = hidden.shape[-1]
-    expand = gather_index.unsqueeze(-1).expand(-1, -1, dim)
-    sub_hidden = hidden.gather(1, expand)  # [B, M, D]
-    out = decoder.layer_forward(index, sub_hidden, positions.gather(1, gather_index), in_row, cache)
+    # Computed tokens: the text, then each frame's chosen tokens. Shapes follow the plan's shapes.
+    computed = torch.cat([plan.text_index, chosen.view(batch, -1)], dim=1)  # [B, M]
+    padded_valid = torch.cat([valid, valid.new_zeros(batch, 1)], dim=1)  # [B, L+1]
+    computed_valid = torch.cat([plan.text_valid, chosen_valid.view(batch, -1)], dim=1) & padded_valid.gather(1, computed)
+    is_visual = torch.cat([torch.zeros_like(plan.text_valid), torch.ones_like(chosen_valid.view(batch, -1))], dim=1)
+
+    padded_hidden = torch.cat([hidden, hidden.new_zeros(batch, 1, dim)], dim=1)  # [B, L+1, D]
+    padded_positions = torch.cat([positions, positions.new_zeros(batch, 1)], dim=1)
+    sub_hidden = padded_hidden.gather(1, computed.unsqueeze(-1).expand(-1, -1, dim))  # [B, M, D]
+    out = decoder.layer_forward(index, sub_hidden, padded_positions.gather(1, computed), computed_valid, cache)
     if config.gate:
-        gate = torch.where(visual.gather(1, gather_index), torch.sigmoid(logits.gather(1, gather_index)), 1.0)
+        padded_logits = torch.cat([logits, logits.new_zeros(batch, 1)], dim=1)
+        gate = torch.where(is_visual, torch.sigmoid(padded_logits.gather(1, computed)), torch.ones_like(computed, dtype=logits.dtype))
         out = sub_hidden + gate.unsqueeze(-1).to(out.dtype) * (out - sub_hidden)
-    out = torch.where(in_row.unsqueeze(-1), out, sub_hidden)  # padding slots write back their own value
-    return hidden.scatter(1, expand, out)
+    target = torch.where(computed_valid, computed, torch.full_like(computed, length))  # not computed -> junk row
+    updated = padded_hidden.scatter(1, target.unsqueeze(-1).expand(-1, -1, dim), out)
+    if trace is not None:
+        trace.append(RoutingTrace(index, logits, token_mask(chosen, chosen_valid, length), plan.visual_mask(length)))
+    return updated[:, :length]
+
+
+def choose_tokens(scores: torch.Tensor, plan: RoutingPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot scores [B, F, N] -> each frame's chosen sequence indices [B, F, K] (best first) and
+    whether each is really computed [B, F, K] (rank below the frame's k, not an empty slot)."""
+    top = scores.topk(plan.top_k, dim=-1, sorted=True).indices  # [B, F, K] slots
+    chosen = plan.frame_slots.gather(2, top)
+    rank = torch.arange(plan.top_k, device=scores.device)
+    return chosen, (rank < plan.frame_keep.unsqueeze(-1)) & plan.slot_valid.gather(2, top)
+
+
+def token_mask(indices: torch.Tensor, index_valid: torch.Tensor, length: int) -> torch.Tensor:
+    """Valid sequence indices [B, ...] -> a [B, L] bool mask over the sequence."""
+    batch = indices.shape[0]
+    mask = torch.zeros(batch, length + 1, dtype=torch.bool, device=indices.device)
+    mask.scatter_(1, torch.where(index_valid, indices, length).view(batch, -1), True)
+    return mask[:, :length]
 
 
 def save_routers(routers: Routers, folder: Path) -> None:

@@ -18,7 +18,7 @@ from torch import nn
 
 from vts_drive.errors import InputError
 from vts_drive.model.kv_cache import KVCache, LayerKV
-from vts_drive.mod.routing import Routers, RoutingTrace, routed_layer_forward
+from vts_drive.mod.routing import Routers, RoutingPlan, RoutingTrace, routed_layer_forward
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -98,20 +98,26 @@ class Qwen2Decoder(nn.Module):
         positions: torch.Tensor,  # [B, L] long
         valid: torch.Tensor | None = None,  # [B, L] bool; False marks padding
         cache: KVCache | None = None,
-        frame_index: torch.Tensor | None = None,  # [B, L]: visual token's frame, -1 for text
+        plan: RoutingPlan | None = None,  # from routing_plan(); None: no layer routes
         trace: list[RoutingTrace] | None = None,
     ) -> torch.Tensor:
         """Returns the final-norm hidden states [B, L, D]."""
         if valid is None:
             valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
-        route = self.routers is not None and frame_index is not None and bool((frame_index >= 0).any())
         hidden = embeds
         for index in range(self.num_layers):
-            if route and self.routers.routes(index):
-                hidden = routed_layer_forward(self, self.routers, index, hidden, positions, valid, cache, frame_index, trace)
+            if plan is not None and self.routers.routes(index):
+                hidden = routed_layer_forward(self, self.routers, index, hidden, positions, valid, cache, plan, trace)
             else:
                 hidden = self.layer_forward(index, hidden, positions, valid, cache)
         return self.norm(hidden)
+
+    def routing_plan(self, frame_index: torch.Tensor) -> RoutingPlan | None:
+        """frame_index [B, L] (-1 for text) -> the plan routed layers follow; None without routers
+        or visual tokens."""
+        if self.routers is None or not bool((frame_index >= 0).any()):
+            return None
+        return RoutingPlan.from_frame_index(frame_index, self.routers.config.keep_ratio)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
