@@ -90,6 +90,7 @@ class RoutingPlan:
     frame_slots: torch.Tensor  # [B, F, N] long: sequence index of each frame's n-th token
     slot_valid: torch.Tensor  # [B, F, N] bool
     frame_keep: torch.Tensor  # [B, F] long: how many tokens each frame computes
+    keep_ratio: float
 
     @classmethod
     def from_frame_index(cls, frame_index: torch.Tensor, keep_ratio: float) -> "RoutingPlan":
@@ -121,6 +122,7 @@ class RoutingPlan:
             frame_slots=frame_slots.to(device),
             slot_valid=(frame_slots < length).to(device),
             frame_keep=frame_keep.to(device),
+            keep_ratio=keep_ratio,
         )
 
     def visual_mask(self, length: int) -> torch.Tensor:
@@ -129,8 +131,8 @@ class RoutingPlan:
 
     @property
     def top_k(self) -> int:
-        """Slots examined per frame: the largest k any frame needs."""
-        return max(1, int(self.frame_keep.max()))
+        """Slots examined per frame: k of a full frame, from the slot count alone (a shape, not data)."""
+        return max(1, math.ceil(self.keep_ratio * self.frame_slots.shape[-1] - 1e-9))
 
 
 def routing_scores(logits: torch.Tensor, plan: RoutingPlan, routing: str, generator: torch.Generator | None) -> torch.Tensor:
