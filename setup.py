@@ -42,6 +42,7 @@ setup(
         "rosbags>=0.10",
         "cyclonedds>=0.10",
         "onnx>=1.16",
+        "onnxscript>=0.5",
         "onnxruntime>=1.18",
         "pyarrow>=14",
         "matplotlib>=3.7",
