@@ -237,15 +237,14 @@ class _ModelChecker:
         elif self.opset > table.opset_max:
             self.add("(model)", "-", f"opset {self.opset} is above {table.opset_max}, the newest {table.label} parses")
         graph = self.model.graph
-        graph_outputs = {output.name for output in graph.output}
-        self.check_graph(graph, "", ChainMap(), ChainMap(), ChainMap(), graph_outputs)
+        self.check_graph(graph, "", ChainMap(), ChainMap(), ChainMap())
         return self.violations
 
     def check_graph(
-        self, graph: onnx.GraphProto, prefix: str, constants: ChainMap, value_dependent: ChainMap,
-        types: ChainMap, io_names: set[str],
+        self, graph: onnx.GraphProto, prefix: str, constants: ChainMap, value_dependent: ChainMap, types: ChainMap
     ) -> None:
         """Check one graph; the ChainMaps carry the enclosing scopes of subgraphs."""
+        outputs = {output.name for output in graph.output}
         for info in [*graph.input, *graph.output, *graph.value_info]:
             if info.type.HasField("tensor_type"):
                 types[info.name] = info.type.tensor_type.elem_type
@@ -253,22 +252,23 @@ class _ModelChecker:
             constants[tensor.name] = tensor
             value_dependent[tensor.name] = False
             types[tensor.name] = tensor.data_type
-            self.check_type(prefix + "(initializer)", "-", tensor.name, tensor.data_type, io_names)
+            self.check_type(prefix + "(initializer)", "-", tensor.name, tensor.data_type, at_boundary=False)
         for info in graph.input:
             if info.name not in constants:
                 value_dependent[info.name] = True
-                self.check_type(prefix + "(input)", "-", info.name, types.get(info.name), io_names)
+                self.check_type(prefix + "(input)", "-", info.name, types.get(info.name), at_boundary=True)
         for index, node in enumerate(graph.node):
             name = prefix + (node.name or f"{node.op_type}#{index}")
-            self.check_node(node, name, constants, value_dependent, types, io_names)
+            for output in node.output:
+                if output:
+                    self.check_type(name, node.op_type, output, types.get(output), at_boundary=output in outputs)
+            self.check_node(node, name, constants, value_dependent, types)
             self.record_outputs(node, constants, value_dependent)
             for attribute in node.attribute:
                 subgraphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
                 for subgraph in subgraphs:
-                    self.check_graph(
-                        subgraph, f"{name}/{attribute.name}/", constants.new_child(), value_dependent.new_child(),
-                        types.new_child(), io_names | {output.name for output in subgraph.output},
-                    )
+                    self.check_graph(subgraph, f"{name}/{attribute.name}/", constants.new_child(),
+                                     value_dependent.new_child(), types.new_child())
 
     @staticmethod
     def record_outputs(node: onnx.NodeProto, constants: ChainMap, value_dependent: ChainMap) -> None:
@@ -286,13 +286,9 @@ class _ModelChecker:
             value_dependent[output] = dependent
 
     def check_node(
-        self, node: onnx.NodeProto, name: str, constants: ChainMap, value_dependent: ChainMap,
-        types: ChainMap, io_names: set[str],
+        self, node: onnx.NodeProto, name: str, constants: ChainMap, value_dependent: ChainMap, types: ChainMap
     ) -> None:
         op = node.op_type
-        for output in node.output:
-            if output:
-                self.check_type(name, op, output, types.get(output), io_names)
         if node.domain not in DEFAULT_DOMAINS:
             self.add(name, op, f"op from domain '{node.domain}' is not an ONNX standard op: "
                                f"{self.table.label} would need a plugin for it")
@@ -342,11 +338,12 @@ class _ModelChecker:
             if k >= TOPK_K_LIMIT:
                 self.add(name, "TopK", f"K={k}: {self.table.label} needs K < {TOPK_K_LIMIT}")
 
-    def check_type(self, name: str, op: str, tensor: str, elem_type: int | None, io_names: set[str]) -> None:
+    def check_type(self, name: str, op: str, tensor: str, elem_type: int | None, at_boundary: bool) -> None:
+        """at_boundary: tensor is a graph input or output."""
         if not elem_type:  # unknown after shape inference: nothing to say
             return
         type_name = TensorProto.DataType.Name(elem_type).lower()
-        if elem_type == TensorProto.UINT8 and tensor not in io_names and op != "-":
+        if elem_type == TensorProto.UINT8 and not at_boundary:
             self.add(name, op, f"tensor '{tensor}' is uint8: TensorRT allows uint8 only on graph inputs and outputs")
         elif elem_type not in TABLE_TYPE:
             advice = TYPE_ADVICE.get(elem_type, f"{self.table.label} does not support {type_name} tensors")

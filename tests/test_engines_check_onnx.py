@@ -144,6 +144,14 @@ def test_unsupported_types_are_rejected(tmp_path: Path) -> None:
                            initializers=[const("w", np.ones((8, 2), np.int64))])
     found = reasons(check_onnx_file(save(tmp_path, integer_matmul)), "int_mm")
     assert found == ["input 'x' is int64; TensorRT 10.15 runs MatMul on FP32, FP16, BF16 only"]
+    # uint8 is fine on a graph input (camera pixels), not inside the graph
+    pixels = model([helper.make_node("Cast", ["x"], ["y"], name="to_float", to=FLOAT),
+                    helper.make_node("Cast", ["y"], ["again"], name="to_uint8", to=TensorProto.UINT8),
+                    helper.make_node("Cast", ["again"], ["z"], name="back", to=FLOAT)],
+                   inputs=[value("x", TensorProto.UINT8)], outputs=[value("y"), value("z")])
+    found = check_onnx_file(save(tmp_path, pixels))
+    assert [(v.node, v.reason) for v in found] == [
+        ("to_uint8", "tensor 'again' is uint8: TensorRT allows uint8 only on graph inputs and outputs")]
 
 
 def test_nodes_inside_if_branches_are_checked(tmp_path: Path) -> None:
