@@ -16,6 +16,7 @@ from vts_drive.errors import EXIT_INPUT_ERROR, InputError
 SUBCOMMANDS = [
     "describe",
     "check_onnx",
+    "build_engine",
 ]
 
 
