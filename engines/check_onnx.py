@@ -30,24 +30,29 @@ node, the op and the reason. The rules, in the order they are applied:
      inputs are values: a position or length passed as an input and turned
      into a shape would need a host-side TensorRT shape tensor, which the
      runtime does not feed. Outputs of If/Loop/Scan count as values.
-   - TopK's K must be a build-time constant: an initializer or a Constant
-     node output (through Identity), the same test TensorRT's parser applies
-     to weights. A K computed at run time is a violation even when computed
-     only from shapes, because its bound (< 3840) could then not be checked
-     before the build and the outputs' shape would vary with the input shape
-     in a way the engine profile does not declare.
+   - TopK's K is either a build-time constant (an initializer or a Constant
+     node output, through Identity), checked against K < 3840, or computed
+     from tensor shapes only (TensorRT takes it as a shape tensor, such as
+     K = ceil(r * tokens per frame) for mixture-of-depths routing). A
+     shape-computed K is bounded by evaluating it with every graph input at
+     the max shape of its optimisation profile (from the export's
+     manifest.json), assuming K grows with the shapes it is computed from; it
+     is a violation when that bound is >= 3840 or cannot be evaluated (no
+     profile given, or K computed inside an If/Loop body). A K computed from
+     tensor values is a data-dependent shape and always a violation.
 """
 from __future__ import annotations
 
 import json
 from collections import ChainMap
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, inliner, numpy_helper
+from onnx.reference import ReferenceEvaluator
 
 from vts_drive.errors import InputError
 
@@ -167,8 +172,13 @@ def find_graphs(folder: Path) -> list[Path]:
     return graphs
 
 
-def check_onnx_file(path: Path, table: SupportTable | None = None) -> list[Violation]:
-    """All violations of one graph file (external data, if any, is read from beside it)."""
+def check_onnx_file(
+    path: Path, table: SupportTable | None = None, max_shapes: dict[str, list[int]] | None = None
+) -> list[Violation]:
+    """All violations of one graph file (external data, if any, is read from beside it).
+
+    max_shapes: input name -> the max shape of its optimisation profile, to bound shape-computed TopK K.
+    """
     path = Path(path)
     try:
         model = onnx.load(str(path), load_external_data=False)
@@ -179,17 +189,22 @@ def check_onnx_file(path: Path, table: SupportTable | None = None) -> list[Viola
         onnx.checker.check_model(str(path))
     except onnx.checker.ValidationError as error:
         violations.append(Violation(path.name, "(model)", "-", f"onnx.checker: {_first_line(error)}"))
-    return violations + check_model(model, path.name, table, base_dir=path.parent)
+    return violations + check_model(model, path.name, table, path.parent, max_shapes)
 
 
 def check_model(
-    model: onnx.ModelProto, graph_name: str, table: SupportTable | None = None, base_dir: Path | None = None
+    model: onnx.ModelProto,
+    graph_name: str,
+    table: SupportTable | None = None,
+    base_dir: Path | None = None,
+    max_shapes: dict[str, list[int]] | None = None,
 ) -> list[Violation]:
     """All violations of an in-memory model (the exporter calls this right after export).
 
-    graph_name labels the violations; base_dir is where external tensor data lives.
+    graph_name labels the violations; base_dir is where external tensor data lives;
+    max_shapes as for check_onnx_file.
     """
-    return _ModelChecker(model, graph_name, table or default_table(), base_dir).run()
+    return _ModelChecker(model, graph_name, table or default_table(), base_dir, max_shapes).run()
 
 
 def format_violations(violations: list[Violation]) -> str:
@@ -211,10 +226,14 @@ def _first_line(error: Exception) -> str:
 
 
 class _ModelChecker:
-    def __init__(self, model: onnx.ModelProto, graph_name: str, table: SupportTable, base_dir: Path | None) -> None:
+    def __init__(
+        self, model: onnx.ModelProto, graph_name: str, table: SupportTable, base_dir: Path | None,
+        max_shapes: dict[str, list[int]] | None,
+    ) -> None:
         self.graph_name = graph_name
         self.table = table
         self.base_dir = str(base_dir or "")
+        self.max_shapes = max_shapes
         self.violations: list[Violation] = []
         self.opset = next((o.version for o in model.opset_import if o.domain in DEFAULT_DOMAINS), None)
         model = inliner.inline_local_functions(model) if model.functions else model
@@ -233,7 +252,8 @@ class _ModelChecker:
         if self.opset is None:
             self.add("(model)", "-", "imports no default-domain (ai.onnx) opset")
         elif self.opset < MIN_OPSET:
-            self.add("(model)", "-", f"opset {self.opset} is below {MIN_OPSET}: export with opset_version >= {MIN_OPSET}")
+            self.add("(model)", "-",
+                     f"opset {self.opset} is below {MIN_OPSET}: export with opset_version >= {MIN_OPSET}")
         elif self.opset > table.opset_max:
             self.add("(model)", "-", f"opset {self.opset} is above {table.opset_max}, the newest {table.label} parses")
         graph = self.model.graph
@@ -328,8 +348,15 @@ class _ModelChecker:
             if node.op_type == "TopK" and value_dependent.get(source, False):
                 reason = "K is computed from tensor values at run time (data-dependent output shape)"
             elif node.op_type == "TopK":
-                reason = (f"K is computed from tensor shapes at run time, so K < {TOPK_K_LIMIT} cannot be checked "
-                          "before the build: export K as a constant")
+                bound = self.value_at_max_shapes(source)
+                if bound is None:
+                    reason = (f"K is computed from tensor shapes and could not be evaluated at the profile's max "
+                              f"shapes to check K < {TOPK_K_LIMIT} (is the graph in manifest.json?)")
+                elif bound >= TOPK_K_LIMIT:
+                    reason = (f"K reaches {bound} at the profile's max shapes: "
+                              f"{self.table.label} needs K < {TOPK_K_LIMIT}")
+                else:
+                    return
             else:
                 reason = f"input '{label}' ({source}) must be a build-time constant (an initializer or Constant)"
             self.add(name, node.op_type, reason)
@@ -363,6 +390,70 @@ class _ModelChecker:
             type_name = TensorProto.DataType.Name(elem_type).lower()
             self.add(name, node.op_type, f"{kind} '{tensor}' is {type_name}; {self.table.label} runs "
                                          f"{node.op_type} on {', '.join(entry['types'])} only")
+
+    def value_at_max_shapes(self, tensor: str) -> int | None:
+        """A top-level tensor computed from shapes only, evaluated with every input at its max profile shape."""
+        graph = self.max_shape_graph
+        if graph is None:
+            return None
+        shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
+                               for dim in value.type.tensor_type.shape.dim]
+                  for value in [*graph.input, *graph.value_info, *graph.output]}
+        producers = {output: node for node in graph.node for output in node.output}
+        initializers = {tensor.name: tensor for tensor in graph.initializer}
+        nodes, feeds, used, pending = {}, {}, {}, [tensor]
+        while pending:  # walk back from tensor to constants and Shape/Size outputs
+            name = pending.pop()
+            if name in nodes or name in feeds or name in used:
+                continue
+            if name in initializers:
+                used[name] = initializers[name]
+                continue
+            node = producers.get(name)
+            if node is None:  # a graph input's values, or a tensor of an If/Loop body
+                return None
+            if node.op_type in ("Shape", "Size"):
+                shape = shapes.get(node.input[0])
+                if shape is None or None in shape:
+                    return None
+                if node.op_type == "Size":
+                    feeds[name] = np.array(int(np.prod(shape)), dtype=np.int64)
+                else:
+                    feeds[name] = np.array(shape[_attribute(node, "start", 0):_attribute(node, "end", None)], np.int64)
+                continue
+            for output in node.output:
+                nodes[output] = node
+            pending.extend(name for name in node.input if name)
+        order = {id(node): index for index, node in enumerate(graph.node)}
+        subgraph = helper.make_graph(
+            sorted({id(node): node for node in nodes.values()}.values(), key=lambda node: order[id(node)]),
+            "bound",
+            [helper.make_tensor_value_info(name, TensorProto.INT64, value.shape) for name, value in feeds.items()],
+            [helper.make_empty_tensor_value_info(tensor)], list(used.values()),
+        )
+        evaluator = ReferenceEvaluator(helper.make_model(subgraph, opset_imports=self.model.opset_import))
+        return int(np.asarray(evaluator.run(None, feeds)[0]).reshape(-1)[0])
+
+    @cached_property
+    def max_shape_graph(self) -> onnx.GraphProto | None:
+        """The top-level graph with its inputs fixed at their max profile shapes, shapes inferred."""
+        if self.max_shapes is None:
+            return None
+        model = onnx.ModelProto()
+        model.CopyFrom(self.model)
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            shape = self.max_shapes.get(value.name)
+            if shape is None:
+                if all(dim.HasField("dim_value") for dim in dims):
+                    continue
+                return None
+            if len(shape) != len(dims):
+                return None
+            for dim, size in zip(dims, shape):
+                dim.Clear()
+                dim.dim_value = int(size)
+        return onnx.shape_inference.infer_shapes(model, data_prop=True).graph
 
     def constant_value(self, source: onnx.TensorProto | onnx.NodeProto) -> np.ndarray:
         if isinstance(source, onnx.TensorProto):

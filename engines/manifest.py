@@ -83,6 +83,10 @@ class GraphSpec:
     outputs: list[TensorSpec]
     engine: EngineRecord | None = None
 
+    def max_shapes(self) -> dict[str, list[int]]:
+        """Each input's largest shape: its profile's max, or its fixed shape."""
+        return {tensor.name: tensor.max or tensor.shape for tensor in self.inputs if tensor.max or not tensor.dynamic}
+
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
             if spec.name == name:
@@ -156,7 +160,9 @@ def export_tool_versions() -> dict[str, str]:
     return versions
 
 
-def describe_graph(name: str, onnx_path: Path, profiles: dict[str, tuple[list[int], list[int], list[int]]]) -> GraphSpec:
+def describe_graph(
+    name: str, onnx_path: Path, profiles: dict[str, tuple[list[int], list[int], list[int]]]
+) -> GraphSpec:
     """A GraphSpec read from an exported .onnx file, with the profile shapes of its dynamic inputs.
 
     profiles maps an input name to (min, opt, max); every input with a dynamic axis needs one.
@@ -171,7 +177,8 @@ def describe_graph(name: str, onnx_path: Path, profiles: dict[str, tuple[list[in
     def spec(value: onnx.ValueInfoProto, profile=None) -> TensorSpec:
         tensor_type = value.type.tensor_type
         dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else "unknown"
-        shape = [dim.dim_param or (dim.dim_value if dim.HasField("dim_value") else "?") for dim in tensor_type.shape.dim]
+        dims = tensor_type.shape.dim
+        shape = [dim.dim_param or (dim.dim_value if dim.HasField("dim_value") else "?") for dim in dims]
         low, mid, high = ([list(map(int, shape)) for shape in profile] if profile else (None, None, None))
         return TensorSpec(value.name, dtype, shape, low, mid, high)
 

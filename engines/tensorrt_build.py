@@ -73,7 +73,7 @@ def build_engines(
             tqdm.write(f"{graph.name}: engine up to date ({record.file})")
             plans.append(folder / record.file)
             continue
-        violations = check_onnx_file(folder / graph.file)
+        violations = check_onnx_file(folder / graph.file, max_shapes=graph.max_shapes())
         if violations:
             first = violations[0]
             raise InputError(f"graph {graph.file} has {len(violations)} TensorRT violation(s), first: node "
@@ -143,8 +143,8 @@ def _typing(trt: ModuleType, graph_dtype: str, precision: str) -> str:
     if graph_dtype == "float32" and _major(trt) == 10:
         return "weak"
     if graph_dtype == "float32":
-        raise InputError(f"TensorRT {trt.__version__} takes precision from the graph, and these graphs are "
-                         f"float32: export them in {wanted} for --precision {precision}, or build with --precision fp32")
+        raise InputError(f"TensorRT {trt.__version__} takes precision from the graph, and these graphs are float32: "
+                         f"export them in {wanted} for --precision {precision}, or build with --precision fp32")
     raise InputError(f"the graphs were exported in {graph_dtype}; --precision {precision} needs an export in {wanted}")
 
 

@@ -76,8 +76,9 @@ class TensorRTEngine:
         self.input_names = [name for name in names if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT]
         self.output_names = [name for name in names if name not in self.input_names]
         if set(self.input_names) != {tensor.name for tensor in spec.inputs}:
-            raise InputError(f"engine {plan} has inputs {self.input_names}, its manifest "
-                             f"{[tensor.name for tensor in spec.inputs]}: rebuild with `vts-drive build-engine {folder}`")
+            expected = [tensor.name for tensor in spec.inputs]
+            raise InputError(f"engine {plan} has inputs {self.input_names}, its manifest {expected}: "
+                             f"rebuild with `vts-drive build-engine {folder}`")
         self.dtypes = {name: _torch_dtype(trt, self.engine.get_tensor_dtype(name)) for name in names}
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

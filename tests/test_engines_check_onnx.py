@@ -1,6 +1,7 @@
 """check-onnx: graphs built with onnx.helper and exported by torch.onnx, checked against TensorRT's ONNX support."""
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from vts_drive.cli import main
 from vts_drive.engines.check_onnx import Violation, check_model, check_onnx_file, find_graphs
+from vts_drive.engines.manifest import Manifest, describe_graph, write_manifest
 from vts_drive.errors import InputError
 
 FLOAT = TensorProto.FLOAT
@@ -96,8 +98,12 @@ def test_topk_with_k_computed_at_run_time(tmp_path: Path) -> None:
         helper.make_node("Shape", ["x"], ["shape"], name="shape", start=1),
         helper.make_node("TopK", ["x", "shape"], ["y", "idx"], name="topk"),
     ]
-    found = reasons(check_onnx_file(save(tmp_path, model(from_shape, outputs=outputs))), "topk")
-    assert len(found) == 1 and "computed from tensor shapes" in found[0]
+    path = save(tmp_path, model(from_shape, inputs=[value("x", shape=("batch", "n"))], outputs=outputs))  # K = n
+    assert check_onnx_file(path, max_shapes={"x": [4, 3839]}) == []
+    assert reasons(check_onnx_file(path, max_shapes={"x": [4, 5000]}), "topk") == [
+        "K reaches 5000 at the profile's max shapes: TensorRT 10.15 needs K < 3840"]
+    found = reasons(check_onnx_file(path), "topk")
+    assert len(found) == 1 and "computed from tensor shapes and could not be evaluated" in found[0]
     from_values = [helper.make_node("TopK", ["x", "k"], ["y", "idx"], name="topk")]
     inputs = [value("x"), value("k", TensorProto.INT64, shape=(1,))]
     found = reasons(check_onnx_file(save(tmp_path, model(from_values, inputs=inputs, outputs=outputs))), "topk")
@@ -140,7 +146,8 @@ def test_unsupported_types_are_rejected(tmp_path: Path) -> None:
     found = check_onnx_file(save(tmp_path, double))
     assert {v.node for v in found} == {"(input)", "relu"} and all("float64" in v.reason for v in found)
     integer_matmul = model([helper.make_node("MatMul", ["x", "w"], ["y"], name="int_mm")],
-                           inputs=[value("x", TensorProto.INT64)], outputs=[value("y", TensorProto.INT64, shape=("batch", 2))],
+                           inputs=[value("x", TensorProto.INT64)],
+                           outputs=[value("y", TensorProto.INT64, shape=("batch", 2))],
                            initializers=[const("w", np.ones((8, 2), np.int64))])
     found = reasons(check_onnx_file(save(tmp_path, integer_matmul)), "int_mm")
     assert found == ["input 'x' is int64; TensorRT 10.15 runs MatMul on FP32, FP16, BF16 only"]
@@ -157,7 +164,8 @@ def test_unsupported_types_are_rejected(tmp_path: Path) -> None:
 def test_nodes_inside_if_branches_are_checked(tmp_path: Path) -> None:
     then_branch = helper.make_graph([helper.make_node("NonZero", ["x"], ["nz"], name="inner")], "then", [],
                                     [value("nz", TensorProto.INT64, shape=(2, "n"))])
-    nothing = helper.make_node("Constant", [], ["none"], name="inner_const", value=const("", np.zeros((2, 0), np.int64)))
+    empty = const("", np.zeros((2, 0), np.int64))
+    nothing = helper.make_node("Constant", [], ["none"], name="inner_const", value=empty)
     else_branch = helper.make_graph([nothing], "else", [], [value("none", TensorProto.INT64, shape=(2, 0))])
     node = helper.make_node("If", ["cond"], ["y"], name="branch", then_branch=then_branch, else_branch=else_branch)
     proto = model([node], inputs=[value("x"), value("cond", TensorProto.BOOL, shape=())],
@@ -174,7 +182,8 @@ def test_unreadable_file_is_reported(tmp_path: Path) -> None:
 
 
 class Router(torch.nn.Module):
-    """Exporter patterns of mixture-of-depths routing: top-k per frame, gather the chosen tokens, scatter back."""
+    """Exporter patterns of mixture-of-depths routing: per-frame top-k with k = ceil(r * tokens per frame)
+    computed from the (dynamic) token axis, gather the chosen tokens, scatter them back."""
 
     def __init__(self, sorted_topk: bool = True, accumulate: bool = False) -> None:
         super().__init__()
@@ -184,8 +193,9 @@ class Router(torch.nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:  # [F, N, 8]
         scores = self.score(tokens).squeeze(-1)  # [F, N]
-        _, chosen = torch.topk(scores, k=4, dim=-1, sorted=self.sorted_topk)  # [F, 4]
-        index = chosen.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # [F, 4, 8]
+        k = max(1, math.ceil(0.2 * tokens.shape[1] - 1e-9))
+        _, chosen = torch.topk(scores, k=k, dim=-1, sorted=self.sorted_topk)  # [F, k]
+        index = chosen.unsqueeze(-1).expand(-1, -1, tokens.shape[-1])  # [F, k, 8]
         picked = torch.gather(tokens, 1, index) * 2.0
         if self.accumulate:
             return tokens.scatter_add(1, index, picked)
@@ -193,25 +203,26 @@ class Router(torch.nn.Module):
 
 
 def export(module: torch.nn.Module, path: Path) -> Path:
+    """torch.onnx.export as the project's exporter runs it (torch.export based), frames and tokens dynamic."""
+    dims = {0: torch.export.Dim("frames", max=64), 1: torch.export.Dim("tokens", max=1024)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module, (torch.randn(3, 16, 8),), str(path), dynamo=False, opset_version=17,
-            input_names=["tokens"], output_names=["routed"], dynamic_axes={"tokens": {0: "frames"}},
-        )
+        torch.onnx.export(module, (torch.randn(3, 16, 8),), str(path), dynamo=True, verbose=False,
+                          dynamic_shapes=(dims,), opset_version=18)
     return path
 
 
 def test_torch_export_of_a_router_passes_and_its_bad_variants_fail(tmp_path: Path) -> None:
-    (tmp_path / "good").mkdir()
-    (tmp_path / "bad").mkdir()
-    export(Router(), tmp_path / "good" / "router.onnx")
-    assert check_onnx_file(tmp_path / "good" / "router.onnx") == []
-    export(Router(sorted_topk=False), tmp_path / "bad" / "unsorted.onnx")
-    export(Router(accumulate=True), tmp_path / "bad" / "scatter_add.onnx")
-    unsorted = check_onnx_file(tmp_path / "bad" / "unsorted.onnx")
+    profile = {"tokens": [64, 1024, 8]}  # max shapes: K reaches ceil(0.2 * 1024) = 205
+    good = export(Router(), tmp_path / "router.onnx")
+    assert check_onnx_file(good, max_shapes=profile) == []
+    too_many = check_onnx_file(good, max_shapes={"tokens": [64, 19200, 8]})
+    assert [v.op for v in too_many] == ["TopK"] and "K reaches 3840 at the profile's max shapes" in too_many[0].reason
+    unbounded = check_onnx_file(good)  # no profile: K cannot be bounded
+    assert [v.op for v in unbounded] == ["TopK"] and "could not be evaluated" in unbounded[0].reason
+    unsorted = check_onnx_file(export(Router(sorted_topk=False), tmp_path / "unsorted.onnx"), max_shapes=profile)
     assert [v.op for v in unsorted] == ["TopK"] and "sorted=0" in unsorted[0].reason
-    scatter_add = check_onnx_file(tmp_path / "bad" / "scatter_add.onnx")
+    scatter_add = check_onnx_file(export(Router(accumulate=True), tmp_path / "scatter_add.onnx"), max_shapes=profile)
     assert [v.op for v in scatter_add] == ["ScatterElements"] and "reduction='add'" in scatter_add[0].reason
 
 
@@ -225,6 +236,16 @@ def test_cli_prints_violations_and_exits_1(tmp_path: Path, capsys: pytest.Captur
     row = next(line for line in out.splitlines() if line.startswith("router.onnx"))
     assert "router_topk" in row and "TopK" in row and "sorted=0" in row
     assert "1 violation(s) in 1 graph(s)" in out
+
+
+def test_cli_bounds_k_with_the_manifest_profiles(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    export(Router(), tmp_path / "router.onnx")
+    assert main(["check-onnx", str(tmp_path)]) == 1  # no manifest: K computed from shapes is unbounded
+    capsys.readouterr()
+    spec = describe_graph("router", tmp_path / "router.onnx", {"tokens": ([1, 2, 8], [3, 196, 8], [64, 1024, 8])})
+    write_manifest(tmp_path, Manifest("toy", "model", "sha256:0", "mod", 0.2, 18, "float32", {}, [spec]))
+    assert main(["check-onnx", str(tmp_path)]) == 0
+    assert "router.onnx: OK" in capsys.readouterr().out
 
 
 def test_cli_rejects_a_folder_without_graphs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -106,7 +106,8 @@ class OnnxParser:
         self.network.onnx_path = path
         for value in graph.input:
             dims = value.type.tensor_type.shape.dim
-            self.network.inputs.append(Tensor(value.name, tuple(d.dim_value if d.HasField("dim_value") else -1 for d in dims)))
+            shape = tuple(dim.dim_value if dim.HasField("dim_value") else -1 for dim in dims)
+            self.network.inputs.append(Tensor(value.name, shape))
         return True
 
 
@@ -170,7 +171,8 @@ class Builder:
         return OptimizationProfile()
 
     def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
-        build = {"onnx": network.onnx_path, "network_flags": network.flags, "flags": sorted(f.name for f in config.flags),
+        build = {"onnx": network.onnx_path, "network_flags": network.flags,
+                 "flags": sorted(flag.name for flag in config.flags),
                  "workspace": config.pools[MemoryPoolType.WORKSPACE], "profile": config.profiles[0].shapes,
                  "timing_cache": config.cache.data.decode()}
         Builder.builds.append(build)
@@ -225,7 +227,8 @@ class CudaEngine:
         self.profile = build["profile"]
         self.inputs = [value.name for value in graph.input]
         self.outputs = [value.name for value in graph.output]
-        self.dtypes = {value.name: ONNX_TYPES[value.type.tensor_type.elem_type] for value in [*graph.input, *graph.output]}
+        self.dtypes = {value.name: ONNX_TYPES[value.type.tensor_type.elem_type]
+                       for value in [*graph.input, *graph.output]}
         self.static = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim] for value in graph.input}
 
     @property
@@ -382,7 +385,8 @@ def test_bad_inputs_are_named(tmp_path: Path, platform) -> None:
     engine = TensorRTEngine(folder, "toy", device="cpu")
     with pytest.raises(InputError, match=r"missing \['ids'\], unknown \['token'\]"):
         engine({"tokens": torch.zeros(2, 4), "token": torch.zeros(1)})
-    with pytest.raises(InputError, match=r"input tokens .* shape \[9, 4\], outside the profile .* \(\[1, 4\] to \[8, 4\]\)"):
+    outside = r"input tokens .* shape \[9, 4\], outside the profile .* \(\[1, 4\] to \[8, 4\]\)"
+    with pytest.raises(InputError, match=outside):
         engine({"tokens": torch.zeros(9, 4), "ids": torch.zeros(2, dtype=torch.int64)})
     (folder / "toy.plan").write_bytes(b"\x00garbage")
     with pytest.raises(InputError, match="could not be deserialized"):
@@ -394,6 +398,7 @@ def test_without_tensorrt_build_engine_exits_with_one_line(tmp_path: Path, monke
     monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError, as on this machine
     assert main(["build-engine", str(folder)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("vts-drive build-engine: error: TensorRT is not installed: build engines on the vehicle computer")
+    assert err.count("\n") == 1
+    assert err.startswith("vts-drive build-engine: error: TensorRT is not installed: build engines on the vehicle")
     with pytest.raises(InputError, match="TensorRT is not installed"):
         TensorRTEngine(folder, "toy", device="cpu")
