@@ -16,10 +16,11 @@ node, the op and the reason. The rules, in the order they are applied:
    are violations anywhere; uint8 only on graph inputs and outputs; and the
    type of each op's main operand must be in the table's types for that op.
 5. Op restrictions from the table that decide whether an engine builds:
-   TopK sorted=1 and a constant K < 3840; ScatterND and ScatterElements with
-   reduction "none" (other reductions need TensorRT's scatter plugin); Resize
-   without antialias; LSTM layout=0 and input_forget=0; CumSum axis, OneHot
-   depth, Squeeze/Unsqueeze axes and Reduce* axes constant.
+   TopK sorted=1 and K < 3840 (how K is bounded: rule 6); ScatterND and
+   ScatterElements with reduction "none" (other reductions need TensorRT's
+   scatter plugin); Resize without antialias; LSTM layout=0 and
+   input_forget=0; CumSum axis, OneHot depth, Squeeze/Unsqueeze axes and
+   Reduce* axes constant.
 6. No data-dependent output shapes, because the runtime allocates every output
    from shapes known once the inputs are bound:
    - NonZero, Unique, NonMaxSuppression and Compress are violations outright;
