@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import torch
 
 from vts_drive.errors import InputError
+from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
 from vts_drive.generation import SamplingConfig, generate
 from vts_drive.keyframe.scorer import KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.measure import StageTimer
@@ -62,6 +63,8 @@ class PipelineConfig:
     keyframe_scorer: str | None = None  # folder with keyframe_scorer.*; None: the model's folder
     keyframe_threshold: float | None = None  # None: the scorer's own setting
     max_keyframes: int | None = None
+    keyframe_skip_threshold: float | None = None  # frames scored below it are not encoded; None: the scorer's setting
+    frame_cache: bool = True  # reuse each frame's results across overlapping windows of a stream
     routers: str | None = None  # folder with mod_router.*; None: the model's folder
     mod_keep_ratio: float | None = None  # None: the routers' own setting
     mod_routing: str | None = None  # learned | random | uniform; None: learned
@@ -117,6 +120,7 @@ class Pipeline:
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.keyframe_scorer = self._load_keyframe_scorer() if config.token_reduction == "vts" else None
+        self.frame_cache = FrameCache(enabled=config.frame_cache)
         if config.layer_skipping:
             self.decoder.routers = self._load_routers()
 
@@ -138,6 +142,8 @@ class Pipeline:
             scorer.config.threshold = self.config.keyframe_threshold
         if self.config.max_keyframes is not None:
             scorer.config.max_keyframes = self.config.max_keyframes
+        if self.config.keyframe_skip_threshold is not None:
+            scorer.config.skip_threshold = self.config.keyframe_skip_threshold
         return scorer
 
     @classmethod
@@ -182,14 +188,24 @@ class Pipeline:
             raise InputError("no prompts to answer")
         start = time.perf_counter()
         timer = StageTimer(self.device)
+        keys = [
+            frame_key(camera, stamp, image)
+            for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images)
+            for stamp, image in zip(stamps, images)
+        ]
+        entries = [self.frame_cache.get(key) for key in keys]  # camera-major, like the window
         keyframes = None
+        encode = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
         if self.keyframe_scorer is not None:
             with timer.stage("keyframe"):
-                keyframes = self.score_keyframes(window)  # [C, T]
+                probabilities = self.keyframe_probabilities(window, entries)  # [C, T]
+                keyframes = select_keyframes(probabilities, self.keyframe_scorer.config)
+                encode = keyframes | (probabilities >= self.keyframe_scorer.config.skip_threshold)
         with timer.stage("vision"):
-            tokens, saliency = self.encode_window(window)  # [C, T, N, D], [C, T, N]
+            tokens, saliency = self.encode_frames(window, entries, encode)  # [C, T, N, D], [C, T, N]
         with timer.stage("sparsify"):
-            frames = self.select_tokens(window, tokens, saliency, keyframes)
+            frames = self.select_tokens(window, tokens, saliency, keyframes, encode)
+        self.frame_cache.keep_only(set(keys))
         context = self.prompts.context(frames, self.device)
         generation = generate(
             self.decoder,
@@ -219,27 +235,73 @@ class Pipeline:
 
     @torch.inference_mode()
     def encode_window(self, window: FrameWindow) -> tuple[torch.Tensor, torch.Tensor]:
-        """All frames of all cameras through the vision tower in one batch."""
+        """Every frame of every camera through the vision tower, bypassing the frame cache."""
+        fresh = [FrameFeatures() for _ in range(len(window.cameras) * window.num_frames)]
+        everything = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
+        return self.encode_frames(window, fresh, everything)
+
+    def encode_frames(
+        self, window: FrameWindow, entries: list[FrameFeatures], encode: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens [C, T, N, D] and saliency [C, T, N] of the frames marked in `encode` [C, T];
+        frames already in their cache entry are not encoded again, unmarked frames stay zero."""
         images = [image for camera_images in window.images for image in camera_images]
-        tokens, saliency = self.vision.encode(self.vision.preprocess(images))  # [C*T, N, D], [C*T, N]
-        cameras, frames = len(window.cameras), window.num_frames
-        return tokens.view(cameras, frames, *tokens.shape[1:]), saliency.view(cameras, frames, -1)
+        wanted = encode.flatten().tolist()
+        missing = [i for i, entry in enumerate(entries) if wanted[i] and entry.tokens is None]
+        for i, entry in enumerate(entries):
+            if wanted[i]:
+                self.frame_cache.count(hit=i not in missing)
+        if missing:
+            tokens, saliency = self.vision.encode(self.vision.preprocess([images[i] for i in missing]))
+            for row, i in enumerate(missing):
+                entries[i].tokens, entries[i].saliency = tokens[row], saliency[row]
+        count, dim = self.vision.tokens_per_frame, self.decoder.embed_tokens.embedding_dim
+        zeros = torch.zeros(count, dim, device=self.device, dtype=self.model.dtype)
+        all_tokens = torch.stack([e.tokens if w else zeros for e, w in zip(entries, wanted)])  # [C*T, N, D]
+        all_saliency = torch.stack([e.saliency if w else zeros[:, 0].float() for e, w in zip(entries, wanted)])
+        shape = (len(window.cameras), window.num_frames)
+        return all_tokens.view(*shape, count, dim), all_saliency.view(*shape, count)
+
+    def keyframe_probabilities(self, window: FrameWindow, entries: list[FrameFeatures]) -> torch.Tensor:
+        """Keyframe probability [C, T] of every frame, each computed once per stream: a frame is
+        scored against the frame before it in the window (the first against itself)."""
+        frames = window.num_frames
+        missing = [i for i, entry in enumerate(entries) if entry.keyframe_probability is None]
+        if missing:
+            images = [image for camera_images in window.images for image in camera_images]
+            previous = [images[i - 1] if i % frames else images[i] for i in missing]
+            scorer = self.keyframe_scorer
+            with torch.no_grad():
+                logits = scorer(scorer.prepare([images[i] for i in missing]), scorer.prepare(previous))
+            for i, probability in zip(missing, torch.sigmoid(logits).tolist()):
+                entries[i].keyframe_probability = probability
+        probabilities = torch.tensor([entry.keyframe_probability for entry in entries])
+        return probabilities.view(len(window.cameras), frames)
 
     def score_keyframes(self, window: FrameWindow) -> torch.Tensor:
-        """Keyframe flags [C, T] from the keyframe CNN."""
-        streams = torch.stack([self.keyframe_scorer.prepare(images) for images in window.images])  # [C, T, 3, S, S]
-        return select_keyframes(self.keyframe_scorer.score_streams(streams), self.keyframe_scorer.config)
+        """Keyframe flags [C, T] of a window on its own (no frame cache)."""
+        fresh = [FrameFeatures() for _ in range(len(window.cameras) * window.num_frames)]
+        return select_keyframes(self.keyframe_probabilities(window, fresh), self.keyframe_scorer.config)
 
     def select_tokens(
-        self, window: FrameWindow, tokens: torch.Tensor, saliency: torch.Tensor, keyframes: torch.Tensor | None
+        self,
+        window: FrameWindow,
+        tokens: torch.Tensor,
+        saliency: torch.Tensor,
+        keyframes: torch.Tensor | None,
+        encoded: torch.Tensor | None = None,
     ) -> list[FrameTokens]:
-        """Which visual tokens enter the LLM, in (camera, frame, patch) order."""
+        """Which visual tokens enter the LLM, in (camera, frame, patch) order. Frames that were
+        not encoded (`encoded` [C, T] False) keep their marker and no tokens."""
         reduction = self.config.token_reduction
         cameras, frames = range(len(window.cameras)), range(window.num_frames)
+        if encoded is None:
+            encoded = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
         if reduction == "none":
-            kept = [[tokens[c, t] for t in frames] for c in cameras]
+            kept = [[tokens[c, t] if encoded[c, t] else tokens[c, t, :0] for t in frames] for c in cameras]
         elif reduction == "vts":
             keep = vts_select(tokens[None], saliency[None], keyframes[None], self.vision.token_grid, self.config.vts)[0]
+            keep &= encoded.to(keep.device).unsqueeze(-1)
             kept = [[tokens[c, t][keep[c, t]] for t in frames] for c in cameras]
         else:
             merge = PruMergeConfig(plus=reduction == "prumerge+")

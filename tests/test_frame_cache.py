@@ -1,0 +1,74 @@
+"""Streaming: frames shared by overlapping windows are encoded once, gating skips low-scoring
+frames, and cached results never leak between different frames with the same stamp."""
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
+from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.window import FrameWindow
+
+CAMERAS = ["front", "front_left"]
+
+
+def stream(seed: int, length: int = 8) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [[rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(length)] for _ in CAMERAS]
+
+
+def window_at(frames, start, size=4):
+    images = [camera[start : start + size] for camera in frames]
+    stamps = [[(start + t) * 100_000_000 for t in range(size)] for _ in CAMERAS]
+    return FrameWindow(CAMERAS, images, stamps)
+
+
+def test_overlapping_windows_reuse_encoded_frames(tiny_model_dir):
+    cached = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4))
+    fresh = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4, frame_cache=False))
+    frames = stream(0)
+    for start in range(4):
+        window = window_at(frames, start)
+        assert cached.ask(window, ["Why?"]) == fresh.ask(window, ["Why?"])
+    assert cached.frame_cache.misses == 2 * 4 + 2 * 3  # the first window, then one new frame per camera
+    assert cached.frame_cache.hits == 2 * 3 * 3
+    assert len(cached.frame_cache.frames) == 2 * 4  # bounded by one window
+
+
+def test_same_stamps_different_images_are_not_confused(tiny_model_dir):
+    pipeline = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=6))
+    reference = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=6, frame_cache=False))
+    first, second = window_at(stream(1), 0), window_at(stream(2), 0)  # same stamps, other recording
+    pipeline.ask(first, ["Why?"])
+    assert pipeline.ask(second, ["Why?"]) == reference.ask(second, ["Why?"])
+    assert pipeline.frame_cache.hits == 0
+
+
+def test_out_of_order_windows_stay_correct(tiny_model_dir):
+    pipeline = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4))
+    reference = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4, frame_cache=False))
+    frames = stream(3)
+    for start in [2, 0, 3, 1]:
+        window = window_at(frames, start)
+        assert pipeline.ask(window, ["Why?"]) == reference.ask(window, ["Why?"])
+
+
+@pytest.fixture(scope="module")
+def model_with_scorer(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gate") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.manual_seed(0)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), folder)
+    return folder
+
+
+def test_gating_skips_encoding_of_low_scoring_frames(model_with_scorer):
+    window = window_at(stream(4), 0)
+    everything = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=0.0))
+    gated = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01))
+    everything.answer(window, ["Why?"])
+    result = gated.answer(window, ["Why?"])
+    assert everything.frame_cache.misses == 8
+    assert gated.frame_cache.misses == 2  # only each camera's first frame (its keyframe) is encoded
+    assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
