@@ -37,8 +37,9 @@ class FrameCache:
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
         self.frames: dict[FrameKey, FrameFeatures] = {}
-        self.hits = 0
-        self.misses = 0
+        self.hits = 0  # frames whose tokens were reused
+        self.misses = 0  # frames encoded
+        self.scored = 0  # frames the keyframe CNN ran on
 
     def get(self, key: FrameKey) -> FrameFeatures:
         """The entry for a frame, created empty if the frame is new."""
@@ -54,6 +55,9 @@ class FrameCache:
             self.hits += 1
         else:
             self.misses += 1
+
+    def clear(self) -> None:
+        self.frames.clear()
 
     def keep_only(self, keys: set[FrameKey]) -> None:
         """Drop every frame outside the newest window."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vts_drive.flops import prefix_prefill_flops, suffix_prefill_flops
+from vts_drive.flops import prefix_prefill_flops, qwen2_pair_flops, qwen2_token_flops, suffix_prefill_flops
 from vts_drive.measure import StageTimer, synchronize
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache
@@ -38,6 +38,7 @@ class Generation:
     kv_cache_bytes: int  # cache held at the end of decoding
     prefix_entries: list[int]  # K/V entries per layer after the prefix prefill (fewer in routed layers)
     prefill_flops: float  # LLM FLOPs of the prefix and suffix prefills, counted from shapes
+    decode_flops: float  # LLM FLOPs of the decode steps, counted from shapes
     first_token_time: float  # time.perf_counter() when the first answer token was picked
 
 
@@ -89,6 +90,10 @@ def generate(
         hidden = decoder(decoder.embed(suffix_ids), suffix_positions, suffix_valid, cache)  # [P, Ls, D]
         logits = decoder.logits(hidden[torch.arange(batch, device=device), lengths - 1])  # [P, V]
 
+    text_config = decoder.config
+    token_flops = decoder.num_layers * qwen2_token_flops(text_config) + 2.0 * text_config.hidden_size * text_config.vocab_size
+    pair_flops = qwen2_pair_flops(text_config)
+    decode_flops = 0.0
     with timer.stage("decode"):
         next_positions = context.length + lengths  # [P]
         stop = torch.tensor(sorted(stop_ids), device=device)
@@ -107,6 +112,8 @@ def generate(
             hidden = decoder(
                 decoder.embed(tokens.unsqueeze(1)), next_positions.unsqueeze(1), ~finished.unsqueeze(1), cache
             )
+            entries = sum(cache.entries(layer) for layer in range(decoder.num_layers))
+            decode_flops += batch * (token_flops + pair_flops * entries)
             logits = decoder.logits(hidden[:, 0])
             next_positions = next_positions + 1
 
@@ -119,7 +126,6 @@ def generate(
                 break
             ids.append(token)
         answers.append(ids)
-    text_config = decoder.config
     return Generation(
         token_ids=answers,
         prompt_tokens=context.length + int(lengths.sum()),
@@ -127,5 +133,6 @@ def generate(
         prefix_entries=prefix_entries,
         prefill_flops=prefix_prefill_flops(text_config, prefix_entries)
         + suffix_prefill_flops(text_config, prefix_entries, lengths.tolist()),
+        decode_flops=decode_flops,
         first_token_time=first_token_time,
     )

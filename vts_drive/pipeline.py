@@ -104,7 +104,10 @@ class WindowAnswers:
     tokens: dict[str, int]
     kv_cache_bytes: int
     llm_prefill_flops: float
+    llm_decode_flops: float
     ttft_ms: float  # window handed in -> first answer token
+    frames_scored: int  # frames the keyframe CNN ran on (new to the frame cache)
+    frames_encoded: int  # frames the vision tower ran on (new to the frame cache, not gated away)
 
 
 class Pipeline:
@@ -188,6 +191,7 @@ class Pipeline:
             raise InputError("no prompts to answer")
         start = time.perf_counter()
         timer = StageTimer(self.device)
+        scored, encoded = self.frame_cache.scored, self.frame_cache.misses
         keys = [
             frame_key(camera, stamp, image)
             for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images)
@@ -230,7 +234,10 @@ class Pipeline:
             },
             kv_cache_bytes=generation.kv_cache_bytes,
             llm_prefill_flops=generation.prefill_flops,
+            llm_decode_flops=generation.decode_flops,
             ttft_ms=(generation.first_token_time - start) * 1000.0,
+            frames_scored=self.frame_cache.scored - scored,
+            frames_encoded=self.frame_cache.misses - encoded,
         )
 
     @torch.inference_mode()
@@ -267,6 +274,7 @@ class Pipeline:
         scored against the frame before it in the window (the first against itself)."""
         frames = window.num_frames
         missing = [i for i, entry in enumerate(entries) if entry.keyframe_probability is None]
+        self.frame_cache.scored += len(missing)
         if missing:
             images = [image for camera_images in window.images for image in camera_images]
             previous = [images[i - 1] if i % frames else images[i] for i in missing]

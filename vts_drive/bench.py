@@ -1,0 +1,255 @@
+"""Every mode on the same windows in one process: stage times, FLOPs, memory and accuracy,
+each with its ratio to dense.
+
+A mode spec is a pipeline mode, `naive` (plain transformers usage, see naive.py),
+or either with settings in brackets, for sweeps and ablations:
+    dense, vts, vts[budget=0.3], mod[r=0.1], mod[routing=random], vts+mod[skip=0.3]
+Windows are measured after one warm-up window per mode, with the frame cache
+emptied in between, so every mode sees the same stream from a cold start.
+"""
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from vts_drive.errors import InputError
+from vts_drive.flops import conv_stack_flops, projector_flops, siglip_flops
+from vts_drive.measure import PeakMemory
+from vts_drive.naive import answer_naively
+from vts_drive.pipeline import MODES, Pipeline, PipelineConfig, WindowAnswers
+from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
+from vts_drive.report import parse_risk
+from vts_drive.scoring import box_iou, cider, exact_match
+from vts_drive.window import FrameWindow
+
+# setting name in a mode spec -> how it changes the PipelineConfig
+SETTINGS: dict[str, Callable[[PipelineConfig, str], PipelineConfig]] = {
+    "budget": lambda c, v: replace(c, vts=replace(c.vts, budget=float(v))),
+    "radius": lambda c, v: replace(c, vts=replace(c.vts, radius=int(v))),
+    "redundancy": lambda c, v: replace(c, vts=replace(c.vts, redundancy_threshold=float(v))),
+    "keyframe": lambda c, v: replace(c, keyframe_threshold=float(v)),
+    "max_keyframes": lambda c, v: replace(c, max_keyframes=int(v)),
+    "skip": lambda c, v: replace(c, keyframe_skip_threshold=float(v)),
+    "cache": lambda c, v: replace(c, frame_cache=v.lower() in ("1", "true", "on", "yes")),
+    "r": lambda c, v: replace(c, mod_keep_ratio=float(v)),
+    "routing": lambda c, v: replace(c, mod_routing=v),
+    "gate": lambda c, v: replace(c, mod_gate=v.lower() in ("1", "true", "on", "yes")),
+}
+_SPEC = re.compile(r"^([\w+]+)(?:\[(.*)\])?$")
+
+
+@dataclass
+class WindowTruth:
+    answers: list[str]  # one per question
+    risk_bbox: list[float] | None  # normalised, front camera; None when nothing is a risk
+    risk_caption: str
+
+
+@dataclass
+class BenchWindow:
+    window: FrameWindow
+    questions: list[str]
+    truth: WindowTruth | None = None  # None: no accuracy (random weights)
+
+
+@dataclass
+class ModeSpec:
+    label: str
+    mode: str  # a pipeline mode or "naive"
+    settings: dict[str, str] = field(default_factory=dict)
+
+    def config(self, base: PipelineConfig) -> PipelineConfig:
+        config = replace(base, mode="dense" if self.mode == "naive" else self.mode)
+        for name, value in self.settings.items():
+            config = SETTINGS[name](config, value)
+        config.check()
+        return config
+
+
+def parse_mode_specs(text: str) -> list[ModeSpec]:
+    specs = []
+    for label in re.split(r",(?![^\[]*\])", text):
+        label = label.strip()
+        match = _SPEC.match(label)
+        if not match or match.group(1) not in (*MODES, "naive"):
+            raise InputError(f"mode spec {label!r}: expected MODE or MODE[setting=value,...], MODE one of {', '.join((*MODES, 'naive'))}")
+        settings = {}
+        for item in filter(None, (match.group(2) or "").split(",")):
+            name, sep, value = item.partition("=")
+            if not sep or name.strip() not in SETTINGS:
+                raise InputError(f"mode spec {label!r}: unknown setting {item!r}; settings: {', '.join(SETTINGS)}")
+            settings[name.strip()] = value.strip()
+        specs.append(ModeSpec(label, match.group(1), settings))
+    if not specs:
+        raise InputError("no modes given")
+    return specs
+
+
+def stage_flops(pipeline: Pipeline, result: WindowAnswers) -> dict[str, float]:
+    """FLOPs per stage of one window, from the shapes it ran with."""
+    hf_config = pipeline.model.hf_model.config
+    vision = hf_config.vision_config
+    patches = (vision.image_size // vision.patch_size) ** 2
+    per_frame = siglip_flops(vision, 1, pipeline.vision.feature_layer) + projector_flops(
+        vision.hidden_size, hf_config.text_config.hidden_size, patches
+    )
+    scorer = pipeline.keyframe_scorer
+    keyframe = conv_stack_flops(scorer, scorer.config.input_size) if scorer is not None else 0.0
+    return {
+        "keyframe_flops": result.frames_scored * keyframe,
+        "vision_flops": result.frames_encoded * per_frame,
+        "llm_prefill_flops": result.llm_prefill_flops,
+        "decode_flops": result.llm_decode_flops,
+    }
+
+
+def run_mode(
+    answer: Callable[[FrameWindow, list[str]], WindowAnswers],
+    pipeline: Pipeline,
+    windows: list[BenchWindow],
+    label: str,
+) -> dict[str, float]:
+    """Averages per window over `windows`, after one warm-up window."""
+    answer(windows[0].window, [DESCRIPTION_PROMPT, RISK_PROMPT, *windows[0].questions])
+    pipeline.frame_cache.clear()
+    sums: dict[str, float] = {}
+    generated = decode_ms = 0.0
+    predictions: list[tuple[BenchWindow, WindowAnswers]] = []
+    with PeakMemory(pipeline.device) as peak:
+        start = time.perf_counter()
+        for item in tqdm(windows, desc=f"bench {label}", unit="window", leave=False):
+            result = answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions])
+            figures = {
+                "vision_tokens": result.tokens["vision_kept"],
+                "frames_encoded": result.frames_encoded,
+                "kv_cache_mb": result.kv_cache_bytes / 2**20,
+                "ttft_ms": result.ttft_ms,
+                **{f"{stage}_ms": result.timings_ms.get(stage, 0.0) for stage in ("keyframe", "vision", "sparsify", "prefill", "decode", "generate", "total")},
+                **stage_flops(pipeline, result),
+            }
+            for name, value in figures.items():
+                sums[name] = sums.get(name, 0.0) + value
+            generated += result.tokens["generated"]
+            decode_ms += result.timings_ms.get("decode", result.timings_ms.get("generate", 0.0))
+            predictions.append((item, result))
+        wall = time.perf_counter() - start
+    metrics = {name: value / len(windows) for name, value in sums.items()}
+    metrics["decode_tokens_per_s"] = generated / (decode_ms / 1000.0) if decode_ms else 0.0
+    metrics["reports_per_s"] = len(windows) / wall
+    metrics["peak_mem_mb"] = peak.mb
+    metrics.update(accuracy(predictions, pipeline.device))
+    return metrics
+
+
+def accuracy(predictions: list[tuple[BenchWindow, WindowAnswers]], device) -> dict[str, float]:
+    labelled = [(item, result) for item, result in predictions if item.truth is not None]
+    if not labelled:
+        return {}
+    qa_hits, qa_total, boxes, captions, references = 0, 0, [], [], []
+    for item, result in labelled:
+        _, risk_answer, *answers = result.answers
+        qa_hits += sum(exact_match(a, t) for a, t in zip(answers, item.truth.answers))
+        qa_total += len(item.truth.answers)
+        if item.truth.risk_bbox is not None:
+            risk = parse_risk(risk_answer, default_camera=item.window.cameras[0])
+            boxes.append(box_iou(risk.bbox, item.truth.risk_bbox))
+            captions.append(risk.caption)
+            references.append([item.truth.risk_caption])
+    return {
+        "qa_exact_match": qa_hits / qa_total if qa_total else 0.0,
+        "bbox_miou": sum(boxes) / len(boxes) if boxes else 0.0,
+        "bbox_acc50": sum(iou > 0.5 for iou in boxes) / len(boxes) if boxes else 0.0,
+        "caption_cider": cider(captions, references),
+    }
+
+
+def run_bench(
+    load: Callable[[PipelineConfig], Pipeline],
+    base: PipelineConfig,
+    specs: list[ModeSpec],
+    windows: list[BenchWindow],
+) -> dict:
+    """`load` builds a pipeline for a config (so the model can be loaded once and shared)."""
+    if not windows:
+        raise InputError("no windows to benchmark")
+    results: dict[str, dict[str, float]] = {}
+    for spec in specs:
+        pipeline = load(spec.config(base))
+        if spec.mode == "naive":
+            answer = lambda window, prompts, p=pipeline: answer_naively(p, window, prompts)  # noqa: E731
+        else:
+            answer = pipeline.answer
+        results[spec.label] = run_mode(answer, pipeline, windows, spec.label)
+        del pipeline
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    reference = "dense" if "dense" in results else specs[0].label
+    ratios = {
+        label: {name: (value / results[reference][name] if results[reference].get(name) else None) for name, value in metrics.items()}
+        for label, metrics in results.items()
+    }
+    return {"reference": reference, "modes": results, "ratios": ratios}
+
+
+TABLE_COLUMNS = [
+    ("vision_tokens", "vis tok", "{:.0f}"),
+    ("frames_encoded", "enc fr", "{:.1f}"),
+    ("vision_ms", "vision ms", "{:.1f}"),
+    ("prefill_ms", "prefill ms", "{:.1f}"),
+    ("decode_ms", "decode ms", "{:.1f}"),
+    ("ttft_ms", "ttft ms", "{:.1f}"),
+    ("llm_prefill_flops", "prefill GF", "{:.3g}"),
+    ("kv_cache_mb", "kv MB", "{:.2f}"),
+    ("peak_mem_mb", "peak MB", "{:.0f}"),
+    ("reports_per_s", "rep/s", "{:.2f}"),
+    ("qa_exact_match", "qa EM", "{:.3f}"),
+    ("bbox_acc50", "box@.5", "{:.3f}"),
+    ("caption_cider", "CIDEr", "{:.3f}"),
+]
+
+
+def format_table(bench: dict) -> str:
+    """One row per mode; each cell is the value and its ratio to the reference mode."""
+    columns = [c for c in TABLE_COLUMNS if any(c[0] in m for m in bench["modes"].values())]
+    header = ["mode"] + [title for _, title, _ in columns]
+    rows = []
+    for label, metrics in bench["modes"].items():
+        cells = [label]
+        for name, _, fmt in columns:
+            value = metrics.get(name)
+            if value is None:
+                cells.append("-")
+                continue
+            scale = 1e-9 if name.endswith("flops") else 1.0
+            ratio = bench["ratios"][label].get(name)
+            cells.append(fmt.format(value * scale) + (f" (x{ratio:.2f})" if ratio is not None and label != bench["reference"] else ""))
+        rows.append(cells)
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def plot_tradeoff(bench: dict, path, accuracy_metric: str = "qa_exact_match", speed_metric: str = "prefill_ms") -> None:
+    """Accuracy against a cost figure, one labelled point per mode."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.4))
+    for label, metrics in bench["modes"].items():
+        if accuracy_metric in metrics:
+            axis.scatter(metrics[speed_metric], metrics[accuracy_metric])
+            axis.annotate(label, (metrics[speed_metric], metrics[accuracy_metric]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    axis.set_xlabel(speed_metric)
+    axis.set_ylabel(accuracy_metric)
+    axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
