@@ -49,6 +49,7 @@ class Losses:
     auxiliary: torch.Tensor | None
     answer_tokens: int
     trace: list[RoutingTrace]
+    answer_logits: torch.Tensor  # [A, V] logits at the answer tokens, in order
 
 
 def prompt_rows(builder: PromptBuilder, prompts: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
@@ -114,14 +115,15 @@ def forward_losses(
     row_valid = torch.arange(row_width, device=device)[None] < lengths[:, None]
     hidden = decoder(decoder.embed(ids), row_positions, row_valid, cache.select_rows(owner))
     logits = decoder.logits(hidden)  # [R, Ls, V]
-    language = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+    answer = labels != IGNORE
+    language = F.cross_entropy(logits[answer], labels[answer])
 
     auxiliary = None
     if aux_head is not None and all(ex.cell_labels is not None for ex in examples):
         targets = torch.from_numpy(np.concatenate([ex.cell_labels.reshape(-1, *ex.cell_labels.shape[2:]) for ex in examples]))
         auxiliary = F.binary_cross_entropy_with_logits(aux_head(tokens).float(), targets.to(device).float())
     total = language if auxiliary is None else language + auxiliary
-    return Losses(total, language, auxiliary, int((labels != IGNORE).sum()), trace)
+    return Losses(total, language, auxiliary, int(answer.sum()), trace, logits[answer])
 
 
 def cosine_lr(step: int, steps: int, warmup: int, peak: float, floor: float = 0.1) -> float:

@@ -1,0 +1,94 @@
+"""Training runs on the inference path, matches transformers' loss, and resumes exactly."""
+import numpy as np
+import pytest
+import torch
+
+from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
+from vts_drive.keyframe.train import novelty_labels, precision_recall, stream_pairs, train_scorer
+from vts_drive.mod.routing import ModConfig, load_routers
+from vts_drive.mod.train import train_routers
+from vts_drive.model.decoder import Qwen2Decoder
+from vts_drive.model.loading import load_model
+from vts_drive.model.vision import VisionEncoder
+from vts_drive.prompt import FrameTokens, PromptBuilder
+from vts_drive.training import TrainingExample, forward_losses
+
+
+def examples(step: int, count: int = 2) -> list[TrainingExample]:
+    rng = np.random.default_rng([0, step])
+    return [
+        TrainingExample(
+            ["front", "front_left"],
+            [[rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3)] for _ in range(2)],
+            [("Is the light red?", "yes"), ("Describe the driving scene.", "a car is stopped ahead")],
+            rng.integers(0, 2, (2, 3, 4, 5)).astype(np.float32),
+        )
+        for _ in range(count)
+    ]
+
+
+def test_language_loss_equals_transformers(tiny_model_dir):
+    model = load_model(str(tiny_model_dir))
+    hf = model.hf_model
+    vision, decoder = VisionEncoder(model), Qwen2Decoder(hf.model.language_model, hf.lm_head)
+    builder = PromptBuilder(model.tokenizer, decoder.embed)
+    example = examples(0, count=1)[0]
+    with torch.no_grad():
+        ours = forward_losses(vision, decoder, builder, [example]).language
+        tokens, _ = vision.encode(vision.preprocess([im for camera in example.images for im in camera]))
+        frames = [FrameTokens(c, t, tokens[i * 3 + t]) for i, c in enumerate(example.cameras) for t in range(3)]
+        context = builder.context(frames, "cpu")
+        total, count = 0.0, 0
+        for question, answer in example.prompts:
+            q, a = builder.question_ids(question), builder.answer_ids(answer)
+            embeds = torch.cat([context.embeds, decoder.embed(torch.tensor(q + a))])[None]
+            labels = torch.full((1, embeds.shape[1]), -100)
+            labels[0, context.length + len(q) :] = torch.tensor(a)
+            total += hf(inputs_embeds=embeds, labels=labels).loss.item() * len(a)
+            count += len(a)
+    assert ours.item() == pytest.approx(total / count, rel=1e-4)
+
+
+def test_router_training_resumes_exactly(tiny_model_dir, tmp_path):
+    model = load_model(str(tiny_model_dir))
+    straight = train_routers(model, examples, ModConfig(keep_ratio=0.5), tmp_path / "a", steps=4, kl_weight=0.5)
+    train_routers(model, examples, ModConfig(keep_ratio=0.5), tmp_path / "b", steps=2, kl_weight=0.5)  # "killed" here
+    resumed = train_routers(model, examples, ModConfig(keep_ratio=0.5), tmp_path / "b", steps=4, kl_weight=0.5)
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+    loaded = load_routers(tmp_path / "b", hidden_size=64, num_layers=2)
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), resumed.state_dict().values()))
+    assert not any(p.requires_grad for p in model.hf_model.parameters()), "the base model stays frozen"
+
+
+def test_keyframe_scorer_learns_changes(tmp_path):
+    """Streams where a bright square appears at labelled frames: the CNN must find them."""
+    rng = np.random.default_rng(0)
+    streams = []
+    for _ in range(40):
+        base = rng.integers(0, 60, (32, 32, 3), dtype=np.uint8)
+        frames, flags = [], []
+        current = base.copy()
+        for t in range(8):
+            change = t > 0 and rng.random() < 0.3
+            if change:
+                current = base.copy()
+                y, x = rng.integers(0, 24, 2)
+                current[y : y + 8, x : x + 8] = 255
+            frames.append(current.copy())
+            flags.append(t == 0 or change)
+        streams.append((frames, flags))
+    config = KeyframeConfig(input_size=32, width=8)
+    pairs = stream_pairs(streams, KeyframeScorer(config))
+    scorer = train_scorer(pairs, config, tmp_path, steps=150, batch_size=32)
+    figures = precision_recall(scorer, pairs, 0.5)
+    assert figures["recall"] > 0.8 and figures["precision"] > 0.8
+    assert (tmp_path / "keyframe_scorer.safetensors").is_file()
+
+
+def test_novelty_labels_mark_changed_frames(tiny_model_dir):
+    model = load_model(str(tiny_model_dir))
+    rng = np.random.default_rng(1)
+    a, b = (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2))
+    labels = novelty_labels([a, a, a, b, b, a], VisionEncoder(model), threshold=0.05)
+    assert labels == [True, False, False, True, False, True]
