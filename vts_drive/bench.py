@@ -253,3 +253,30 @@ def plot_tradeoff(bench: dict, path, accuracy_metric: str = "qa_exact_match", sp
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
+
+
+def moving_texture_windows(
+    cameras: list[str], frames: int, stride: int, count: int, size: int, seed: int = 0
+) -> list[BenchWindow]:
+    """Windows of a synthetic stream (a smooth texture drifting a few pixels per frame, with an
+    occasional jump), for speed runs with random weights where content carries no meaning."""
+    import cv2
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    length = frames + stride * (count - 1)
+    streams = []
+    for _ in cameras:
+        texture = cv2.resize(rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8), (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
+        offsets, position = [], np.array([0, 0])
+        for t in range(length):
+            position = rng.integers(0, size, 2) if rng.random() < 0.1 else (position + rng.integers(1, 4, 2)) % size
+            offsets.append(position.copy())
+        streams.append([np.ascontiguousarray(texture[y : y + size, x : x + size]) for y, x in offsets])
+    windows = []
+    for index in range(count):
+        start = index * stride
+        images = [stream[start : start + frames] for stream in streams]
+        stamps = [[(start + t) * 100_000_000 for t in range(frames)] for _ in cameras]
+        windows.append(BenchWindow(FrameWindow(list(cameras), images, stamps), ["What should the ego car do?"]))
+    return windows

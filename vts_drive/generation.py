@@ -86,7 +86,7 @@ def generate(
         columns = torch.arange(width, device=device).unsqueeze(0)  # [1, Ls]
         suffix_valid = columns < lengths.unsqueeze(1)  # [P, Ls]
         suffix_positions = (context.length + columns).expand(batch, -1)  # [P, Ls]
-        cache = prefix_cache.select_rows(torch.zeros(batch, dtype=torch.long, device=device))
+        cache = prefix_cache.branch()
         hidden = decoder(decoder.embed(suffix_ids), suffix_positions, suffix_valid, cache)  # [P, Ls, D]
         logits = decoder.logits(hidden[torch.arange(batch, device=device), lengths - 1])  # [P, V]
 

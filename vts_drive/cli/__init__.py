@@ -15,6 +15,7 @@ from vts_drive.errors import EXIT_INPUT_ERROR, InputError
 
 SUBCOMMANDS = [
     "describe",
+    "bench",
     "check_onnx",
     "build_engine",
 ]

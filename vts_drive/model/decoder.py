@@ -13,7 +13,6 @@ routed layers compute only text tokens and each frame's top visual tokens
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vts_drive.errors import InputError
@@ -31,13 +30,29 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
 
 
-def attend(query: torch.Tensor, query_positions: torch.Tensor, kv: LayerKV, scale: float) -> torch.Tensor:
-    """query [B, H, L, d] at positions [B, L] over the cache entries -> [B, H, L, d]."""
-    groups = query.shape[1] // kv.keys.shape[1]
-    keys = kv.keys.repeat_interleave(groups, dim=1)  # [B, H, S, d]
-    values = kv.values.repeat_interleave(groups, dim=1)
-    mask = (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]  # [B, L, S]
-    return F.scaled_dot_product_attention(query, keys, values, attn_mask=mask.unsqueeze(1), scale=scale)
+def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[LayerKV], scale: float) -> torch.Tensor:
+    """query [B, H, L, d] at positions [B, L] over cache segments -> [B, H, L, d].
+
+    Heads are grouped by the K/V head they share, so no segment is repeated per
+    head, and a batch-1 segment (the shared prefix) broadcasts over the rows
+    without being copied. Softmax runs in float32 over all segments together.
+    """
+    batch, heads, length, dim = query.shape
+    kv_heads = segments[0].keys.shape[1]
+    q = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)  # [B, Hkv, G*L, d]
+    scores = []
+    for kv in segments:
+        visible = (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]  # [B, L, S]
+        score = (q @ kv.keys.transpose(-1, -2)).float() * scale  # [B, Hkv, G*L, S]
+        score = score.view(batch, kv_heads, heads // kv_heads, length, -1)
+        scores.append(score.masked_fill(~visible[:, None, None], float("-inf")))
+    weights = torch.softmax(torch.cat(scores, dim=-1), dim=-1).to(query.dtype)  # [B, Hkv, G, L, S_total]
+    out, start = 0, 0
+    for kv, score in zip(segments, scores):
+        part = weights[..., start : start + score.shape[-1]].reshape(batch, kv_heads, -1, score.shape[-1])
+        out = out + part @ kv.values  # [B, Hkv, G*L, d]
+        start += score.shape[-1]
+    return out.view(batch, heads, length, dim)
 
 
 class Qwen2Decoder(nn.Module):
@@ -86,9 +101,8 @@ class Qwen2Decoder(nn.Module):
         cos, sin = self.rotary(hidden, positions)  # [B, L, d]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         kv = LayerKV(keys=k, values=v, positions=positions, valid=valid)
-        if cache is not None:
-            kv = cache.append(index, kv)
-        attended = attend(q, positions, kv, self.scale)  # [B, H, L, d]
+        segments = [kv] if cache is None else [*filter(None, [cache.shared[index]]), cache.append(index, kv)]
+        attended = attend(q, positions, segments, self.scale)  # [B, H, L, d]
         hidden = hidden + attention.o_proj(attended.transpose(1, 2).reshape(batch, length, -1))
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
 

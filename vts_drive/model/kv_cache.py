@@ -5,6 +5,10 @@ derived from them (a query at position p sees valid keys at positions <= p).
 That one rule covers everything the pipeline does to a sequence: padded rows of
 a batch, prompts branched off a shared prefix, and mixture-of-depths layers
 that store K/V only for the tokens they computed.
+
+Each layer holds two segments: `shared`, a batch-1 segment every row attends to
+(the window's visual context after `branch`, never copied per prompt), and
+`layers`, the entries of each row (prompt suffixes and generated tokens).
 """
 from __future__ import annotations
 
@@ -23,10 +27,25 @@ class LayerKV:
 
 class KVCache:
     def __init__(self, num_layers: int) -> None:
-        self.layers: list[LayerKV | None] = [None] * num_layers
+        self.layers: list[LayerKV | None] = [None] * num_layers  # per-row entries
+        self.shared: list[LayerKV | None] = [None] * num_layers  # batch 1, seen by every row
+
+    def segments(self, layer: int) -> list[LayerKV]:
+        """What a query of this layer attends over: the shared segment, then the row's own."""
+        return [kv for kv in (self.shared[layer], self.layers[layer]) if kv is not None]
+
+    def branch(self) -> "KVCache":
+        """Turn a single-row cache into the shared segment of a cache for any number of rows (no copy)."""
+        if any(kv is not None and kv.keys.shape[0] != 1 for kv in self.layers):
+            raise ValueError("only a single-row cache can be branched")
+        if any(kv is not None for kv in self.shared):
+            raise ValueError("this cache is already branched")
+        branched = KVCache(len(self.layers))
+        branched.shared = list(self.layers)
+        return branched
 
     def append(self, layer: int, new: LayerKV) -> LayerKV:
-        """Add entries to a layer and return everything that layer now holds."""
+        """Add entries to a layer's rows and return the rows' entries now held."""
         old = self.layers[layer]
         if old is not None:
             new = LayerKV(
@@ -39,8 +58,8 @@ class KVCache:
         return new
 
     def select_rows(self, rows: torch.Tensor) -> "KVCache":
-        """A cache whose row i is a copy of row rows[i]: branches a shared prefix into one
-        row per prompt (rows = [0, 0, ...]) or per training example."""
+        """A cache whose row i is a copy of row rows[i]: one row per prompt of each training
+        example (autograd needs the copies; inference shares the prefix with `branch`)."""
         selected = KVCache(len(self.layers))
         for index, kv in enumerate(self.layers):
             if kv is not None:
@@ -53,9 +72,10 @@ class KVCache:
         return selected
 
     def entries(self, layer: int) -> int:
-        kv = self.layers[layer]
-        return 0 if kv is None else kv.keys.shape[2]
+        """Entries a query of this layer attends over (shared + own)."""
+        return sum(kv.keys.shape[2] for kv in self.segments(layer))
 
     def nbytes(self) -> int:
         """Bytes of keys and values held (what the cache costs in device memory)."""
-        return sum(kv.keys.nbytes + kv.values.nbytes for kv in self.layers if kv is not None)
+        held = [kv for kv in self.layers + self.shared if kv is not None]
+        return sum(kv.keys.nbytes + kv.values.nbytes for kv in held)
