@@ -31,6 +31,7 @@ class SmallModelSize:
     vision_layers: int = 4
     vision_heads: int = 4
     text_width: int = 256
+    text_mlp_ratio: int = 2  # intermediate = ratio x width (the MLP dominates a small LLM's cost)
     text_layers: int = 4
     text_heads: int = 4
     text_kv_heads: int = 2
@@ -70,7 +71,7 @@ def small_config(tokenizer: PreTrainedTokenizerFast, size: SmallModelSize) -> Ll
     text = Qwen2Config(
         vocab_size=len(tokenizer),
         hidden_size=size.text_width,
-        intermediate_size=4 * size.text_width,
+        intermediate_size=size.text_mlp_ratio * size.text_width,
         num_hidden_layers=size.text_layers,
         num_attention_heads=size.text_heads,
         num_key_value_heads=size.text_kv_heads,
