@@ -13,8 +13,8 @@ and TensorRT need): a RoutingPlan, built once per sequence, lists the text
 tokens and each frame's token slots (padded to the longest frame); a routed
 layer takes top-K over each frame's slots with K fixed by the slot count, marks
 ranks beyond the frame's own k as not computed, gathers text + selected tokens,
-runs the block, and scatters the results back. Padding reads and writes a junk
-row appended after the sequence.
+runs the block on them in sequence order, and scatters the results back.
+Padding reads and writes a junk row appended after the sequence.
 
 `routing` "random" and "uniform" replace the learned scores, for the ablation
 (random scores; evenly spaced tokens of each frame).
@@ -169,11 +169,19 @@ def routed_layer_forward(
     logits = routers.logits(index, hidden)  # [B, L]
     chosen, chosen_valid = choose_tokens(routing_scores(logits, plan, config.routing, generator), plan)  # [B, F, K]
 
-    # Computed tokens: the text, then each frame's chosen tokens. Shapes follow the plan's shapes.
-    computed = torch.cat([plan.text_index, chosen.view(batch, -1)], dim=1)  # [B, M]
-    padded_valid = torch.cat([valid, valid.new_zeros(batch, 1)], dim=1)  # [B, L+1]
-    computed_valid = torch.cat([plan.text_valid, chosen_valid.view(batch, -1)], dim=1) & padded_valid.gather(1, computed)
-    is_visual = torch.cat([torch.zeros_like(plan.text_valid), torch.ones_like(chosen_valid.view(batch, -1))], dim=1)
+    # Computed tokens in sequence order: text and chosen visual tokens as a mask, compacted by a
+    # running count into M = (text slots + chosen slots) indices; M follows the plan's shapes.
+    selected = token_mask(chosen, chosen_valid, length)  # [B, L]
+    computed_mask = (selected | ~plan.visual_mask(length)) & valid  # [B, L]
+    width = plan.text_index.shape[1] + chosen.shape[1] * chosen.shape[2]
+    slot = torch.cumsum(computed_mask.to(torch.int32), dim=1).long() - 1  # [B, L] place in the compact list
+    target = torch.where(computed_mask, slot, torch.full_like(slot, width))
+    sequence = torch.arange(length, device=hidden.device).expand(batch, -1)
+    computed = torch.full((batch, width + 1), length, dtype=torch.long, device=hidden.device)
+    computed = computed.scatter(1, target, sequence)[:, :width]  # [B, M] sequence indices, junk row L past the end
+    computed_valid = torch.arange(width, device=hidden.device)[None, :] < computed_mask.sum(dim=1, keepdim=True)
+    padded_visual = torch.cat([plan.visual_mask(length), valid.new_zeros(batch, 1)], dim=1)
+    is_visual = padded_visual.gather(1, computed)
 
     padded_hidden = torch.cat([hidden, hidden.new_zeros(batch, 1, dim)], dim=1)  # [B, L+1, D]
     padded_positions = torch.cat([positions, positions.new_zeros(batch, 1)], dim=1)
@@ -186,7 +194,7 @@ def routed_layer_forward(
     target = torch.where(computed_valid, computed, torch.full_like(computed, length))  # not computed -> junk row
     updated = padded_hidden.scatter(1, target.unsqueeze(-1).expand(-1, -1, dim), out)
     if trace is not None:
-        trace.append(RoutingTrace(index, logits, token_mask(chosen, chosen_valid, length), plan.visual_mask(length)))
+        trace.append(RoutingTrace(index, logits, selected, plan.visual_mask(length)))
     return updated[:, :length]
 
 

@@ -13,6 +13,7 @@ routed layers compute only text tokens and each frame's top visual tokens
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vts_drive.errors import InputError
@@ -33,10 +34,23 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[LayerKV], scale: float) -> torch.Tensor:
     """query [B, H, L, d] at positions [B, L] over cache segments -> [B, H, L, d].
 
-    Heads are grouped by the K/V head they share, so no segment is repeated per
-    head, and a batch-1 segment (the shared prefix) broadcasts over the rows
-    without being copied. Softmax runs in float32 over all segments together.
+    One segment (a prefill, a training pass): fused scaled-dot-product attention,
+    which never materialises the L x S score matrix of a long prefix. Several
+    segments (prompt rows over the shared prefix): heads grouped by the K/V head
+    they share, so the batch-1 prefix broadcasts over the rows without copies,
+    with one float32 softmax over all segments.
     """
+    if len(segments) == 1:
+        kv = segments[0]
+        groups = query.shape[1] // kv.keys.shape[1]
+        visible = (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]  # [B, L, S]
+        return F.scaled_dot_product_attention(
+            query,
+            kv.keys.repeat_interleave(groups, dim=1),
+            kv.values.repeat_interleave(groups, dim=1),
+            attn_mask=visible.unsqueeze(1),
+            scale=scale,
+        )
     batch, heads, length, dim = query.shape
     kv_heads = segments[0].keys.shape[1]
     q = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)  # [B, Hkv, G*L, d]
