@@ -18,6 +18,7 @@ SUBCOMMANDS = [
     "bench",
     "check_onnx",
     "build_engine",
+    "node",
 ]
 
 

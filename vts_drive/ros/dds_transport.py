@@ -1,0 +1,99 @@
+"""The node on plain DDS (Cyclone DDS), speaking the ROS 2 wire format without a ROS 2 install.
+
+Topics, types and QoS are what rmw_cyclonedds uses, so ROS 2 nodes on the same
+domain see this node as one of their own: cameras are read best-effort
+(ROS's sensor_data profile) or reliable, outputs are written reliable,
+volatile, keep-last 10 (ROS's default profile).
+"""
+from __future__ import annotations
+
+import threading
+
+from cyclonedds.core import InstanceState, Qos, Policy, ReadCondition, SampleState, ViewState, WaitSet
+from cyclonedds.domain import DomainParticipant
+from cyclonedds.internal import InvalidSample
+from cyclonedds.pub import DataWriter
+from cyclonedds.sub import DataReader
+from cyclonedds.topic import Topic
+from cyclonedds.util import duration
+
+from vts_drive.ros.diagnostics import Status, to_diagnostic_array
+from vts_drive.ros.msgs import DDS_DIAGNOSTIC_TYPES, CompressedImage_, DiagnosticArray_, Image_, String_, dds_topic
+from vts_drive.ros.node_core import NodeCore, Outputs
+from vts_drive.ros.params import NODE_NAME, NodeParams
+
+SENSOR_DATA_QOS = Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(5), Policy.Durability.Volatile)
+RELIABLE_QOS = Qos(
+    Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)),
+    Policy.History.KeepLast(10),
+    Policy.Durability.Volatile,
+)
+CAMERA_QOS = {"sensor_data": SENSOR_DATA_QOS, "reliable": RELIABLE_QOS}
+TAKE_BATCH = 16  # samples taken per reader per wake-up
+
+
+class DdsTransport:
+    """A DDS participant with the node's readers and writers; `spin` feeds a NodeCore until stopped."""
+
+    def __init__(self, params: NodeParams, domain_id: int = 0, node_name: str = NODE_NAME) -> None:
+        self.participant = DomainParticipant(domain_id)
+        image_type = CompressedImage_ if params.compressed else Image_
+        self.cameras = [
+            (camera, self._reader(topic, image_type, CAMERA_QOS[params.qos]))
+            for camera, topic in zip(params.cameras, params.subscribed_topics)
+        ]
+        self.questions = self._reader(params.output_topic("question", node_name), String_, RELIABLE_QOS)
+        self._description = self._writer(params.output_topic("scene_description", node_name), String_)
+        self._report = self._writer(params.output_topic("risk_qa", node_name), String_)
+        self._answer = self._writer(params.output_topic("answer", node_name), String_)
+        self._diagnostics = self._writer("/diagnostics", DiagnosticArray_)
+        self.waitset = WaitSet(self.participant)
+        self._conditions = []
+        for reader in [reader for _, reader in self.cameras] + [self.questions]:
+            condition = ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any)
+            self.waitset.attach(condition)
+            self._conditions.append(condition)
+
+    def _topic(self, ros_topic: str, data_type: type) -> Topic:
+        return Topic(self.participant, dds_topic(ros_topic), data_type)
+
+    def _reader(self, ros_topic: str, data_type: type, qos: Qos) -> DataReader:
+        return DataReader(self.participant, self._topic(ros_topic, data_type), qos=qos)
+
+    def _writer(self, ros_topic: str, data_type: type) -> DataWriter:
+        return DataWriter(self.participant, self._topic(ros_topic, data_type), qos=RELIABLE_QOS)
+
+    def outputs(self, clock_ns) -> Outputs:
+        """Publishing functions for NodeCore; clock_ns stamps /diagnostics (wall time)."""
+
+        def diagnostics(statuses: list[Status]) -> None:
+            self._diagnostics.write(to_diagnostic_array(statuses, clock_ns(), DDS_DIAGNOSTIC_TYPES))
+
+        return Outputs(
+            description=lambda text: self._description.write(String_(data=text)),
+            report=lambda text: self._report.write(String_(data=text)),
+            answer=lambda text: self._answer.write(String_(data=text)),
+            diagnostics=diagnostics,
+        )
+
+    def spin(self, core: NodeCore, stop: threading.Event) -> None:
+        """Hand every received sample to the core until `stop` is set (checked every 100 ms)."""
+        while not stop.is_set():
+            self.waitset.wait(duration(milliseconds=100))
+            for camera, reader in self.cameras:
+                for msg in _valid(reader.take(N=TAKE_BATCH)):
+                    core.on_message(camera, msg)
+            for msg in _valid(self.questions.take(N=TAKE_BATCH)):
+                core.on_question(msg.data)
+
+    def close(self) -> None:
+        """Leave the domain now rather than at garbage collection: deleting the participant
+        deletes its readers, writers and waitset (cyclonedds has no public close)."""
+        for condition in self._conditions:
+            self.waitset.detach(condition)
+        self.participant.__del__()
+
+
+def _valid(samples: list) -> list:
+    """Data samples only: a writer leaving the domain shows up as an InvalidSample (no data)."""
+    return [sample for sample in samples if not isinstance(sample, InvalidSample)]

@@ -1,0 +1,217 @@
+"""The node without ROS: frames in, reports, answers and diagnostics out.
+
+Transports (rclpy, DDS) call on_message / on_image / on_question from their
+receive threads and hand in the functions that publish. Receiving only syncs
+frames and queues windows; one worker thread runs the pipeline. When the
+pipeline falls behind, the oldest queued window is dropped and counted, so
+receivers never block and memory stays bounded.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from vts_drive.errors import InputError
+from vts_drive.ros.diagnostics import OK, STALE, WARN, Status
+from vts_drive.ros.images import message_to_rgb
+from vts_drive.ros.params import NODE_NAME, NodeParams
+from vts_drive.ros.stream import FrameStream
+from vts_drive.ros.sync import DROP_REASONS
+from vts_drive.ros.typestore import stamp_to_ns
+from vts_drive.window import FrameWindow
+
+log = logging.getLogger("vts_drive.node")
+
+
+@dataclass
+class Outputs:
+    """What the transport publishes: text on ~/scene_description, report JSON on ~/risk_qa,
+    answer JSON on ~/answer, statuses on /diagnostics."""
+
+    description: Callable[[str], None]
+    report: Callable[[str], None]
+    answer: Callable[[str], None]
+    diagnostics: Callable[[list[Status]], None]
+
+
+class NodeCore:
+    def __init__(
+        self,
+        pipeline,
+        params: NodeParams,
+        outputs: Outputs,
+        node_name: str = NODE_NAME,
+        clock_ns: Callable[[], int] = time.monotonic_ns,
+    ) -> None:
+        self.pipeline = pipeline  # describe(window) -> SceneReport, ask(window, questions) -> list[str]
+        self.params = params
+        self.outputs = outputs
+        self.node_name = node_name
+        self.clock_ns = clock_ns
+        self.stream = FrameStream(params.stream_config(), start_ns=clock_ns())
+        self.counts = Counter()  # windows_described, windows_dropped, questions_answered, ...
+        self.bad_images = Counter()  # camera -> frames whose message did not decode
+        self.last_timings_ms: dict[str, float] = {}
+        self._latest: FrameWindow | None = None  # newest window assembled, what questions are asked about
+        self._windows: deque[tuple[FrameWindow, int]] = deque()  # (window, enqueued at clock_ns)
+        self._questions: deque[str] = deque()
+        self._lock = threading.Condition()
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._work, name="vts_drive-worker", daemon=True),
+            threading.Thread(target=self._publish_diagnostics, name="vts_drive-diagnostics", daemon=True),
+        ]
+
+    # -- inputs, called from receive threads; none of them waits for the pipeline
+
+    def on_message(self, camera: str, msg: object) -> None:
+        """A sensor_msgs Image or CompressedImage of any binding; bad ones are dropped and counted."""
+        try:
+            rgb = message_to_rgb(msg)
+        except InputError as error:
+            self.bad_images[camera] += 1
+            log.warning("camera %s: frame dropped: %s", camera, error)
+            return
+        self.on_image(camera, stamp_to_ns(msg.header.stamp), rgb)
+
+    def on_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> None:
+        with self._lock:
+            for window in self.stream.add(camera, stamp_ns, rgb, self.clock_ns()):
+                self._latest = window
+                if len(self._windows) >= self.params.window_queue_size:
+                    self._windows.popleft()
+                    self.counts["windows_dropped"] += 1
+                self._windows.append((window, self.clock_ns()))
+            self._lock.notify()
+
+    def on_question(self, text: str) -> None:
+        """Queue a free-form question about the latest window, or answer at once with the reason it is rejected."""
+        question = text.strip()
+        limit = self.params.max_question_chars
+        with self._lock:
+            if not question:
+                reason = "question is empty"
+            elif len(question) > limit:
+                reason = f"question is {len(question)} characters, the limit is {limit}"
+                question = question[:limit] + "..."
+            elif self._latest is None:
+                reason = "no camera window has been received yet"
+            elif len(self._questions) >= self.params.question_queue_size:
+                reason = f"question queue is full ({self.params.question_queue_size} waiting)"
+            else:
+                self._questions.append(question)
+                self._lock.notify()
+                return
+            self.counts["questions_rejected"] += 1
+        self.outputs.answer(json.dumps({"question": question, "answer": None, "stamp": None, "error": reason}))
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        for thread in self._threads:
+            thread.start()
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Stop after the window being described, if any; queued work is abandoned."""
+        self._stopping.set()
+        with self._lock:
+            self._lock.notify_all()
+        for thread in self._threads:
+            if thread.is_alive():
+                thread.join(timeout_s)
+
+    # -- the worker
+
+    def _next_job(self) -> tuple[str, object] | None:
+        with self._lock:
+            while not self._stopping.is_set() and not self._windows and not self._questions:
+                self._lock.wait()
+            if self._stopping.is_set():
+                return None
+            if self._questions:  # cheap, and someone is waiting for the answer
+                return "question", (self._questions.popleft(), self._latest)
+            return "window", self._windows.popleft()
+
+    def _work(self) -> None:
+        while (job := self._next_job()) is not None:
+            kind, payload = job
+            try:
+                if kind == "question":
+                    self._answer(*payload)
+                else:
+                    self._describe(*payload)
+            except Exception:  # a bad window or a model error must not stop the node
+                self.counts["errors"] += 1
+                log.exception("%s failed", kind)
+
+    def _describe(self, window: FrameWindow, enqueued_ns: int) -> None:
+        queue_wait_ms = (self.clock_ns() - enqueued_ns) / 1e6
+        report = self.pipeline.describe(window)
+        self.last_timings_ms = {"queue_wait": round(queue_wait_ms, 3), **report.timings_ms}
+        self.counts["windows_described"] += 1
+        self.outputs.description(report.description)
+        self.outputs.report(report.to_json())
+
+    def _answer(self, question: str, window: FrameWindow) -> None:
+        (answer,) = self.pipeline.ask(window, [question])
+        self.counts["questions_answered"] += 1
+        self.outputs.answer(json.dumps({"question": question, "answer": answer, "stamp": window.stamp_ns / 1e9, "error": None}))
+
+    # -- diagnostics
+
+    def diagnostics(self) -> list[Status]:
+        """One status for the pipeline and one per camera (STALE when it has gone quiet)."""
+        now = self.clock_ns()
+        with self._lock:
+            stale = self.stream.stale_cameras(now)
+            queued, questions = len(self._windows), len(self._questions)
+            counts, timings = dict(self.counts), dict(self.last_timings_ms)
+        dropped = counts.get("windows_dropped", 0)
+        pipeline = Status(
+            name=f"{self.node_name}: pipeline",
+            level=WARN if dropped or counts.get("errors") else OK,
+            message=f"mode {self.params.mode}, {counts.get('windows_described', 0)} windows described, {dropped} dropped",
+            hardware_id=self.node_name,
+            values={
+                "mode": self.params.mode,
+                "model": getattr(self.pipeline, "model_name", ""),
+                "backend": self.params.backend,
+                "device": self.params.device,
+                **{name: str(counts.get(name, 0)) for name in (
+                    "windows_described", "windows_dropped", "questions_answered", "questions_rejected", "errors")},
+                "windows_queued": str(queued),
+                "questions_queued": str(questions),
+                "stale_cameras": ",".join(stale),
+                **{f"latency_ms.{stage}": f"{ms:.1f}" for stage, ms in timings.items()},
+            },
+        )
+        return [pipeline] + [self._camera_status(camera, camera in stale, now) for camera in self.stream.sync.cameras]
+
+    def _camera_status(self, camera: str, stale: bool, now_ns: int) -> Status:
+        seen = self.stream.last_seen_ns.get(camera)
+        age = "never" if seen is None else f"{(now_ns - seen) / 1e9:.2f}"
+        dropped = self.stream.sync.dropped[camera]
+        return Status(
+            name=f"{self.node_name}: camera {camera}",
+            level=STALE if stale else OK,
+            message=f"no frame for {age} s" if stale else "ok",
+            hardware_id=camera,
+            values={
+                "frames_received": str(self.stream.received[camera]),
+                "seconds_since_last_frame": age,
+                "last_stamp_ns": str(self.stream.last_stamp_ns.get(camera, "")),
+                "bad_images": str(self.bad_images[camera]),
+                **{f"dropped_{reason}": str(dropped[reason]) for reason in DROP_REASONS},
+            },
+        )
+
+    def _publish_diagnostics(self) -> None:
+        while not self._stopping.wait(self.params.diagnostics_period_s):
+            self.outputs.diagnostics(self.diagnostics())

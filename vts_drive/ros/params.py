@@ -1,0 +1,185 @@
+"""The node's parameters: one dataclass, read from ROS parameters, a params YAML or `--param` flags.
+
+Every transport (rclpy, DDS) builds a NodeParams the same way, so the node has
+the same parameters, defaults and checks whichever runs it. Nothing here
+imports rclpy; torch only for the pipeline's defaults.
+"""
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from vts_drive.errors import InputError
+from vts_drive.ros.stream import StreamConfig
+
+NODE_NAME = "vts_drive"
+QOS_PROFILES = ("sensor_data", "reliable")
+DEFAULT_CAMERA_TOPICS = ["/cam_front/image_raw", "/cam_front_left/image_raw", "/cam_front_right/image_raw"]
+
+# Python field type -> ROS parameter type name (rclpy's ParameterType.PARAMETER_<NAME>)
+ROS_TYPES = {str: "STRING", bool: "BOOL", int: "INTEGER", float: "DOUBLE", list[str]: "STRING_ARRAY"}
+
+
+@dataclass
+class NodeParams:
+    camera_topics: list[str] = field(default_factory=lambda: list(DEFAULT_CAMERA_TOPICS))
+    compressed: bool = False  # subscribe to <topic>/compressed (sensor_msgs/CompressedImage)
+    frames_per_window: int = 4
+    window_stride: int = 2
+    sync_slop_s: float = 0.05
+    stale_after_s: float = 1.0
+    on_stale_camera: str = "continue"  # continue | wait
+    model: str = ""  # "": the default model (synthdrive-tiny when shipped)
+    mode: str = "dense"
+    backend: str = "torch"
+    device: str = "cpu"
+    dtype: str = ""  # "": fp32 on CPU, bf16/fp16 on CUDA
+    questions: list[str] = field(default_factory=lambda: default_questions())
+    max_new_tokens: int = 48
+    qos: str = "sensor_data"  # sensor_data (best effort) | reliable, for the camera subscriptions
+    window_queue_size: int = 2  # windows waiting for inference; the oldest is dropped beyond it
+    question_queue_size: int = 8
+    max_question_chars: int = 500
+    diagnostics_period_s: float = 1.0
+
+    def check(self) -> None:
+        for name in ("frames_per_window", "window_stride", "max_new_tokens", "window_queue_size",
+                     "question_queue_size", "max_question_chars"):
+            if getattr(self, name) < 1:
+                raise InputError(f"parameter {name}: must be at least 1, got {getattr(self, name)}")
+        if self.qos not in QOS_PROFILES:
+            raise InputError(f"parameter qos: {self.qos!r} is not one of {', '.join(QOS_PROFILES)}")
+        if self.diagnostics_period_s <= 0:
+            raise InputError(f"parameter diagnostics_period_s: must be > 0, got {self.diagnostics_period_s}")
+        for topic in self.camera_topics:
+            if not topic.startswith("/") or topic.endswith("/"):
+                raise InputError(f"parameter camera_topics: {topic!r} is not an absolute topic name like /cam_front/image_raw")
+        if not self.camera_topics or len(set(self.cameras)) != len(self.cameras):
+            raise InputError(f"parameter camera_topics: {self.camera_topics} must name distinct cameras {self.cameras}")
+        self.stream_config().check()
+
+    @property
+    def cameras(self) -> list[str]:
+        return [camera_name(topic) for topic in self.camera_topics]
+
+    @property
+    def subscribed_topics(self) -> list[str]:
+        """The topics the node reads, in camera order (image_transport's /compressed when compressed)."""
+        return [f"{topic}/compressed" if self.compressed else topic for topic in self.camera_topics]
+
+    def output_topic(self, name: str, node_name: str = NODE_NAME) -> str:
+        """The node-private topic ~/name."""
+        return f"/{node_name}/{name}"
+
+    def stream_config(self) -> StreamConfig:
+        return StreamConfig(
+            cameras=self.cameras,
+            frames=self.frames_per_window,
+            stride=self.window_stride,
+            slop_s=self.sync_slop_s,
+            stale_after_s=self.stale_after_s,
+            on_stale=self.on_stale_camera,
+        )
+
+    def pipeline_config(self):
+        """The PipelineConfig these parameters ask for (imports torch)."""
+        from vts_drive.pipeline import PipelineConfig
+
+        config = PipelineConfig(
+            mode=self.mode, backend=self.backend, device=self.device, dtype=self.dtype or None,
+            max_new_tokens=self.max_new_tokens,
+        )
+        config.questions = list(self.questions)
+        config.check()
+        return config
+
+    def model_name(self) -> str:
+        from vts_drive.model.loading import default_model
+
+        return self.model or default_model()
+
+
+def default_questions() -> list[str]:
+    """The pipeline's default questions (never an empty list: rclpy cannot declare one as a string array)."""
+    from vts_drive.pipeline import DEFAULT_QUESTIONS
+
+    return list(DEFAULT_QUESTIONS)
+
+
+def camera_name(topic: str) -> str:
+    """/cam_front/image_raw -> front: the topic's first name, less a cam_ prefix."""
+    first = topic.strip("/").split("/")[0]
+    return first.removeprefix("cam_") or first
+
+
+def declarations() -> list[tuple[str, object, str]]:
+    """(name, default, ROS parameter type name) of every parameter, for declaring them in rclpy."""
+    hints = typing.get_type_hints(NodeParams)
+    return [(f.name, getattr(NodeParams(), f.name), ROS_TYPES[hints[f.name]]) for f in fields(NodeParams)]
+
+
+def params_from_dict(values: dict, source: str = "parameters") -> NodeParams:
+    """A checked NodeParams from {name: value}; unknown names and wrong types raise InputError."""
+    hints = typing.get_type_hints(NodeParams)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise InputError(f"{source}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(hints)}")
+    checked = {name: _typed(name, value, hints[name], source) for name, value in values.items()}
+    params = NodeParams(**checked)
+    try:
+        params.check()
+    except InputError as error:
+        raise InputError(f"{source}: {error}") from None
+    return params
+
+
+def _typed(name: str, value: object, kind: type, source: str) -> object:
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind == list[str]:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return list(value)
+    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    expected = "a list of strings" if kind == list[str] else kind.__name__
+    raise InputError(f"{source}: parameter {name} must be {expected}, got {value!r}")
+
+
+def read_params_file(path: Path, node_name: str = NODE_NAME) -> dict:
+    """The ros__parameters for this node from a ROS 2 params YAML (`node_name:` or `/**:` section)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"params file {path} does not exist")
+    try:
+        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise InputError(f"params file {path} is not valid YAML: {error}") from None
+    if not isinstance(document, dict):
+        raise InputError(f"params file {path}: expected a mapping of node names to ros__parameters")
+    values: dict = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = document.get(key)
+        if section is not None:
+            if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+                raise InputError(f"params file {path}: section {key!r} has no ros__parameters mapping")
+            values.update(section["ros__parameters"])
+    if not values:
+        raise InputError(f"params file {path} has no section for node {node_name!r} (or '/**')")
+    return values
+
+
+def parse_param_overrides(items: list[str]) -> dict:
+    """`name=value` pairs (value read as YAML, so 4, true, [a, b] keep their types)."""
+    values = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name:
+            raise InputError(f"--param {item!r}: expected NAME=VALUE")
+        try:
+            values[name.strip()] = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise InputError(f"--param {item!r}: value is not valid YAML: {error}") from None
+    return values
