@@ -19,6 +19,7 @@ SUBCOMMANDS = [
     "check_onnx",
     "build_engine",
     "node",
+    "replay",
 ]
 
 

@@ -69,11 +69,18 @@ class BagWriter:
         """A std_msgs/String logged at stamp_ns."""
         self._write(topic, STRING, stamp_ns, TYPESTORE.types[STRING](data=text))
 
+    def add_serialized(self, topic: str, msgtype: str, log_time_ns: int, data: bytes) -> None:
+        """A message already in CDR (copied from another bag), logged at log_time_ns."""
+        self._writer.write(self._connection(topic, msgtype), log_time_ns, data)
+
     def _write(self, topic: str, msgtype: str, stamp_ns: int, message: object) -> None:
+        self._writer.write(self._connection(topic, msgtype), stamp_ns, TYPESTORE.serialize_cdr(message, msgtype))
+
+    def _connection(self, topic: str, msgtype: str) -> Connection:
         connection = self._connections.get(topic)
         if connection is None:
             connection = self._writer.add_connection(topic, msgtype, typestore=TYPESTORE)
             self._connections[topic] = connection
         elif connection.msgtype != msgtype:
             raise InputError(f"bag topic {topic}: holds {connection.msgtype}, cannot add {msgtype}")
-        self._writer.write(connection, stamp_ns, TYPESTORE.serialize_cdr(message, msgtype))
+        return connection

@@ -20,7 +20,7 @@ from cyclonedds.util import duration
 from vts_drive.ros.diagnostics import Status, to_diagnostic_array
 from vts_drive.ros.msgs import DDS_DIAGNOSTIC_TYPES, CompressedImage_, DiagnosticArray_, Image_, String_, dds_topic
 from vts_drive.ros.node_core import NodeCore, Outputs
-from vts_drive.ros.params import NODE_NAME, NodeParams
+from vts_drive.ros.params import NODE_NAME, NodeParams, output_topic
 
 SENSOR_DATA_QOS = Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(5), Policy.Durability.Volatile)
 RELIABLE_QOS = Qos(
@@ -42,10 +42,10 @@ class DdsTransport:
             (camera, self._reader(topic, image_type, CAMERA_QOS[params.qos]))
             for camera, topic in zip(params.cameras, params.subscribed_topics)
         ]
-        self.questions = self._reader(params.output_topic("question", node_name), String_, RELIABLE_QOS)
-        self._description = self._writer(params.output_topic("scene_description", node_name), String_)
-        self._report = self._writer(params.output_topic("risk_qa", node_name), String_)
-        self._answer = self._writer(params.output_topic("answer", node_name), String_)
+        self.questions = self._reader(output_topic("question", node_name), String_, RELIABLE_QOS)
+        self._description = self._writer(output_topic("scene_description", node_name), String_)
+        self._report = self._writer(output_topic("risk_qa", node_name), String_)
+        self._answer = self._writer(output_topic("answer", node_name), String_)
         self._diagnostics = self._writer("/diagnostics", DiagnosticArray_)
         self.waitset = WaitSet(self.participant)
         self._conditions = []

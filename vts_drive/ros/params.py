@@ -27,11 +27,11 @@ ROS_TYPES = {str: "STRING", bool: "BOOL", int: "INTEGER", float: "DOUBLE", list[
 class NodeParams:
     camera_topics: list[str] = field(default_factory=lambda: list(DEFAULT_CAMERA_TOPICS))
     compressed: bool = False  # subscribe to <topic>/compressed (sensor_msgs/CompressedImage)
-    frames_per_window: int = 4
-    window_stride: int = 2
-    sync_slop_s: float = 0.05
-    stale_after_s: float = 1.0
-    on_stale_camera: str = "continue"  # continue | wait
+    frames_per_window: int = StreamConfig.frames
+    window_stride: int = StreamConfig.stride
+    sync_slop_s: float = StreamConfig.slop_s
+    stale_after_s: float = StreamConfig.stale_after_s
+    on_stale_camera: str = StreamConfig.on_stale  # continue | wait
     model: str = ""  # "": the default model (synthdrive-tiny when shipped)
     mode: str = "dense"
     backend: str = "torch"
@@ -70,10 +70,6 @@ class NodeParams:
         """The topics the node reads, in camera order (image_transport's /compressed when compressed)."""
         return [f"{topic}/compressed" if self.compressed else topic for topic in self.camera_topics]
 
-    def output_topic(self, name: str, node_name: str = NODE_NAME) -> str:
-        """The node-private topic ~/name."""
-        return f"/{node_name}/{name}"
-
     def stream_config(self) -> StreamConfig:
         return StreamConfig(
             cameras=self.cameras,
@@ -100,6 +96,11 @@ class NodeParams:
         from vts_drive.model.loading import default_model
 
         return self.model or default_model()
+
+
+def output_topic(name: str, node_name: str = NODE_NAME) -> str:
+    """The node-private topic ~/name."""
+    return f"/{node_name}/{name}"
 
 
 def default_questions() -> list[str]:

@@ -1,0 +1,176 @@
+"""Replay rosbag2 bags through the pipeline: one report per window, appended as JSON Lines.
+
+Bags are replayed one after another, each as its own stream (frames synced by
+header stamp, windows as in the node). Reports are appended as windows
+finish; a rerun after a crash or kill checks the finished lines against the
+windows it forms again and describes only the rest, so nothing is lost or
+written twice. With an output bag, each input bag is copied with the reports
+on /vts_drive/scene_description and /vts_drive/risk_qa beside its cameras.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from vts_drive.errors import InputError
+from vts_drive.ros.bag_reader import CameraBag
+from vts_drive.ros.bag_writer import BagWriter
+from vts_drive.ros.images import message_to_rgb
+from vts_drive.ros.params import camera_name, output_topic
+from vts_drive.ros.stream import FrameStream, StreamConfig
+from vts_drive.ros.typestore import stamp_to_ns
+from vts_drive.window import FrameWindow
+
+
+@dataclass
+class ReplaySummary:
+    described: int = 0  # windows run through the pipeline now
+    resumed: int = 0  # windows already in the output file
+    bad_images: Counter = field(default_factory=Counter)  # topic -> messages that did not decode
+    dropped: Counter = field(default_factory=Counter)  # sync drop reason -> frames
+
+
+def read_finished(out: Path) -> list[dict]:
+    """The reports already in `out`, dropping a last line cut short by a kill."""
+    if not out.exists():
+        return []
+    data = out.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        out.write_bytes(data)
+    reports = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        try:
+            reports.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise InputError(f"{out} line {number} is not a JSON report; move the file away or fix that line") from None
+        if not isinstance(reports[-1], dict) or "stamp" not in reports[-1]:
+            raise InputError(f"{out} line {number} is not a report (no stamp); move the file away")
+    return reports
+
+
+def output_bag_paths(bags: list[Path], out_bag: Path) -> list[Path]:
+    """One input bag: out_bag is the new bag; several: out_bag/<input bag name> each."""
+    paths = [out_bag] if len(bags) == 1 else [out_bag / bag.name for bag in bags]
+    existing = [str(path) for path in paths if path.exists()]
+    if existing:
+        raise InputError(f"output bag {', '.join(existing)} already exists; choose a new --out-bag")
+    return paths
+
+
+def replay(
+    bags: list[Path],
+    pipeline,
+    out: Path,
+    settings: StreamConfig,
+    topics: list[str] | None = None,
+    out_bag: Path | None = None,
+    rate: float | None = None,
+) -> ReplaySummary:
+    """Describe every window of every bag; `settings` gives everything but the cameras (from the topics).
+    rate: replay at this multiple of recorded speed; None: as fast as possible."""
+    bags = [Path(bag) for bag in bags]
+    if rate is not None and rate <= 0:
+        raise InputError(f"--rate must be > 0, got {rate}")
+    out_bags = output_bag_paths(bags, out_bag) if out_bag is not None else []
+    total = 0
+    for bag in bags:  # every bag and topic is checked before any work starts
+        with CameraBag(bag, topics) as source:
+            total += source.message_count
+    finished = read_finished(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = ReplaySummary()
+    reports_per_bag = []
+    with tqdm(total=total, unit="msg", desc="replay", dynamic_ncols=True) as progress, out.open("a") as results:
+        for bag in bags:
+            reports = []
+            with CameraBag(bag, topics) as source:
+                cameras = {topic: camera_name(topic) for topic in source.topics}
+                stream = FrameStream(replace(settings, cameras=list(cameras.values())))
+                pace = _Pace(rate)
+                for topic, log_time_ns, msg in source.messages():
+                    progress.update()
+                    pace.wait(log_time_ns)
+                    try:
+                        if isinstance(msg, InputError):
+                            raise msg
+                        rgb = message_to_rgb(msg)
+                    except InputError as error:
+                        if not summary.bad_images[topic]:
+                            tqdm.write(f"vts-drive replay: {topic}: frame skipped: {error}")
+                        summary.bad_images[topic] += 1
+                        continue
+                    for window in stream.add(cameras[topic], stamp_to_ns(msg.header.stamp), rgb, log_time_ns):
+                        index = summary.resumed + summary.described
+                        if index < len(finished):
+                            _check_resumed(out, index, finished[index], window)
+                            reports.append(finished[index])
+                            summary.resumed += 1
+                        else:
+                            report = pipeline.describe(window)
+                            results.write(report.to_json() + "\n")
+                            results.flush()
+                            reports.append(report.to_dict())
+                            summary.described += 1
+                        progress.set_postfix(windows=index + 1)
+                for dropped in stream.sync.dropped.values():
+                    summary.dropped.update(dropped)
+            reports_per_bag.append(reports)
+    for bag, reports, path in zip(bags, reports_per_bag, out_bags):
+        write_results_bag(bag, topics, reports, path)
+    return summary
+
+
+def _check_resumed(out: Path, index: int, report: dict, window: FrameWindow) -> None:
+    if report["stamp"] != window.stamp_ns / 1e9 or report.get("cameras") != window.cameras:
+        raise InputError(
+            f"{out} line {index + 1} (stamp {report['stamp']}, cameras {report.get('cameras')}) is not window "
+            f"{index + 1} of this replay (stamp {window.stamp_ns / 1e9}, cameras {window.cameras}); "
+            "it was written from other bags or settings: use a new --out"
+        )
+
+
+class _Pace:
+    """Sleeps so that messages go out at `rate` times their recorded speed (None: no waiting)."""
+
+    def __init__(self, rate: float | None) -> None:
+        self.rate = rate
+        self.start: tuple[int, float] | None = None  # (first log time ns, wall time s)
+
+    def wait(self, log_time_ns: int) -> None:
+        if self.rate is None:
+            return
+        if self.start is None:
+            self.start = (log_time_ns, time.monotonic())
+        due = self.start[1] + (log_time_ns - self.start[0]) / 1e9 / self.rate
+        time.sleep(max(0.0, due - time.monotonic()))
+
+
+def write_results_bag(bag: Path, topics: list[str] | None, reports: list[dict], path: Path) -> None:
+    """A copy of the bag's camera topics with each report's description and JSON at its window stamp.
+    Written beside the target and renamed when complete, so a kill leaves no half bag at `path`."""
+    partial = path.with_name(path.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    pending = sorted(reports, key=lambda report: report["stamp"])
+    description_topic, report_topic = output_topic("scene_description"), output_topic("risk_qa")
+    with CameraBag(bag, topics) as source, BagWriter(partial) as writer:
+
+        def write_reports_until(log_time_ns: float) -> None:
+            while pending and round(pending[0]["stamp"] * 1e9) <= log_time_ns:
+                report = pending.pop(0)
+                stamp_ns = round(report["stamp"] * 1e9)
+                writer.add_string(description_topic, stamp_ns, report["description"])
+                writer.add_string(report_topic, stamp_ns, json.dumps(report, separators=(",", ":")))
+
+        for connection, log_time_ns, data in source.raw_messages():
+            write_reports_until(log_time_ns)
+            writer.add_serialized(connection.topic, connection.msgtype, log_time_ns, data)
+        write_reports_until(float("inf"))
+    partial.rename(path)
