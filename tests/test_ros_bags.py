@@ -1,0 +1,190 @@
+"""rosbag2 I/O and replay on real bags written here (mcap and sqlite3, Image and CompressedImage)."""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rosbags.highlevel import AnyReader
+
+from vts_drive.cli import main as cli_main
+from vts_drive.errors import InputError
+from vts_drive.report import validate_report
+from vts_drive.ros.bag_reader import CameraBag
+from vts_drive.ros.bag_writer import BagWriter
+from vts_drive.ros.replay import read_finished, replay
+from vts_drive.ros.stream import StreamConfig
+
+MS = 1_000_000
+START_NS = 1_700_000_000_000_000_000
+CAMERAS = ["front", "front_left", "front_right"]
+SETTINGS = StreamConfig(cameras=[], frames=2, stride=2, slop_s=0.02)
+
+
+def write_camera_bag(path: Path, storage: str = "mcap", frames: int = 6, compressed: bool = False, seed: int = 0) -> Path:
+    """Three 10 Hz cameras, a few ms apart, plus a text topic that replay must ignore."""
+    rng = np.random.default_rng(seed)
+    suffix = "/compressed" if compressed else ""
+    with BagWriter(path, storage=storage) as bag:
+        for t in range(frames):
+            for i, camera in enumerate(CAMERAS):
+                stamp = START_NS + t * 100 * MS + i * 4 * MS
+                bag.add_image(f"/cam_{camera}/image_raw{suffix}", stamp, camera,
+                              rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), compressed=compressed)
+            bag.add_string("/notes", START_NS + t * 100 * MS, f"frame {t}")
+    return path
+
+
+def files_digest(path: Path) -> dict:
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(path.iterdir())}
+
+
+@pytest.mark.parametrize("storage", ["mcap", "sqlite3"])
+def test_bag_writer_is_deterministic_and_readable(tmp_path, storage):
+    write_camera_bag(tmp_path / "a" / "bag", storage)
+    write_camera_bag(tmp_path / "b" / "bag", storage)
+    assert files_digest(tmp_path / "a" / "bag") == files_digest(tmp_path / "b" / "bag")
+    with AnyReader([tmp_path / "a" / "bag"]) as reader:
+        topics = {c.topic: (c.msgtype, c.msgcount) for c in reader.connections}
+        connection, log_time, data = next(reader.messages())
+        msg = reader.deserialize(data, connection.msgtype)
+    assert topics["/cam_front/image_raw"] == ("sensor_msgs/msg/Image", 6) and topics["/notes"][1] == 6
+    assert log_time == START_NS and (msg.header.stamp.sec, msg.header.stamp.nanosec) == divmod(START_NS, 10**9)
+    assert (msg.encoding, msg.height, msg.width, msg.step, msg.header.frame_id) == ("rgb8", 24, 32, 96, "front")
+
+
+def test_bag_writer_refuses_an_existing_path_and_a_topic_changing_type(tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(InputError, match="already exists"):
+        BagWriter(tmp_path / "taken")
+    with pytest.raises(InputError, match="storage 'rosbag1'"):
+        BagWriter(tmp_path / "new", storage="rosbag1")
+    with pytest.raises(InputError, match="holds std_msgs/msg/String"):
+        with BagWriter(tmp_path / "mixed") as bag:
+            bag.add_string("/x", 0, "text")
+            bag.add_image("/x", 1, "f", np.zeros((2, 2, 3), np.uint8))
+
+
+@pytest.mark.parametrize("storage, compressed", [("mcap", False), ("sqlite3", False), ("mcap", True)])
+def test_replay_writes_one_valid_report_per_window(tmp_path, tiny_pipeline, storage, compressed):
+    bag = write_camera_bag(tmp_path / "bag", storage, compressed=compressed)
+    out = tmp_path / "results.jsonl"
+    summary = replay([bag], tiny_pipeline, out, SETTINGS)
+    reports = [json.loads(line) for line in out.read_text().splitlines()]
+    assert summary.described == len(reports) == 3 and summary.resumed == 0
+    for report in reports:
+        validate_report(report)
+        assert report["cameras"] == CAMERAS and report["frames_per_camera"] == 2
+    # windows end at sets 1, 3, 5; a window's stamp is its newest frame (front_right, 8 ms after front)
+    assert [r["stamp"] for r in reports] == [(START_NS + t * 100 * MS + 8 * MS) / 1e9 for t in (1, 3, 5)]
+
+
+def test_results_bag_holds_cameras_and_reports(tmp_path, tiny_pipeline):
+    bag = write_camera_bag(tmp_path / "bag", "sqlite3")
+    out, out_bag = tmp_path / "results.jsonl", tmp_path / "results_bag"
+    replay([bag], tiny_pipeline, out, SETTINGS, out_bag=out_bag)
+    assert not (tmp_path / "results_bag.partial").exists()
+    with AnyReader([out_bag]) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        risk = [reader.deserialize(d, c.msgtype).data for c, _, d in reader.messages() if c.topic == "/vts_drive/risk_qa"]
+        times = [t for _, t, _ in reader.messages()]
+    assert counts == {"/cam_front/image_raw": 6, "/cam_front_left/image_raw": 6, "/cam_front_right/image_raw": 6,
+                      "/vts_drive/scene_description": 3, "/vts_drive/risk_qa": 3}
+    assert risk == out.read_text().splitlines() and times == sorted(times)
+    with pytest.raises(InputError, match="already exists"):
+        replay([bag], tiny_pipeline, tmp_path / "again.jsonl", SETTINGS, out_bag=out_bag)
+
+
+class Killed(Exception):
+    pass
+
+
+class KilledAfter:
+    """The real pipeline, interrupted after `n` windows like a process killed mid-replay."""
+
+    def __init__(self, pipeline, n: int) -> None:
+        self.pipeline, self.left = pipeline, n
+
+    def describe(self, window):
+        if self.left == 0:
+            raise Killed
+        self.left -= 1
+        return self.pipeline.describe(window)
+
+
+def test_killed_replay_resumes_without_duplicates(tmp_path, tiny_pipeline):
+    bags = [write_camera_bag(tmp_path / "one", frames=8, seed=1), write_camera_bag(tmp_path / "two", "sqlite3", seed=2)]
+    out = tmp_path / "results.jsonl"
+    with pytest.raises(Killed):
+        replay(bags, KilledAfter(tiny_pipeline, 5), out, SETTINGS)
+    with out.open("a") as results:
+        results.write('{"schema": "vts_drive.report/1", "stamp": 17')  # the line being written when killed
+    summary = replay(bags, tiny_pipeline, out, SETTINGS, out_bag=tmp_path / "bags")
+    lines = out.read_text().splitlines()
+    assert (summary.resumed, summary.described, len(lines)) == (5, 2, 7)  # 4 windows + 3 windows
+    stamps = [json.loads(line)["stamp"] for line in lines]
+    assert stamps[:4] == sorted(set(stamps[:4])) and stamps[4:] == sorted(set(stamps[4:]))
+    assert sorted(p.name for p in (tmp_path / "bags").iterdir()) == ["one", "two"]
+    again = replay(bags, tiny_pipeline, out, SETTINGS)
+    assert (again.resumed, again.described, len(out.read_text().splitlines())) == (7, 0, 7)
+
+
+def test_resuming_from_another_replays_results_is_refused(tmp_path, tiny_pipeline):
+    out = tmp_path / "results.jsonl"
+    replay([write_camera_bag(tmp_path / "bag")], tiny_pipeline, out, SETTINGS)
+    other = StreamConfig(cameras=[], frames=3, stride=3, slop_s=0.02)
+    with pytest.raises(InputError, match="line 1 .* is not window 1 of this replay"):
+        replay([tmp_path / "bag"], tiny_pipeline, out, other)
+    out.write_text("not json\n")
+    with pytest.raises(InputError, match="line 1 is not a JSON report"):
+        read_finished(out)
+
+
+def test_bad_images_in_a_bag_are_skipped_and_counted(tmp_path, tiny_pipeline):
+    bag_path = write_camera_bag(tmp_path / "bag", frames=4)
+    broken = tmp_path / "broken"
+    with CameraBag(bag_path) as source, BagWriter(broken) as writer:
+        for connection, log_time, data in source.raw_messages():
+            if connection.topic == "/cam_front_left/image_raw" and log_time >= START_NS + 200 * MS:
+                data = data[:-10]  # step x height no longer matches the data
+            writer.add_serialized(connection.topic, connection.msgtype, log_time, data)
+    summary = replay([broken], tiny_pipeline, tmp_path / "out.jsonl", SETTINGS)
+    assert summary.bad_images == {"/cam_front_left/image_raw": 2}
+    assert summary.described == 1  # sets 2-3 lack front_left, which is not stale yet (1 s): they wait
+
+
+def test_missing_corrupt_and_topicless_bags_raise_clear_errors(tmp_path, tiny_pipeline):
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(InputError, match="does not exist"):
+        replay([tmp_path / "nowhere"], tiny_pipeline, out, SETTINGS)
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "metadata.yaml").write_text("rosbag2_bagfile_information: [broken")
+    with pytest.raises(InputError, match="cannot be read"):
+        replay([corrupt], tiny_pipeline, out, SETTINGS)
+    bag = write_camera_bag(tmp_path / "bag", frames=1)
+    with pytest.raises(InputError, match=r"no topic /cam_rear/image_raw; it has: /cam_front/image_raw \(sensor_msgs/msg/Image\)"):
+        replay([bag], tiny_pipeline, out, SETTINGS, topics=["/cam_rear/image_raw"])
+    with pytest.raises(InputError, match=r"/notes \(std_msgs/msg/String\) are not camera images"):
+        replay([bag], tiny_pipeline, out, SETTINGS, topics=["/notes"])
+    assert not out.exists()
+
+
+def test_truncated_mcap_raises_input_error(tmp_path, tiny_pipeline):
+    bag = write_camera_bag(tmp_path / "bag", frames=6)
+    data_file = bag / "bag.mcap"
+    data_file.write_bytes(data_file.read_bytes()[: data_file.stat().st_size // 2])
+    with pytest.raises(InputError, match=f"bag {bag}"):
+        replay([bag], tiny_pipeline, tmp_path / "out.jsonl", SETTINGS)
+
+
+def test_cli_replay_and_its_exit_code_for_bad_input(tmp_path, tiny_model_dir, capsys):
+    bag = write_camera_bag(tmp_path / "bag", "sqlite3", frames=4)
+    out = tmp_path / "results.jsonl"
+    args = ["replay", str(bag), "--model", str(tiny_model_dir), "--out", str(out), "--frames", "2",
+            "--stride", "2", "--max-new-tokens", "4", "--topics", "/cam_front/image_raw", "/cam_front_left/image_raw"]
+    assert cli_main(args) == 0
+    assert [json.loads(line)["cameras"] for line in out.read_text().splitlines()] == [["front", "front_left"]] * 2
+    assert cli_main(args) == 0 and "0 window(s) described, 2 already in" in capsys.readouterr().err
+    assert cli_main(["replay", str(tmp_path / "missing"), "--model", str(tiny_model_dir), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
