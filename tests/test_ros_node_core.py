@@ -9,7 +9,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 
 from vts_drive.report import QA, Risk, SceneReport, validate_report
 from vts_drive.ros import msgs

@@ -111,3 +111,23 @@ def test_only_the_ros_node_imports_rclpy():
             if any(m.split(".")[0] in {"rclpy", "message_filters", "sensor_msgs", "std_msgs"} for m in modules):
                 importers.append(path.relative_to(ROOT).as_posix())
     assert set(importers) == {"ros_nodes/vts_drive_node.py"}
+
+
+def test_node_cli_rejects_bad_parameters_before_loading_anything(tmp_path, capsys):
+    from vts_drive.cli import main
+
+    assert main(["node", "--param", "frames_per_window=0"]) == 2
+    assert "frames_per_window: must be at least 1" in capsys.readouterr().err
+    assert main(["node", "--params", str(tmp_path / "missing.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_node_cli_ros2_transport_without_rclpy_says_what_to_do(capsys):
+    from importlib.util import find_spec
+
+    from vts_drive.cli import main
+
+    if find_spec("rclpy") is not None:
+        pytest.skip("rclpy is installed: the ros2 transport would start a real node")
+    assert main(["node", "--transport", "ros2"]) == 2
+    assert "source ROS 2's setup.bash or use --transport dds" in capsys.readouterr().err

@@ -42,6 +42,8 @@ class StreamConfig:
 
 
 class FrameStream:
+    """Frames of the configured cameras in, windows out; not thread-safe (the node holds a lock)."""
+
     def __init__(self, config: StreamConfig, start_ns: int | None = None) -> None:
         """start_ns: when listening began (cameras never seen are stale counted from it);
         None: from the first frame."""
@@ -51,7 +53,6 @@ class FrameStream:
         self.received = Counter()  # camera -> frames handed in
         self.last_seen_ns: dict[str, int] = {}  # camera -> now_ns of its newest frame
         self.last_stamp_ns: dict[str, int] = {}  # camera -> stamp of its newest frame
-        self.windows = 0
         self._start_ns = start_ns
         self._history: deque[dict[str, Frame]] = deque(maxlen=config.frames)
         self._since_window: int | None = None  # sets since the last window; None: none since (re)start
@@ -74,7 +75,7 @@ class FrameStream:
         return [window for frames in sets if (window := self._push(frames)) is not None]
 
     def stale_cameras(self, now_ns: int) -> list[str]:
-        """Cameras silent for longer than stale_after_s (never seen counts from the first frame)."""
+        """Cameras silent for longer than stale_after_s (one never seen: since start_ns or the first frame)."""
         if self._start_ns is None:
             return []
         limit = round(self.config.stale_after_s * 1e9)
@@ -93,7 +94,6 @@ class FrameStream:
         if self._since_window is not None and self._since_window < self.config.stride:
             return None
         self._since_window = 0
-        self.windows += 1
         cameras = list(frames)
         return FrameWindow(
             cameras=cameras,
