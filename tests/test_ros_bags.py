@@ -188,3 +188,18 @@ def test_cli_replay_and_its_exit_code_for_bad_input(tmp_path, tiny_model_dir, ca
     assert cli_main(args) == 0 and "0 window(s) described, 2 already in" in capsys.readouterr().err
     assert cli_main(["replay", str(tmp_path / "missing"), "--model", str(tiny_model_dir), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_rate_paces_messages_by_their_log_times(monkeypatch):
+    """The clock is frozen, so each wait is exactly the message's due time at the given rate."""
+    from vts_drive.ros import replay as replay_module
+
+    sleeps = []
+    monkeypatch.setattr(replay_module.time, "monotonic", lambda: 50.0)
+    monkeypatch.setattr(replay_module.time, "sleep", sleeps.append)
+    pace = replay_module._Pace(rate=2.0)
+    for log_time in (START_NS, START_NS + 100 * MS, START_NS + 300 * MS):
+        pace.wait(log_time)
+    assert sleeps == pytest.approx([0.0, 0.05, 0.15])
+    replay_module._Pace(rate=None).wait(START_NS)
+    assert len(sleeps) == 3

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from vts_drive.report import validate_report
 
@@ -145,6 +146,15 @@ def test_node_over_dds_reports_answers_and_diagnoses(tmp_path, tiny_model_dir):
 
     assert node.returncode == 0, node_log
     assert "stopped after" in node_log
+
+
+def test_a_domain_that_cannot_be_joined_is_an_input_error():
+    from vts_drive.errors import InputError
+    from vts_drive.ros.dds_transport import DdsTransport
+    from vts_drive.ros.params import NodeParams
+
+    with pytest.raises(InputError, match="DDS domain 300: cannot join"):
+        DdsTransport(NodeParams(questions=[]), domain_id=300)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from cyclonedds.core import InstanceState, Qos, Policy, ReadCondition, SampleState, ViewState, WaitSet
+from cyclonedds.core import DDSException, InstanceState, Qos, Policy, ReadCondition, SampleState, ViewState, WaitSet
 from cyclonedds.domain import DomainParticipant
 from cyclonedds.internal import InvalidSample
 from cyclonedds.pub import DataWriter
@@ -17,6 +17,7 @@ from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
+from vts_drive.errors import InputError
 from vts_drive.ros.diagnostics import Status, to_diagnostic_array
 from vts_drive.ros.msgs import DDS_DIAGNOSTIC_TYPES, CompressedImage_, DiagnosticArray_, Image_, String_, dds_topic
 from vts_drive.ros.node_core import NodeCore, Outputs
@@ -36,7 +37,12 @@ class DdsTransport:
     """A DDS participant with the node's readers and writers; `spin` feeds a NodeCore until stopped."""
 
     def __init__(self, params: NodeParams, domain_id: int = 0, node_name: str = NODE_NAME) -> None:
-        self.participant = DomainParticipant(domain_id)
+        try:
+            self.participant = DomainParticipant(domain_id)
+        except DDSException as error:
+            raise InputError(
+                f"DDS domain {domain_id}: cannot join ({error}); check --domain-id (0-232) and CYCLONEDDS_URI"
+            ) from None
         image_type = CompressedImage_ if params.compressed else Image_
         self.cameras = [
             (camera, self._reader(topic, image_type, CAMERA_QOS[params.qos]))
