@@ -168,6 +168,10 @@ def test_missing_corrupt_and_topicless_bags_raise_clear_errors(tmp_path, tiny_pi
     with pytest.raises(InputError, match=r"/notes \(std_msgs/msg/String\) are not camera images"):
         replay([bag], tiny_pipeline, out, SETTINGS, topics=["/notes"])
     assert not out.exists()
+    with pytest.raises(InputError, match="share folder names"):
+        replay([bag, bag], tiny_pipeline, out, SETTINGS, out_bag=tmp_path / "bags")
+    with pytest.raises(InputError, match="is not a file"):
+        replay([bag], tiny_pipeline, tmp_path, SETTINGS)
 
 
 def test_truncated_mcap_raises_input_error(tmp_path, tiny_pipeline):

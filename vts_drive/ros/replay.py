@@ -40,6 +40,8 @@ def read_finished(out: Path) -> list[dict]:
     """The reports already in `out`, dropping a last line cut short by a kill."""
     if not out.exists():
         return []
+    if not out.is_file():
+        raise InputError(f"results file {out} is not a file")
     data = out.read_bytes()
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]
@@ -58,6 +60,8 @@ def read_finished(out: Path) -> list[dict]:
 def output_bag_paths(bags: list[Path], out_bag: Path) -> list[Path]:
     """One input bag: out_bag is the new bag; several: out_bag/<input bag name> each."""
     paths = [out_bag] if len(bags) == 1 else [out_bag / bag.name for bag in bags]
+    if len(set(paths)) != len(paths):
+        raise InputError(f"bags {', '.join(map(str, bags))} share folder names; their output bags in {out_bag} would collide")
     existing = [str(path) for path in paths if path.exists()]
     if existing:
         raise InputError(f"output bag {', '.join(existing)} already exists; choose a new --out-bag")
