@@ -168,6 +168,14 @@ def test_missing_corrupt_and_topicless_bags_raise_clear_errors(tmp_path, tiny_pi
     with pytest.raises(InputError, match=r"/notes \(std_msgs/msg/String\) are not camera images"):
         replay([bag], tiny_pipeline, out, SETTINGS, topics=["/notes"])
     assert not out.exists()
+    both = tmp_path / "both"
+    with CameraBag(bag) as source, BagWriter(both) as writer:
+        for connection, log_time, data in source.raw_messages():
+            writer.add_serialized(connection.topic, connection.msgtype, log_time, data)
+        writer.add_image("/cam_front/image_raw/compressed", START_NS, "front", np.zeros((8, 8, 3), np.uint8), compressed=True)
+    with pytest.raises(InputError, match="image_raw, /cam_front/image_raw/compressed name the same camera"):
+        replay([both], tiny_pipeline, out, SETTINGS)
+    assert not out.exists()
     with pytest.raises(InputError, match="share folder names"):
         replay([bag, bag], tiny_pipeline, out, SETTINGS, out_bag=tmp_path / "bags")
     with pytest.raises(InputError, match="is not a file"):

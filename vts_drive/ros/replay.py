@@ -15,7 +15,9 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 from tqdm import tqdm
 
 from vts_drive.errors import InputError
@@ -86,6 +88,7 @@ def replay(
     total = 0
     for bag in bags:  # every bag and topic is checked before any work starts
         with CameraBag(bag, topics) as source:
+            _camera_names(bag, source.topics)
             total += source.message_count
     finished = read_finished(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -95,22 +98,10 @@ def replay(
         for bag in bags:
             reports = []
             with CameraBag(bag, topics) as source:
-                cameras = {topic: camera_name(topic) for topic in source.topics}
+                cameras = _camera_names(bag, source.topics)
                 stream = FrameStream(replace(settings, cameras=list(cameras.values())))
-                pace = _Pace(rate)
-                for topic, log_time_ns, msg in source.messages():
-                    progress.update()
-                    pace.wait(log_time_ns)
-                    try:
-                        if isinstance(msg, InputError):
-                            raise msg
-                        rgb = message_to_rgb(msg)
-                    except InputError as error:
-                        if not summary.bad_images[topic]:
-                            tqdm.write(f"vts-drive replay: {topic}: frame skipped: {error}")
-                        summary.bad_images[topic] += 1
-                        continue
-                    for window in stream.add(cameras[topic], stamp_to_ns(msg.header.stamp), rgb, log_time_ns):
+                for topic, stamp_ns, rgb, log_time_ns in _camera_frames(source, rate, summary, progress):
+                    for window in stream.add(cameras[topic], stamp_ns, rgb, log_time_ns):
                         index = summary.resumed + summary.described
                         if index < len(finished):
                             _check_resumed(out, index, finished[index], window)
@@ -129,6 +120,36 @@ def replay(
     for bag, reports, path in zip(bags, reports_per_bag, out_bags):
         write_results_bag(bag, topics, reports, path)
     return summary
+
+
+def _camera_names(bag: Path, topics: list[str]) -> dict[str, str]:
+    """topic -> camera name; two topics of one camera (raw and compressed, say) need --topics."""
+    cameras = {topic: camera_name(topic) for topic in topics}
+    shared = sorted(topic for topic in topics if list(cameras.values()).count(cameras[topic]) > 1)
+    if shared:
+        raise InputError(f"bag {bag}: topics {', '.join(shared)} name the same camera; pick one per camera with --topics")
+    return cameras
+
+
+def _camera_frames(
+    source: CameraBag, rate: float | None, summary: ReplaySummary, progress: tqdm
+) -> Iterator[tuple[str, int, np.ndarray, int]]:
+    """(topic, header stamp ns, RGB [H, W, 3], log time ns) of each camera message that decodes;
+    the others are counted in the summary and skipped."""
+    pace = _Pace(rate)
+    for topic, log_time_ns, msg in source.messages():
+        progress.update()
+        pace.wait(log_time_ns)
+        try:
+            if isinstance(msg, InputError):
+                raise msg
+            rgb = message_to_rgb(msg)
+        except InputError as error:
+            if not summary.bad_images[topic]:
+                tqdm.write(f"vts-drive replay: {topic}: frame skipped: {error}")
+            summary.bad_images[topic] += 1
+            continue
+        yield topic, stamp_to_ns(msg.header.stamp), rgb, log_time_ns
 
 
 def _check_resumed(out: Path, index: int, report: dict, window: FrameWindow) -> None:
