@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from vts_drive.mod.routing import RoutingTrace
 from vts_drive.model.decoder import Qwen2Decoder
@@ -40,6 +40,7 @@ class TrainingExample:
     images: list[list[np.ndarray]]  # [C][T] RGB uint8
     prompts: list[tuple[str, str]]  # (question, answer)
     cell_labels: np.ndarray | None = None  # [C, T, N, K] multi-hot: classes present in each token's cell
+    token_keep: np.ndarray | None = None  # [C, T, N] bool: tokens that enter the LLM (None: all)
 
 
 @dataclass
@@ -79,9 +80,10 @@ def forward_losses(
     contexts, offset = [], 0
     for ex in examples:
         frames = []
-        for camera, camera_images in zip(ex.cameras, ex.images):
+        for c, (camera, camera_images) in enumerate(zip(ex.cameras, ex.images)):
             for t in range(len(camera_images)):
-                frames.append(FrameTokens(camera, t, tokens[offset]))
+                kept = tokens[offset] if ex.token_keep is None else tokens[offset][torch.from_numpy(ex.token_keep[c, t]).to(device)]
+                frames.append(FrameTokens(camera, t, kept))
                 offset += 1
         contexts.append(builder.context(frames, device))
     batch, width = len(examples), max(c.length for c in contexts)
@@ -144,10 +146,10 @@ def save_checkpoint(folder: Path, module: torch.nn.Module, optimizer: torch.opti
             for key, value in optimizer.state.get(parameter, {}).items():
                 if torch.is_tensor(value):
                     moments[f"{names[id(parameter)]}::{key}"] = value.detach().contiguous()
-    weights = {k: v.detach().contiguous() for k, v in module.state_dict().items()}
-    for name, tensors in (("weights", weights), ("optimizer", moments)):
-        save_file(tensors, str(folder / f"{name}.tmp.safetensors"))
-        (folder / f"{name}.tmp.safetensors").replace(folder / f"{name}.safetensors")
+    save_model(module, str(folder / "weights.tmp.safetensors"))  # handles tied weights
+    (folder / "weights.tmp.safetensors").replace(folder / "weights.safetensors")
+    save_file(moments, str(folder / "optimizer.tmp.safetensors"))
+    (folder / "optimizer.tmp.safetensors").replace(folder / "optimizer.safetensors")
     (folder / "state.tmp.json").write_text(json.dumps(state, indent=2))
     (folder / "state.tmp.json").replace(folder / "state.json")
 
@@ -157,7 +159,7 @@ def load_checkpoint(folder: Path, module: torch.nn.Module, optimizer: torch.opti
     folder = Path(folder)
     if not (folder / "state.json").is_file():
         return None
-    module.load_state_dict(load_file(str(folder / "weights.safetensors")))
+    load_model(module, str(folder / "weights.safetensors"))
     moments = load_file(str(folder / "optimizer.safetensors"))
     by_name = dict(module.named_parameters())
     for key, value in moments.items():

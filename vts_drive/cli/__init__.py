@@ -16,6 +16,8 @@ from vts_drive.errors import EXIT_INPUT_ERROR, InputError
 SUBCOMMANDS = [
     "describe",
     "bench",
+    "synth",
+    "train_synth",
     "check_onnx",
     "build_engine",
     "node",

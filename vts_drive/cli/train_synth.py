@@ -1,0 +1,43 @@
+"""`vts-drive train-synth`: train synthdrive-tiny (a small LlavaOnevision model) on synthdrive."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-synth",
+        help="train a small LlavaOnevision model on a synthdrive dataset (resumable)",
+        description="Trains from scratch with a dense auxiliary loss; checkpoints in OUT/checkpoint and "
+        "resumes from there after an interruption. The finished model is written to OUT.",
+    )
+    parser.add_argument("--data", type=Path, required=True, help="synthdrive folder (vts-drive synth)")
+    parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    parser.add_argument("--val-data", type=Path, help="held-out synthdrive folder for periodic validation")
+    parser.add_argument("--steps", type=int, default=700)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from vts_drive.model.loading import check_device
+    from vts_drive.model.small import SmallModelSize
+    from vts_drive.synth.train import TrainConfig, train_synth
+    from vts_drive.testing.tiny import TINY_SIZE
+
+    check_device(args.device)
+    config = TrainConfig(
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
+    )
+    out = train_synth(args.data, args.out, config, val_dir=args.val_data, device=args.device)
+    print(f"model written to {out}")
+    return 0

@@ -1,0 +1,224 @@
+"""Train a small LlavaOnevision model on synthdrive, from scratch, on CPU or one GPU.
+
+Each step draws windows (scene, end frame, 3 cameras or the front one, 4 or 5
+frames) with the truth of their end frame, and teaches the description, the
+risk answer and a few of the frame's questions. Two things make a model this
+small learn to see in minutes (measured, see METHODS.md section 8):
+- a dense auxiliary loss: every visual token classifies what its image cell
+  holds (the scene's class-id map pooled to the token grid), plus whether the
+  cell overlaps the risk object;
+- token dropout: some windows keep only part of their non-first frames' tokens,
+  so the model stays accurate when VTS or keyframe gating thins a window.
+The run checkpoints every `checkpoint_every` steps and resumes where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from vts_drive.model.decoder import Qwen2Decoder
+from vts_drive.model.loading import VisionLanguageModel
+from vts_drive.model.small import SmallModelSize, build_small_model, save_small_model, train_tokenizer
+from vts_drive.model.vision import VisionEncoder
+from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, SYSTEM_PROMPT, PromptBuilder
+from vts_drive.report import parse_risk
+from vts_drive.scoring import box_iou, exact_match
+from vts_drive.synth.dataset import SynthDataset
+from vts_drive.synth.truth import QUESTIONS
+from vts_drive.training import TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
+from transformers import AutoTokenizer
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 700
+    batch_size: int = 16
+    lr: float = 5e-4
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    questions_per_window: int = 3
+    front_only_share: float = 0.2
+    token_dropout_share: float = 0.3
+    aux_weight: float = 1.0
+    vocab_size: int = 1024
+    checkpoint_every: int = 50
+    validate_every: int = 100
+    seed: int = 0
+    size: SmallModelSize = field(default_factory=SmallModelSize)
+
+
+@dataclass
+class PreparedData:
+    """Every frame of every scene at the model's input size, and its token-cell labels."""
+
+    images: np.ndarray  # [S, C, T, s, s, 3] uint8
+    cells: np.ndarray  # [S, C, T, N, K + 1] uint8 (last channel: overlaps the risk object)
+    truths: list  # [S][T] FrameTruth
+    cameras: list[str]
+
+
+def cell_labels(labels: np.ndarray, grid: tuple[int, int], classes: int, share: float = 0.03) -> np.ndarray:
+    """A class-id map [H, W] -> [N, classes] multi-hot: classes covering >= share of each grid cell."""
+    rows, cols = grid
+    height, width = labels.shape
+    out = np.zeros((rows * cols, classes), dtype=np.uint8)
+    for r in range(rows):
+        for c in range(cols):
+            cell = labels[r * height // rows : (r + 1) * height // rows, c * width // cols : (c + 1) * width // cols]
+            counts = np.bincount(cell.ravel(), minlength=classes)[:classes]
+            out[r * cols + c] = counts >= share * cell.size
+    return out
+
+
+def risk_cells(box: list[float] | None, grid: tuple[int, int]) -> np.ndarray:
+    rows, cols = grid
+    out = np.zeros(rows * cols, dtype=np.uint8)
+    if box is not None:
+        x1, y1, x2, y2 = box
+        for r in range(rows):
+            for c in range(cols):
+                overlap_x = min(x2, (c + 1) / cols) - max(x1, c / cols)
+                overlap_y = min(y2, (r + 1) / rows) - max(y1, r / rows)
+                out[r * cols + c] = overlap_x > 0 and overlap_y > 0
+    return out
+
+
+def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache: Path | None) -> PreparedData:
+    if cache is not None and cache.with_suffix(".npz").is_file():
+        stored = np.load(cache.with_suffix(".npz"))
+        return PreparedData(stored["images"], stored["cells"], [s.truth for s in dataset.scenes], dataset.cameras)
+    classes = len(dataset.classes)
+    scenes, cameras, frames = len(dataset), len(dataset.cameras), dataset.frames
+    images = np.zeros((scenes, cameras, frames, input_size, input_size, 3), dtype=np.uint8)
+    cells = np.zeros((scenes, cameras, frames, grid[0] * grid[1], classes + 1), dtype=np.uint8)
+    for s, scene in enumerate(tqdm(dataset.scenes, desc="load synthdrive", unit="scene")):
+        for c, camera in enumerate(dataset.cameras):
+            for t in range(frames):
+                images[s, c, t] = cv2.resize(scene.image(camera, t), (input_size, input_size), interpolation=cv2.INTER_AREA)
+                cells[s, c, t, :, :classes] = cell_labels(scene.labels(camera, t), grid, classes)
+                if camera == "front":
+                    cells[s, c, t, :, classes] = risk_cells(scene.truth[t].risk_box, grid)
+    if cache is not None:
+        np.savez(cache.with_suffix(".npz"), images=images, cells=cells)
+    return PreparedData(images, cells, [s.truth for s in dataset.scenes], dataset.cameras)
+
+
+def sample_examples(data: PreparedData, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> list[TrainingExample]:
+    examples = []
+    per_frame = data.cells.shape[3]
+    for s in rows:
+        frames = int(rng.choice([4, 5]))
+        end = int(rng.integers(frames - 1, data.images.shape[2]))
+        front_only = rng.random() < config.front_only_share
+        camera_rows = [data.cameras.index("front")] if front_only else list(range(len(data.cameras)))
+        window = slice(end - frames + 1, end + 1)
+        truth = data.truths[s][end]
+        questions = rng.choice(len(truth.qa), size=config.questions_per_window, replace=False)
+        prompts = [(DESCRIPTION_PROMPT, truth.description), (RISK_PROMPT, truth.risk_answer)]
+        prompts += [(truth.qa[q][0], truth.qa[q][1]) for q in questions]
+        keep = None
+        if rng.random() < config.token_dropout_share:
+            keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
+            keep[:, 0] = True  # a window's first frame is always a keyframe
+        examples.append(
+            TrainingExample(
+                cameras=[data.cameras[c] for c in camera_rows],
+                images=[list(data.images[s, c, window]) for c in camera_rows],
+                prompts=prompts,
+                cell_labels=data.cells[s, camera_rows, window],
+                token_keep=keep,
+            )
+        )
+    return examples
+
+
+def tokenizer_corpus(dataset: SynthDataset) -> list[str]:
+    corpus = [SYSTEM_PROMPT, DESCRIPTION_PROMPT, RISK_PROMPT, *QUESTIONS.values(), "<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\n"]
+    corpus += [f"camera {camera}:\n" for camera in dataset.cameras] + [f"frame {t}:" for t in range(16)]
+    corpus += [f"{value / 100:.2f}" for value in range(101)] * 20  # box coordinates as whole tokens
+    for scene in dataset.scenes:
+        for truth in scene.truth:
+            corpus += [truth.description, truth.risk_answer] + [f"{q} {a}" for q, a, _ in truth.qa]
+    return corpus
+
+
+def validate(model: VisionLanguageModel, dataset: SynthDataset, scenes: list[int], frames: int = 4) -> dict[str, float]:
+    """Greedy answers on held-out windows through the real pipeline."""
+    pipeline = Pipeline(model, PipelineConfig(max_new_tokens=48, frame_cache=False))
+    hits = total = 0
+    ious = []
+    for index in scenes:
+        scene = dataset.scene(index)
+        truth = scene.truth[-1]
+        questions = [q for q, _, _ in truth.qa]
+        answers = pipeline.answer(scene.window(scene.frames - 1, frames, dataset.cameras), [RISK_PROMPT, *questions]).answers
+        hits += sum(exact_match(a, t) for a, (_, t, _) in zip(answers[1:], truth.qa))
+        total += len(truth.qa)
+        if truth.risk_box is not None:
+            ious.append(box_iou(parse_risk(answers[0], "front").bbox, truth.risk_box))
+    return {"qa_exact_match": hits / total, "bbox_acc50": float(np.mean([i > 0.5 for i in ious])) if ious else 0.0}
+
+
+def train_synth(
+    data_dir: Path, out: Path, config: TrainConfig, val_dir: Path | None = None, device: str = "cpu"
+) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    dataset = SynthDataset(data_dir)
+    dataset.check_cameras(["front"])
+    val = SynthDataset(val_dir) if val_dir else None
+    checkpoint = out / "checkpoint"
+    tokenizer_dir = checkpoint / "tokenizer"
+    if (tokenizer_dir / "tokenizer.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    else:
+        tokenizer = train_tokenizer(tokenizer_corpus(dataset), config.vocab_size)
+        tokenizer.save_pretrained(tokenizer_dir)
+    hf = build_small_model(tokenizer, config.size, seed=config.seed).to(device).train().requires_grad_(True)
+    model = VisionLanguageModel("synthdrive-tiny", out, hf, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    vision = VisionEncoder(model)
+    decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head)
+    builder = PromptBuilder(tokenizer, decoder.embed)
+    data = prepare(dataset, config.size.image_size, vision.token_grid, checkpoint / "data")
+    aux_head = torch.nn.Linear(hf.config.text_config.hidden_size, data.cells.shape[-1]).to(device)
+    trainable = torch.nn.ModuleDict({"model": hf, "aux_head": aux_head})
+    optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    state = load_checkpoint(checkpoint, trainable, optimizer) or {"step": 0, "history": []}
+    (checkpoint / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
+    held_out = list(range(min(24, len(val)))) if val else []
+    progress = tqdm(range(state["step"], config.steps), desc="train synthdrive-tiny", unit="step", initial=state["step"], total=config.steps)
+    for step in progress:
+        rng = np.random.default_rng([config.seed, step])
+        rows = rng.integers(0, len(dataset), config.batch_size)
+        examples = sample_examples(data, rows, config, rng)
+        hf.train()
+        losses = forward_losses(vision, decoder, builder, examples, aux_head, device)
+        loss = losses.language + config.aux_weight * losses.auxiliary
+        for group in optimizer.param_groups:
+            group["lr"] = cosine_lr(step, config.steps, config.warmup_steps, config.lr)
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable.parameters(), 1.0)
+        optimizer.step()
+        progress.set_postfix(lm=f"{losses.language.item():.3f}", aux=f"{losses.auxiliary.item():.3f}")
+        record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4), "time": time.time()}
+        if held_out and ((step + 1) % config.validate_every == 0 or step + 1 == config.steps):
+            hf.eval()
+            record.update(validate(model, val, held_out))
+            tqdm.write(f"step {step + 1}: {record}")
+        state["history"].append(record)
+        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
+            state["step"] = step + 1
+            save_checkpoint(checkpoint, trainable, optimizer, state)
+    hf.eval()
+    save_small_model(hf, tokenizer, out)
+    (out / "training_history.json").write_text(json.dumps(state["history"], indent=1) + "\n")
+    return out
