@@ -14,10 +14,13 @@ from vts_drive import __version__
 from vts_drive.errors import EXIT_INPUT_ERROR, InputError
 
 SUBCOMMANDS = [
+    "demo",
     "describe",
     "bench",
     "synth",
     "train_synth",
+    "train_keyframe",
+    "train_router",
     "check_onnx",
     "build_engine",
     "node",

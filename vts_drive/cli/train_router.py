@@ -1,0 +1,69 @@
+"""`vts-drive train-router`: train mixture-of-depths routers for a frozen model on synthdrive."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train-router",
+        help="train MoD routers for a frozen model (LM + top-k membership BCE [+ KL to dense]; resumable)",
+        description="Freezes the model and trains one linear router per routed layer on synthdrive windows. "
+        "Writes mod_router.safetensors/.json to OUT; with OUT the model folder, loading the model picks "
+        "the routers up for modes mod and vts+mod.",
+    )
+    parser.add_argument("--model", required=True, help="model folder or shipped model name")
+    parser.add_argument("--data", type=Path, required=True, help="synthdrive folder (vts-drive synth)")
+    parser.add_argument("--out", type=Path, required=True, help="folder to write the routers to")
+    parser.add_argument("--r", type=float, default=0.2, help="keep ratio: share of each frame's vision tokens a routed layer computes")
+    parser.add_argument("--layers", help="comma-separated routed layer indices (default: every other layer from 1)")
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--aux-weight", type=float, default=1.0, help="weight of the top-k membership BCE")
+    parser.add_argument("--kl-weight", type=float, default=0.0, help="weight of the KL term to the dense model's answers")
+    parser.add_argument("--scenes", type=int, default=1000, help="scenes of --data to sample windows from")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vts_drive.errors import InputError
+    from vts_drive.mod.routing import ModConfig
+    from vts_drive.mod.train import train_routers
+    from vts_drive.model.loading import load_model
+    from vts_drive.model.vision import VisionEncoder
+    from vts_drive.synth.dataset import SynthDataset
+    from vts_drive.synth.train import TrainConfig, prepare, sample_examples
+
+    if not 0.0 < args.r <= 1.0:
+        raise InputError(f"--r must be in (0, 1], got {args.r}")
+    layers = [int(i) for i in args.layers.split(",")] if args.layers else []
+    model = load_model(args.model)
+    dataset = SynthDataset(args.data)
+    dataset.check_cameras(["front"])
+    dataset.scene_ids = dataset.scene_ids[: args.scenes]
+    vision = VisionEncoder(model)
+    data = prepare(dataset, model.hf_model.config.vision_config.image_size, vision.token_grid, cache=None)
+    windows = TrainConfig(seed=args.seed)
+
+    def batches(step: int):
+        rng = np.random.default_rng([args.seed, step])
+        return sample_examples(data, rng.integers(0, len(dataset), args.batch_size), windows, rng)
+
+    train_routers(
+        model,
+        batches,
+        ModConfig(keep_ratio=args.r, layers=layers),
+        args.out,
+        steps=args.steps,
+        lr=args.lr,
+        aux_weight=args.aux_weight,
+        kl_weight=args.kl_weight,
+        seed=args.seed,
+    )
+    print(f"routers written to {args.out}")
+    return 0
