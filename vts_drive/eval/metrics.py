@@ -1,0 +1,69 @@
+"""Caption metrics as the COCO caption evaluation computes them, and DRAMA localisation.
+
+Captions go through pycocoevalcap exactly as its COCOEvalCap does: the Stanford PTB
+tokenizer (lower-cases, strips punctuation), then BLEU-1..4, METEOR, ROUGE-L and CIDEr-D.
+The tokenizer and METEOR are Java programs, so these metrics need a Java runtime: there is
+no fallback tokenisation, because numbers computed differently would not be comparable to
+published ones. Without Java, `require_java` fails with how to install it.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+from functools import lru_cache
+
+from vts_drive.errors import InputError
+from vts_drive.scoring import box_iou
+
+CAPTION_METRICS = ("bleu1", "bleu4", "meteor", "rouge_l", "cider")
+JAVA_HINT = "install a Java runtime, e.g. `sudo apt-get install default-jre-headless`, so that `java` is on PATH"
+
+
+def require_java() -> None:
+    """The PTB tokenizer and METEOR of pycocoevalcap run `java`; fail before any work without it."""
+    if shutil.which("java") is None:
+        raise InputError(f"caption metrics (PTB tokenizer, METEOR) need Java, and `java` is not on PATH: {JAVA_HINT}")
+
+
+@lru_cache(maxsize=1)
+def _meteor():
+    """One METEOR process per Python process: it takes seconds to load its paraphrase table."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    return Meteor()
+
+
+def caption_metrics(predictions: list[str], references: list[list[str]]) -> dict[str, float | None]:
+    """Corpus BLEU-1, BLEU-4, METEOR, ROUGE-L and CIDEr-D of each prediction against its references
+    (None for every metric when there is nothing to score)."""
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions but {len(references)} reference lists")
+    if not predictions:
+        return dict.fromkeys(CAPTION_METRICS)
+    require_java()
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    tokenizer = PTBTokenizer()
+    gts = tokenizer.tokenize({i: [{"caption": r} for r in refs] for i, refs in enumerate(references)})
+    res = tokenizer.tokenize({i: [{"caption": p}] for i, p in enumerate(predictions)})
+    with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its n-gram counts
+        bleu, _ = Bleu(4).compute_score(gts, res)
+    return {
+        "bleu1": float(bleu[0]),
+        "bleu4": float(bleu[3]),
+        "meteor": float(_meteor().compute_score(gts, res)[0]),
+        "rouge_l": float(Rouge().compute_score(gts, res)[0]),
+        "cider": float(Cider().compute_score(gts, res)[0]),
+    }
+
+
+def localisation_metrics(predicted: list[list[float] | None], truth: list[list[float]]) -> dict[str, float | None]:
+    """DRAMA localisation: mean IoU and the share of boxes with IoU > 0.5; a missing prediction has IoU 0."""
+    if not truth:
+        return {"bbox_miou": None, "bbox_acc50": None}
+    ious = [box_iou(p, t) for p, t in zip(predicted, truth, strict=True)]
+    return {"bbox_miou": sum(ious) / len(ious), "bbox_acc50": sum(iou > 0.5 for iou in ious) / len(ious)}
