@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -44,7 +45,7 @@ MODE_STAGES = {
     "vts+mod": ("vts", True),
 }
 MODES = tuple(MODE_STAGES)
-BACKENDS = ("torch",)
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 DEFAULT_QUESTIONS = ["What should the ego car do?"]
 
 
@@ -69,6 +70,7 @@ class PipelineConfig:
     mod_keep_ratio: float | None = None  # None: the routers' own setting
     mod_routing: str | None = None  # learned | random | uniform; None: learned
     mod_gate: bool | None = None
+    engines: str | None = None  # folder written by `vts-drive export`: the onnxruntime and tensorrt backends run it
 
     @property
     def token_reduction(self) -> str:
@@ -83,6 +85,11 @@ class PipelineConfig:
             raise InputError(f"mode {self.mode!r} is not available; choose from {', '.join(MODES)}")
         if self.backend not in BACKENDS:
             raise InputError(f"backend {self.backend!r} is not available; choose from {', '.join(BACKENDS)}")
+        if self.backend != "torch" and not self.engines:
+            raise InputError(f"backend {self.backend} runs exported graphs: give the folder `vts-drive export` "
+                             "wrote (--engines DIR)")
+        if self.backend == "tensorrt" and not self.device.startswith("cuda"):
+            raise InputError("backend tensorrt runs on a CUDA GPU: add --device cuda")
         if self.mod_routing is not None and self.mod_routing not in ROUTINGS:
             raise InputError(f"routing {self.mod_routing!r} is not one of {', '.join(ROUTINGS)}")
         if self.mod_keep_ratio is not None and not 0.0 < self.mod_keep_ratio <= 1.0:
@@ -115,17 +122,24 @@ class Pipeline:
         config.check()
         self.model = model
         self.config = config
-        self.vision = VisionEncoder(model)
-        self.decoder = Qwen2Decoder(model.hf_model.model.language_model, model.hf_model.lm_head)
+        self.keyframe_scorer = self._load_keyframe_scorer() if config.token_reduction == "vts" else None
+        routers = self._load_routers() if config.layer_skipping else None
+        if config.backend == "torch":
+            self.vision = VisionEncoder(model)
+            self.decoder = Qwen2Decoder(model.hf_model.model.language_model, model.hf_model.lm_head)
+        else:  # the same stages, computed by the graphs `vts-drive export` wrote
+            from vts_drive.engines.stages import load_exported_stages
+
+            self.vision, self.decoder, self.keyframe_scorer = load_exported_stages(
+                model, config.mode, config.backend, Path(config.engines), self.keyframe_scorer, routers
+            )
+        self.decoder.routers = routers
         self.prompts = PromptBuilder(model.tokenizer, self.decoder.embed)
         tokenizer = model.tokenizer
         self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.keyframe_scorer = self._load_keyframe_scorer() if config.token_reduction == "vts" else None
         self.frame_cache = FrameCache(enabled=config.frame_cache)
-        if config.layer_skipping:
-            self.decoder.routers = self._load_routers()
 
     def _load_routers(self):
         text_config = self.model.hf_model.config.text_config
