@@ -3,7 +3,8 @@ each with its ratio to dense.
 
 A mode spec is a pipeline mode, `naive` (plain transformers usage, see naive.py),
 or either with settings in brackets, for sweeps and ablations:
-    dense, vts, vts[budget=0.3], mod[r=0.1], mod[routing=random], vts+mod[skip=0.3]
+    dense, vts, vts[budget=0.3], mod[r=0.1], mod[routing=random], vts+mod[skip=0.3],
+    vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch)
 Windows are measured after one warm-up window per mode, with the frame cache
 emptied in between, so every mode sees the same stream from a cold start.
 """
@@ -39,6 +40,8 @@ SETTINGS: dict[str, Callable[[PipelineConfig, str], PipelineConfig]] = {
     "r": lambda c, v: replace(c, mod_keep_ratio=float(v)),
     "routing": lambda c, v: replace(c, mod_routing=v),
     "gate": lambda c, v: replace(c, mod_gate=v.lower() in ("1", "true", "on", "yes")),
+    "backend": lambda c, v: replace(c, backend=v),
+    "engines": lambda c, v: replace(c, engines=v),
 }
 _SPEC = re.compile(r"^([\w+]+)(?:\[(.*)\])?$")
 

@@ -21,6 +21,7 @@ SUBCOMMANDS = [
     "train_synth",
     "train_keyframe",
     "train_router",
+    "export",
     "check_onnx",
     "build_engine",
     "node",

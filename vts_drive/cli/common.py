@@ -15,6 +15,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--model", default=default_model(), help="shipped model name, checkpoint folder or hub id (default: %(default)s)")
     group.add_argument("--mode", default="dense", help="dense | vts | prumerge | mod | vts+mod (default: %(default)s)")
     group.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (default: %(default)s)")
+    group.add_argument("--engines", type=Path, default=None, metavar="DIR",
+                       help="graphs written by `vts-drive export`, run by the onnxruntime and tensorrt backends")
     group.add_argument("--device", default="cpu", help="cpu | cuda (default: %(default)s)")
     group.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 (default: fp32 on CPU, bf16/fp16 on CUDA)")
     group.add_argument("--questions", type=Path, default=None, help="file with one question per line (or a JSON list)")
@@ -46,6 +48,7 @@ def pipeline_config(args: argparse.Namespace):
         device=args.device,
         dtype=args.dtype,
         max_new_tokens=args.max_new_tokens,
+        engines=str(args.engines) if args.engines is not None else None,
     )
     if args.questions is not None:
         config.questions = read_questions(args.questions)
