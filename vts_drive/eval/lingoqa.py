@@ -1,0 +1,111 @@
+"""LingoQA: the evaluation parquet, the official predictions.csv, and scoring.
+
+val.parquet has one row per (question, reference answer): columns question_id, segment_id,
+images (5 frame paths, relative to the parquet's folder), question, answer. Rows of one
+(question_id, segment_id) are one question with its references. The model sees a segment's
+frames once and answers all of that segment's questions from the shared visual context.
+"""
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+from vts_drive.errors import InputError
+from vts_drive.eval import judge
+from vts_drive.eval.metrics import caption_metrics
+from vts_drive.inputs import read_image
+from vts_drive.window import FrameWindow
+
+COLUMNS = ("question_id", "segment_id", "images", "question", "answer")
+PREDICTION_COLUMNS = ("question_id", "segment_id", "answer")
+FRAME_PERIOD_NS = 1_000_000_000  # stamps for the segment's frames; only their order matters
+
+
+@dataclass
+class LingoQuestion:
+    question_id: str
+    segment_id: str
+    question: str
+    images: list[Path]
+    references: list[str]
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.question_id, self.segment_id
+
+
+def parquet_path(data: Path) -> Path:
+    data = Path(data)
+    path = data / "val.parquet" if data.is_dir() else data
+    if not path.is_file():
+        raise InputError(f"LingoQA data {data}: {path} does not exist (expected a folder with val.parquet, or the parquet file)")
+    return path
+
+
+def load_lingoqa(data: Path) -> list[LingoQuestion]:
+    """Questions in the parquet's order, each with all its references."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = parquet_path(data)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as error:
+        raise InputError(f"{path} is not a readable parquet file: {error}") from None
+    missing = [c for c in COLUMNS if c not in table.column_names]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {', '.join(missing)}; LingoQA needs {', '.join(COLUMNS)}")
+    questions: dict[tuple[str, str], LingoQuestion] = {}
+    for row in table.select(list(COLUMNS)).to_pylist():
+        key = (str(row["question_id"]), str(row["segment_id"]))
+        if key not in questions:
+            images = [path.parent / image for image in row["images"] or []]
+            if not images:
+                raise InputError(f"{path}: question {key[0]} of segment {key[1]} has no images")
+            questions[key] = LingoQuestion(*key, str(row["question"]), images, [])
+        questions[key].references.append(str(row["answer"]))
+    if not questions:
+        raise InputError(f"{path} holds no questions")
+    return list(questions.values())
+
+
+def segment_window(images: list[Path]) -> FrameWindow:
+    """A segment's frames as a one-camera window (LingoQA is front-facing)."""
+    return FrameWindow(["front"], [[read_image(p) for p in images]], [[i * FRAME_PERIOD_NS for i in range(len(images))]])
+
+
+def write_predictions(path: Path, rows: list[dict]) -> None:
+    """The official predictions file: CSV with question_id, segment_id, answer."""
+    with Path(path).open("w", newline="") as out:
+        writer = csv.DictWriter(out, fieldnames=PREDICTION_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def read_predictions(path: Path) -> dict[tuple[str, str], str]:
+    """{(question_id, segment_id): answer} from a predictions CSV."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"predictions file {path} does not exist")
+    with path.open(newline="") as source:
+        reader = csv.DictReader(source)
+        missing = [c for c in PREDICTION_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(f"predictions file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_COLUMNS)}")
+        return {(row["question_id"], row["segment_id"]): row["answer"] or "" for row in reader}
+
+
+def score_lingoqa(
+    questions: list[LingoQuestion], predictions: dict[tuple[str, str], str], judge_model: judge.LingoJudge | None
+) -> dict[str, float | int | None]:
+    """Metrics over the questions that have a prediction (as the official evaluator merges them);
+    lingo_judge is None without a judge."""
+    answered = [q for q in questions if q.key in predictions]
+    answers = [predictions[q.key] for q in answered]
+    references = [q.references for q in answered]
+    metrics: dict[str, float | int | None] = {"n": len(answered)}
+    scores = judge_model.max_scores([q.question for q in answered], references, answers) if judge_model and answered else []
+    metrics["lingo_judge"] = judge.accuracy(scores) if judge_model else None
+    metrics.update(caption_metrics(answers, references))
+    return metrics
