@@ -127,7 +127,7 @@ def test_drama_ordered_split_and_split_file(tmp_path):
 
 
 def test_drama_bad_files(tmp_path):
-    with pytest.raises(InputError, match="integrated_output_v2.json does not exist"):
+    with pytest.raises(InputError, match="integrated_output_v2.json does not exist: DRAMA needs"):
         drama.load_drama(tmp_path)
     (tmp_path / drama.ANNOTATIONS).write_text("{not json")
     with pytest.raises(InputError, match="not readable JSON"):
@@ -166,7 +166,7 @@ def test_lingoqa_scores_only_answered_questions(export):
 
 
 def test_lingoqa_bad_parquet(tmp_path):
-    with pytest.raises(InputError, match="val.parquet does not exist"):
+    with pytest.raises(InputError, match="val.parquet does not exist: LingoQA needs"):
         lingoqa.load_lingoqa(tmp_path)
     pq.write_table(pa.table({"question_id": ["q"], "segment_id": ["s"], "images": [["a.jpg"]], "question": ["why?"]}), tmp_path / "val.parquet")
     with pytest.raises(InputError, match="lacks column\\(s\\) answer"):

@@ -74,7 +74,7 @@ def annotation_path(data: Path) -> Path:
     data = Path(data)
     path = data / ANNOTATIONS if data.is_dir() else data
     if not path.is_file():
-        raise InputError(f"DRAMA data {data}: {path} does not exist (expected a folder with {ANNOTATIONS}, or the file)")
+        raise InputError(f"{path} does not exist: DRAMA needs {ANNOTATIONS} (give its folder or the file)")
     return path
 
 

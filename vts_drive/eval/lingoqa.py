@@ -39,7 +39,7 @@ def parquet_path(data: Path) -> Path:
     data = Path(data)
     path = data / "val.parquet" if data.is_dir() else data
     if not path.is_file():
-        raise InputError(f"LingoQA data {data}: {path} does not exist (expected a folder with val.parquet, or the parquet file)")
+        raise InputError(f"{path} does not exist: LingoQA needs val.parquet (give its folder or the file)")
     return path
 
 

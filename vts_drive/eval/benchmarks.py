@@ -1,0 +1,178 @@
+"""What the runner asks the model on each benchmark, what it keeps of the answers, and how
+those predictions are scored.
+
+Every benchmark is a list of items (a key, the prompts, and a function that reads the
+window's frames) plus three methods: `record` turns a window's answers into the fields of a
+prediction line, `score` turns prediction lines back into metrics against the data, and
+`export` writes the benchmark's official predictions file where it has one.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+from vts_drive.errors import InputError
+from vts_drive.eval import drama, lingoqa
+from vts_drive.eval.judge import LingoJudge
+from vts_drive.eval.metrics import CAPTION_METRICS, caption_metrics, localisation_metrics
+from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
+from vts_drive.report import parse_risk
+from vts_drive.scoring import exact_match
+from vts_drive.window import FrameWindow
+
+BENCHMARKS = ("drama", "lingoqa", "synth")
+
+
+@dataclass
+class EvalItem:
+    key: str
+    prompts: list[str]
+    load: Callable[[], FrameWindow]  # reads the frames; InputError when they are missing or corrupt
+
+
+def file_identity(path: Path) -> list:
+    """Path, size and modification time: enough to tell that a file was replaced."""
+    stat = Path(path).stat()
+    return [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+
+
+def risk_fields(answer: str) -> dict:
+    risk = parse_risk(answer, default_camera="front")
+    return {"risk": answer, "object": risk.object, "caption": risk.caption, "bbox": risk.bbox}
+
+
+class DramaBenchmark:
+    """Key frame's clip -> description and risk; scored on the risk caption and box."""
+
+    name = "drama"
+    accuracy_metrics = ("bbox_miou", "bbox_acc50", *CAPTION_METRICS)
+    primary_metric = "cider"
+
+    def __init__(self, data: Path, split: str, frames: int, limit: int | None = None) -> None:
+        self.data = drama.load_drama(data, split)
+        self.samples = self.data.samples[:limit]
+        self.skipped = dict(self.data.skipped)
+        self.items = [EvalItem(s.key, [DESCRIPTION_PROMPT, RISK_PROMPT], partial(s.window, frames)) for s in self.samples]
+        split_id = file_identity(Path(split)) if split not in drama.SPLITS else split
+        self.identity = {"annotations": file_identity(drama.annotation_path(data)), "split": split_id, "frames": frames}
+
+    def record(self, item: EvalItem, answers: list[str]) -> dict:
+        return {"description": answers[0], **risk_fields(answers[1])}
+
+    def score(self, records: dict[str, dict]) -> dict:
+        return drama.score_drama(self.samples, records)
+
+    def export(self, records: list[dict], folder: Path) -> None:
+        """The prediction lines are DRAMA's predictions file already (key, caption, bbox)."""
+
+
+class LingoQABenchmark:
+    """A segment's 5 frames -> answers to all of its questions; scored against the references."""
+
+    name = "lingoqa"
+    accuracy_metrics = ("lingo_judge", *CAPTION_METRICS)
+
+    def __init__(self, data: Path, judge: LingoJudge | None = None, limit: int | None = None) -> None:
+        self.questions = lingoqa.load_lingoqa(data)
+        self.judge = judge
+        self.skipped: dict[str, int] = {}
+        segments: dict[str, list[lingoqa.LingoQuestion]] = {}
+        for question in self.questions:
+            segments.setdefault(question.segment_id, []).append(question)
+        self.segments = dict(list(segments.items())[:limit])
+        self.items = [
+            EvalItem(segment, [q.question for q in questions], partial(lingoqa.segment_window, questions[0].images))
+            for segment, questions in self.segments.items()
+        ]
+        self.identity = {"parquet": file_identity(lingoqa.parquet_path(data))}
+
+    @property
+    def primary_metric(self) -> str:
+        return "lingo_judge" if self.judge else "cider"
+
+    def record(self, item: EvalItem, answers: list[str]) -> dict:
+        return {
+            "questions": [
+                {"question_id": q.question_id, "segment_id": q.segment_id, "answer": answer}
+                for q, answer in zip(self.segments[item.key], answers, strict=True)
+            ]
+        }
+
+    def rows(self, records: list[dict]) -> list[dict]:
+        return [row for record in records for row in record["questions"]]
+
+    def score(self, records: dict[str, dict]) -> dict:
+        predictions = {(row["question_id"], row["segment_id"]): row["answer"] for row in self.rows(list(records.values()))}
+        asked = [q for questions in self.segments.values() for q in questions]
+        return lingoqa.score_lingoqa(asked, predictions, self.judge)
+
+    def export(self, records: list[dict], folder: Path) -> None:
+        lingoqa.write_predictions(folder / "predictions.csv", self.rows(records))
+
+
+class SynthBenchmark:
+    """synthdrive windows (all cameras) -> description, risk and the scene's questions; scored
+    against the scene graph's truth: exact-match answers, the risk box and caption."""
+
+    name = "synth"
+    accuracy_metrics = ("qa_exact_match", "bbox_miou", "bbox_acc50", "caption_bleu4", "caption_cider")
+    primary_metric = "qa_exact_match"
+
+    def __init__(self, data: Path, cameras: list[str], frames: int, stride: int, limit: int | None = None) -> None:
+        from vts_drive.synth.bench_windows import synth_bench_windows
+        from vts_drive.synth.dataset import SynthDataset
+
+        self.windows = synth_bench_windows(data, cameras, frames, stride, limit or sys.maxsize)
+        self.skipped: dict[str, int] = {}
+        self.items = [
+            EvalItem(f"{index:05d}", [DESCRIPTION_PROMPT, RISK_PROMPT, *w.questions], lambda window=w.window: window)
+            for index, w in enumerate(self.windows)
+        ]
+        manifest = SynthDataset(data).root / "manifest.json"
+        self.identity = {"manifest": file_identity(manifest), "cameras": cameras, "frames": frames, "stride": stride}
+
+    def record(self, item: EvalItem, answers: list[str]) -> dict:
+        return {"description": answers[0], **risk_fields(answers[1]), "answers": answers[2:]}
+
+    def score(self, records: dict[str, dict]) -> dict:
+        done = [(window, records[item.key]) for window, item in zip(self.windows, self.items) if item.key in records]
+        hits = [exact_match(a, t) for window, record in done for a, t in zip(record["answers"], window.truth.answers, strict=True)]
+        risky = [(window, record) for window, record in done if window.truth.risk_bbox is not None]
+        boxes = localisation_metrics([record["bbox"] for _, record in risky], [window.truth.risk_bbox for window, _ in risky])
+        captions = caption_metrics([record["caption"] for _, record in risky], [[window.truth.risk_caption] for window, _ in risky])
+        return {
+            "n": len(done),
+            "qa_exact_match": sum(hits) / len(hits) if hits else None,
+            **boxes,
+            **{f"caption_{name}": value for name, value in captions.items()},
+        }
+
+    def export(self, records: list[dict], folder: Path) -> None:
+        """synthdrive has no official predictions format beyond the prediction lines."""
+
+
+def load_benchmark(
+    name: str,
+    data: Path,
+    *,
+    split: str = "test",
+    frames: int = 4,
+    stride: int = 4,
+    cameras: list[str] | None = None,
+    judge: LingoJudge | None = None,
+    limit: int | None = None,
+) -> DramaBenchmark | LingoQABenchmark | SynthBenchmark:
+    if limit is not None and limit < 1:
+        raise InputError(f"--limit must be at least 1, got {limit}")
+    if frames < 1:
+        raise InputError(f"--frames must be at least 1, got {frames}")
+    if name == "drama":
+        return DramaBenchmark(data, split, frames, limit)
+    if name == "lingoqa":
+        return LingoQABenchmark(data, judge, limit)
+    if name == "synth":
+        return SynthBenchmark(data, cameras or ["front", "front_left", "front_right"], frames, stride, limit)
+    raise InputError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
