@@ -17,6 +17,8 @@ SUBCOMMANDS = [
     "demo",
     "describe",
     "bench",
+    "eval",
+    "score",
     "synth",
     "train_synth",
     "train_keyframe",
