@@ -47,6 +47,7 @@ setup(
         "pyarrow>=14",
         "matplotlib>=3.7",
         "pycocoevalcap>=1.2",
+        "pillow>=9",
     ],
     extras_require={"dev": ["pytest>=8"]},
     entry_points={
