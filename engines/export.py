@@ -14,8 +14,12 @@ written.
 from __future__ import annotations
 
 import inspect
+import logging
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterator
 
 import onnx
 import torch
@@ -240,10 +244,10 @@ def export_graph(definition: GraphDefinition, path: Path, opset: int) -> None:
         {axis: dims[dim] for axis, dim in definition.axes.get(name, {}).items()} for name in definition.inputs
     ]
     parameters = inspect.signature(definition.module.forward).parameters.values()
-    if any(parameter.kind == parameter.VAR_POSITIONAL for parameter in parameters):  # forward(a, b, *rest)
-        named = sum(parameter.kind == parameter.POSITIONAL_OR_KEYWORD for parameter in parameters)
+    named = sum(parameter.kind == parameter.POSITIONAL_OR_KEYWORD for parameter in parameters)
+    if len(dynamic_shapes) > named:  # forward(a, b, *rest): torch.export takes rest's shapes as one tuple
         dynamic_shapes = [*dynamic_shapes[:named], tuple(dynamic_shapes[named:])]
-    with torch.no_grad():
+    with torch.no_grad(), quiet_exporter():
         program = torch.onnx.export(
             definition.module,
             tuple(definition.inputs.values()),
@@ -262,6 +266,21 @@ def export_graph(definition: GraphDefinition, path: Path, opset: int) -> None:
         raise InputError(f"torch.onnx could not write graph {definition.name} in opset {opset} (it wrote opset "
                          f"{written}): export with --opset {written}")
     onnx.save(legalize_for_tensorrt(model), str(path))
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Keep torch.onnx's notes (axis renames, optional torchvision ops, deprecations) out of the output;
+    its errors still raise."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 def legalize_for_tensorrt(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -1,0 +1,225 @@
+"""ONNX export and the onnxruntime backend against the torch pipeline, on the tiny model with
+random routers and keyframe scorer: graphs pass check-onnx, logits agree within 1e-3, greedy
+answers are identical in every exported mode, and mismatched engines are refused."""
+import json
+import shutil
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+from conftest import random_window
+from vts_drive.cli import main
+from vts_drive.engines.check_onnx import check_model, check_onnx_file
+from vts_drive.engines.export import export_engines, legalize_for_tensorrt
+from vts_drive.engines.manifest import model_hash, read_manifest, write_manifest
+from vts_drive.errors import InputError
+from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
+from vts_drive.model.kv_cache import KVCache
+from vts_drive.model.loading import load_model
+from vts_drive.mod.routing import ModConfig, Routers, save_routers
+from vts_drive.pipeline import Pipeline, PipelineConfig
+
+MODES = ["dense", "vts", "mod", "vts+mod"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("export") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.manual_seed(0)
+    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[0, 1])), folder)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def model(model_dir):
+    return load_model(str(model_dir))
+
+
+@pytest.fixture(scope="module")
+def engines(model_dir, tmp_path_factory):
+    """mode -> its export folder, exported on first use (dense through the CLI)."""
+    root = tmp_path_factory.mktemp("engines")
+    folders = {}
+
+    def get(mode: str):
+        if mode not in folders:
+            folder = root / mode.replace("+", "_")
+            if mode == "dense":
+                assert main(["export", "--model", str(model_dir), "--mode", mode, "--out", str(folder)]) == 0
+            else:
+                _, violations = export_engines(str(model_dir), mode, folder)
+                assert violations == []
+            folders[mode] = folder
+        return folders[mode]
+
+    return get
+
+
+def pipelines(model, folder, mode, **settings):
+    torch_pipeline = Pipeline(model, PipelineConfig(mode=mode, **settings))
+    onnx_pipeline = Pipeline(model, PipelineConfig(mode=mode, backend="onnxruntime", engines=str(folder), **settings))
+    return torch_pipeline, onnx_pipeline
+
+
+def test_routed_export_passes_check_onnx_and_records_its_manifest(model_dir, engines):
+    folder = engines("vts+mod")
+    manifest = read_manifest(folder)
+    assert [graph.name for graph in manifest.graphs] == [
+        "keyframe_scorer", "vision", "llm_embed", "llm_head", "llm_prefill", "llm_decode"]
+    assert (manifest.mode, manifest.mod_keep_ratio, manifest.opset, manifest.dtype) == ("vts+mod", 0.25, 18, "float32")
+    assert manifest.model_hash == model_hash(model_dir)
+    assert {"torch", "onnx", "onnxruntime"} <= set(manifest.export_tools)
+    for graph in manifest.graphs:
+        assert check_onnx_file(folder / graph.file, max_shapes=graph.max_shapes()) == []
+        opsets = {entry.domain: entry.version for entry in onnx.load(str(folder / graph.file)).opset_import}
+        assert opsets[""] == 18
+    prefill = manifest.graph("llm_prefill")
+    assert prefill.input("frame_slots").max == [1, 24, 4]  # 24 frames of 4 tokens: TopK's K bounded from this
+    topk = [node for node in onnx.load(str(folder / prefill.file)).graph.node if node.op_type == "TopK"]
+    assert len(topk) == 2 and all(helper.get_attribute_value(a) == 1 for n in topk for a in n.attribute if a.name == "sorted")
+    decode = manifest.graph("llm_decode")
+    assert decode.input("past.1.key").shape == ["batch", 2, "past", 16] and decode.input("past.1.key").min[2] == 0
+    assert main(["check-onnx", str(folder)]) == 0
+
+
+def test_stages_match_torch_within_1e_3(model, engines):
+    torch_pipeline, onnx_pipeline = pipelines(model, engines("vts+mod"), "vts+mod")
+    window = random_window(seed=3)
+    images = [image for camera in window.images for image in camera]
+    pixels = torch_pipeline.vision.preprocess(images)
+    for expected, got in zip(torch_pipeline.vision.encode(pixels), onnx_pipeline.vision.encode(pixels)):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+    frames = torch_pipeline.keyframe_scorer.prepare(images)
+    previous = frames.roll(1, 0)
+    torch.testing.assert_close(onnx_pipeline.keyframe_scorer(frames, previous),
+                               torch_pipeline.keyframe_scorer(frames, previous), rtol=0, atol=1e-4)
+
+    keyframes = torch_pipeline.score_keyframes(window)
+    frames = torch_pipeline.select_tokens(window, *torch_pipeline.encode_window(window), keyframes)
+    context = torch_pipeline.prompts.context(frames, torch_pipeline.device)
+    suffixes = [torch_pipeline.prompts.question_ids(q) for q in ("Why?", "What should the ego car do now?")]
+    expected, got = (llm_logits(pipeline.decoder, context, suffixes) for pipeline in (torch_pipeline, onnx_pipeline))
+    assert got["entries"] == expected["entries"]
+    assert expected["entries"][0] < context.length  # the routed layers hold fewer entries than the prefix has tokens
+    for name in ("prefix", "suffix", "step", "unbranched_step"):
+        assert (got[name] - expected[name]).abs().max() <= 1e-3, name
+
+
+@torch.no_grad()
+def llm_logits(decoder, context, suffixes):
+    """Logits of the prefill (last prefix token), of two prompts over the branched prefix, of one
+    decode step for both, and of one step on the unbranched prefix cache."""
+    length = context.length
+    cache = KVCache(decoder.num_layers)
+    hidden = decoder(context.embeds[None], torch.arange(length)[None], cache=cache,
+                     plan=decoder.routing_plan(context.frame_index[None]))
+    prefix = decoder.logits(hidden[:, -1])
+    entries = [cache.entries(layer) for layer in range(decoder.num_layers)]
+    lengths = torch.tensor([len(ids) for ids in suffixes])
+    ids = torch.zeros(len(suffixes), int(lengths.max()), dtype=torch.long)
+    for row, suffix in enumerate(suffixes):
+        ids[row, : len(suffix)] = torch.tensor(suffix)
+    columns = torch.arange(ids.shape[1])[None]
+    branched = cache.branch()
+    hidden = decoder(decoder.embed(ids), (length + columns).expand(len(suffixes), -1), columns < lengths[:, None], branched)
+    suffix = decoder.logits(hidden[torch.arange(len(suffixes)), lengths - 1])
+    tokens = suffix.argmax(-1)
+    hidden = decoder(decoder.embed(tokens[:, None]), (length + lengths)[:, None], None, branched)
+    step = decoder.logits(hidden[:, 0])
+    hidden = decoder(decoder.embed(tokens[:1, None]), torch.tensor([[length]]), None, cache)
+    return {"prefix": prefix, "suffix": suffix, "step": step, "unbranched_step": decoder.logits(hidden[:, 0]),
+            "entries": entries}
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_greedy_answers_are_identical_to_torch(model, engines, mode):
+    torch_pipeline, onnx_pipeline = pipelines(model, engines(mode), mode, max_new_tokens=8)
+    assert type(onnx_pipeline.decoder).__name__ == "ExportedDecoder"
+    for seed in (0, 1):
+        window = random_window(seed=seed)
+        expected = torch_pipeline.answer(window, ["Describe the driving scene.", "Why?", "What should the ego car do?"])
+        got = onnx_pipeline.answer(window, ["Describe the driving scene.", "Why?", "What should the ego car do?"])
+        assert got.answers == expected.answers
+        assert got.tokens == expected.tokens
+        assert got.kv_cache_bytes == expected.kv_cache_bytes
+        assert any(answer for answer in got.answers)
+
+
+def test_engines_that_do_not_match_are_refused(model, model_dir, tiny_model_dir, engines, tmp_path):
+    folder = engines("vts+mod")
+    with pytest.raises(InputError, match=r"exported for mode vts\+mod, not mod: export again"):
+        Pipeline(model, PipelineConfig(mode="mod", backend="onnxruntime", engines=str(folder)))
+    with pytest.raises(InputError, match="exported with routers .*'keep_ratio': 0.25.*'keep_ratio': 0.5"):
+        Pipeline(model, PipelineConfig(mode="vts+mod", backend="onnxruntime", engines=str(folder), mod_keep_ratio=0.5))
+    with pytest.raises(InputError, match="export this model's graphs again"):
+        Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="dense", backend="onnxruntime", engines=str(engines("dense"))))
+    with pytest.raises(InputError, match="is not an engines folder"):
+        Pipeline(model, PipelineConfig(backend="onnxruntime", engines=str(tmp_path / "missing")))
+    with pytest.raises(InputError, match="--engines DIR"):
+        PipelineConfig(backend="onnxruntime").check()
+    with pytest.raises(InputError, match="--device cuda"):
+        PipelineConfig(backend="tensorrt", engines=str(folder)).check()
+    partial = tmp_path / "partial"
+    shutil.copytree(folder, partial)
+    manifest = read_manifest(partial)
+    manifest.graphs = [graph for graph in manifest.graphs if graph.name != "llm_decode"]
+    write_manifest(partial, manifest)
+    with pytest.raises(InputError, match="lack the graphs llm_decode"):
+        Pipeline(model, PipelineConfig(mode="vts+mod", backend="onnxruntime", engines=str(partial)))
+
+
+def test_a_rerun_keeps_the_graphs_already_exported(model_dir, engines):
+    folder = engines("vts+mod")
+    written = {path.name: path.stat().st_mtime_ns for path in folder.glob("*.onnx")}
+    manifest, violations = export_engines(str(model_dir), "vts+mod", folder)
+    assert violations == [] and len(manifest.graphs) == 6
+    assert {path.name: path.stat().st_mtime_ns for path in folder.glob("*.onnx")} == written
+
+
+def test_bench_runs_the_onnxruntime_backend_next_to_torch(model_dir, engines, tmp_path):
+    from vts_drive.synth.generate import SynthConfig, generate_dataset
+
+    generate_dataset(tmp_path / "synth", SynthConfig(scenes=1, frames=4, image_size=(64, 48), formats=("synth",)))
+    out = tmp_path / "bench.json"
+    argv = ["bench", "--model", str(model_dir), "--data", str(tmp_path / "synth"), "--backend", "onnxruntime",
+            "--engines", str(engines("dense")), "--modes", "dense,dense[backend=torch]", "--windows", "2",
+            "--frames", "4", "--max-new-tokens", "4", "--json", str(out)]
+    assert main(argv) == 0
+    results = json.loads(out.read_text())
+    onnx_run, torch_run = results["modes"]["dense"], results["modes"]["dense[backend=torch]"]
+    assert results["backend"] == "onnxruntime"
+    for name in ("vision_tokens", "qa_exact_match", "kv_cache_mb"):
+        assert onnx_run[name] == torch_run[name]
+
+
+def test_legalize_retypes_integer_cumsum_and_bool_scatter_exactly():
+    counts = helper.make_node("CumSum", ["x", "axis"], ["running"])
+    scatter = helper.make_node("ScatterElements", ["mask", "index", "flags"], ["marked"], axis=1)
+    graph = helper.make_graph(
+        [counts, scatter], "retype",
+        [helper.make_tensor_value_info("x", TensorProto.INT64, [1, 5]),
+         helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 5]),
+         helper.make_tensor_value_info("index", TensorProto.INT64, [1, 2]),
+         helper.make_tensor_value_info("flags", TensorProto.BOOL, [1, 2])],
+        [helper.make_tensor_value_info("running", TensorProto.INT64, [1, 5]),
+         helper.make_tensor_value_info("marked", TensorProto.BOOL, [1, 5])],
+        [helper.make_tensor("axis", TensorProto.INT64, [], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert {v.op for v in check_model(model, "retype")} == {"CumSum", "ScatterElements"}
+    feeds = {"x": np.array([[1, 0, 1, 1, 0]]), "mask": np.zeros((1, 5), bool), "index": np.array([[3, 0]]),
+             "flags": np.array([[True, True]])}
+    before = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
+    fixed = legalize_for_tensorrt(model)
+    assert check_model(fixed, "retype") == []
+    onnx.checker.check_model(fixed)
+    after = ort.InferenceSession(fixed.SerializeToString()).run(None, feeds)
+    for a, b in zip(before, after):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+    assert after[0].tolist() == [[1, 1, 2, 3, 3]] and after[1].tolist() == [[True, False, False, True, False]]
