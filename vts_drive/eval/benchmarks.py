@@ -154,6 +154,9 @@ class SynthBenchmark:
         """synthdrive has no official predictions format beyond the prediction lines."""
 
 
+Benchmark = DramaBenchmark | LingoQABenchmark | SynthBenchmark
+
+
 def load_benchmark(
     name: str,
     data: Path,
@@ -164,7 +167,7 @@ def load_benchmark(
     cameras: list[str] | None = None,
     judge: LingoJudge | None = None,
     limit: int | None = None,
-) -> DramaBenchmark | LingoQABenchmark | SynthBenchmark:
+) -> Benchmark:
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
     if frames < 1:

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vts_drive.bench import ModeSpec, plot_tradeoff
 from vts_drive.errors import InputError
-from vts_drive.eval.benchmarks import EvalItem, file_identity
+from vts_drive.eval.benchmarks import Benchmark, EvalItem, file_identity
 from vts_drive.measure import PeakMemory, synchronize
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.naive import answer_naively
@@ -36,6 +36,7 @@ from vts_drive.pipeline import Pipeline, PipelineConfig, WindowAnswers
 from vts_drive.window import FrameWindow
 
 EFFICIENCY_METRICS = ("reports_per_s", "vision_tokens", "peak_mem_mb")
+Answer = Callable[[FrameWindow, list[str]], WindowAnswers]
 
 
 def log(message: str) -> None:
@@ -55,7 +56,7 @@ def folder_identity(folder: Path | str | None) -> dict | None:
     return {"folder": str(folder.resolve()), "files": {p.name: file_identity(p)[1:] for p in sorted(folder.iterdir()) if p.is_file()}}
 
 
-def fingerprint(model: VisionLanguageModel, spec: ModeSpec, config: PipelineConfig, benchmark, blind: bool) -> dict:
+def fingerprint(model: VisionLanguageModel, spec: ModeSpec, config: PipelineConfig, benchmark: Benchmark, blind: bool) -> dict:
     """Everything that decides a mode's predictions, as JSON."""
     return json.loads(
         json.dumps(
@@ -108,9 +109,9 @@ def open_mode(folder: Path, stamp: dict, label: str) -> dict[str, dict]:
 
 
 def predict(
-    answer: Callable[[FrameWindow, list[str]], WindowAnswers],
+    answer: Answer,
     pipeline: Pipeline,
-    benchmark,
+    benchmark: Benchmark,
     records: dict[str, dict],
     path: Path,
     label: str,
@@ -141,7 +142,7 @@ def predict(
     return skipped
 
 
-def measure(answer, pipeline: Pipeline, item: EvalItem, window: FrameWindow) -> dict:
+def measure(answer: Answer, pipeline: Pipeline, item: EvalItem, window: FrameWindow) -> dict:
     with PeakMemory(pipeline.device) as peak:
         start = time.perf_counter()
         result = answer(window, item.prompts)
@@ -150,7 +151,7 @@ def measure(answer, pipeline: Pipeline, item: EvalItem, window: FrameWindow) -> 
     return {"key": item.key, "answers": result.answers, "seconds": seconds, "vision_tokens": result.tokens["vision_kept"], "peak_mem_mb": peak.mb}
 
 
-def summarize(benchmark, records: dict[str, dict]) -> dict:
+def summarize(benchmark: Benchmark, records: dict[str, dict]) -> dict:
     done = [records[item.key] for item in benchmark.items if item.key in records]
     metrics = benchmark.score({record["key"]: record for record in done})
     seconds = sum(record["seconds"] for record in done)
@@ -161,7 +162,7 @@ def summarize(benchmark, records: dict[str, dict]) -> dict:
 
 
 def run_eval(
-    benchmark,
+    benchmark: Benchmark,
     model: VisionLanguageModel,
     base: PipelineConfig,
     specs: list[ModeSpec],
@@ -197,7 +198,7 @@ def format_value(value: float | int | None) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def report_table(benchmark, results: dict[str, dict]) -> str:
+def report_table(benchmark: Benchmark, results: dict[str, dict]) -> str:
     """Markdown table: a row per mode, each figure with its ratio to dense (or the first mode)."""
     reference = results.get("dense") or next(iter(results.values()))
     columns = ["n", *benchmark.accuracy_metrics, *EFFICIENCY_METRICS]
@@ -212,7 +213,7 @@ def report_table(benchmark, results: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(out: Path, benchmark, results: dict[str, dict], model_name: str, blind: bool) -> None:
+def write_report(out: Path, benchmark: Benchmark, results: dict[str, dict], model_name: str, blind: bool) -> None:
     reference = "dense" if "dense" in results else next(iter(results))
     notes = [
         f"# {benchmark.name} evaluation",
