@@ -125,6 +125,7 @@ class SynthBenchmark:
         from vts_drive.synth.bench_windows import synth_bench_windows
         from vts_drive.synth.dataset import SynthDataset
 
+        # read up front, as the bench does: synthdrive frames are small (192x128)
         self.windows = synth_bench_windows(data, cameras, frames, stride, limit or sys.maxsize)
         self.skipped: dict[str, int] = {}
         self.items = [
