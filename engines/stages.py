@@ -99,7 +99,8 @@ class ExportedDecoder(Qwen2Decoder):
         if not held:
             if self.keep_ratio is not None:
                 # a prefix without visual tokens gets a plan with none, so the routed layers compute everything
-                plan = plan or RoutingPlan.from_frame_index(torch.full_like(positions, -1), self.keep_ratio)
+                if plan is None:
+                    plan = RoutingPlan.from_frame_index(torch.full_like(positions, -1), self.keep_ratio)
                 inputs |= {name: getattr(plan, name) for name in PLAN_INPUTS}
             outputs = self.graphs["llm_prefill"](inputs)
         else:
@@ -160,7 +161,9 @@ def check_export(manifest: Manifest, folder: Path, model: VisionLanguageModel, m
     if manifest.settings.get("routers") != router_settings(routers):
         raise InputError(f"engines {folder} were exported with routers {manifest.settings.get('routers')}, this run "
                          f"has {router_settings(routers)}: {export}")
-    expected = {"vision", "llm_embed", "llm_prefill", "llm_decode", "llm_head"} | ({"keyframe_scorer"} if scorer else set())
+    expected = {"vision", "llm_embed", "llm_prefill", "llm_decode", "llm_head"}
+    if scorer is not None:
+        expected.add("keyframe_scorer")
     missing = sorted(expected - {graph.name for graph in manifest.graphs})
     if missing:
         raise InputError(f"engines {folder} lack the graphs {', '.join(missing)} (an interrupted export?): {export}")

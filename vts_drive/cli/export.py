@@ -6,8 +6,6 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from vts_drive.model.loading import default_model
-
     parser = subparsers.add_parser(
         "export",
         help="export the pipeline's stages as ONNX graphs for the onnxruntime and tensorrt backends",
@@ -17,16 +15,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "profile shapes, tool versions). Each graph is checked against TensorRT's ONNX support; the command "
         "exits 1 if any violates it. A rerun resumes an interrupted export.",
     )
-    parser.add_argument("--model", default=default_model(), help="shipped model name, checkpoint folder or hub id (default: %(default)s)")
+    parser.add_argument("--model", default=None,
+                        help="shipped model name, checkpoint folder or hub id (default: synthdrive-tiny when shipped, "
+                        "else the real checkpoint's hub id)")
     parser.add_argument("--mode", default="dense", help="dense | vts | prumerge | mod | vts+mod (default: %(default)s)")
-    parser.add_argument("--out", type=Path, required=True, metavar="engines/NAME", help="folder to write the graphs into")
+    parser.add_argument("--out", type=Path, required=True, metavar="engines/NAME",
+                        help="folder to write the graphs into")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or above (default: %(default)s)")
     parser.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16: the graphs' float type (default: fp32)")
     parser.add_argument("--keep-ratio", type=float, default=None, help="MoD r to export (default: the routers' own)")
     group = parser.add_argument_group("largest window (TensorRT optimisation profiles)")
     group.add_argument("--frames", type=int, default=24, help="frames per window, all cameras (default: %(default)s)")
     group.add_argument("--prompts", type=int, default=8, help="prompts per window (default: %(default)s)")
-    group.add_argument("--prompt-tokens", type=int, default=96, help="tokens of the longest prompt (default: %(default)s)")
+    group.add_argument("--prompt-tokens", type=int, default=96,
+                       help="tokens of the longest prompt (default: %(default)s)")
     group.add_argument("--new-tokens", type=int, default=64, help="tokens of the longest answer (default: %(default)s)")
     parser.add_argument("--force", action="store_true", help="export every graph again, even ones already written")
     parser.set_defaults(run=run)
@@ -35,10 +37,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vts_drive.engines.check_onnx import default_table, format_violations
     from vts_drive.engines.export import ExportShapes, export_engines
+    from vts_drive.model.loading import default_model
 
-    shapes = ExportShapes(args.frames, args.prompts, args.prompt_tokens, args.new_tokens)
+    model = args.model or default_model()
+    shapes = ExportShapes(frames=args.frames, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
+                          new_tokens=args.new_tokens)
     manifest, violations = export_engines(
-        args.model, args.mode, args.out, args.opset, shapes, args.dtype, args.keep_ratio, args.force
+        model, args.mode, args.out, args.opset, shapes, args.dtype, args.keep_ratio, args.force
     )
     for graph in manifest.graphs:
         print(f"{args.out / graph.file}: {len(graph.inputs)} inputs, {len(graph.outputs)} outputs")
