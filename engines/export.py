@@ -204,18 +204,20 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
         "llm_prefill", prefill, inputs, axes, ["hidden", *kv_names("present", layers)], dims,
     ))
 
-    # llm_decode: 2 rows of 3 new tokens, each row with 4 entries of its own, over the prefix above
+    # llm_decode: 2 rows of 3 new tokens, each row with 4 + layer entries of its own, over the prefix above.
+    # Each layer's entry counts are their own axes (a cache's layers may hold different numbers of entries),
+    # and every example tensor is a separate object: the trace gives one shared axis to aliased inputs.
     with torch.no_grad():
-        prefix_kv = list(prefill(*inputs.values())[1:])
-    batch, new, past = 2, 3, 4
+        prefix_kv = [tensor.clone() for tensor in prefill(*inputs.values())[1:]]
+    batch, new = 2, 3
     past_kv = []
     for layer in range(layers):
         keys = prefix_kv[4 * layer]
-        shape = (batch, keys.shape[1], past, keys.shape[3])
-        past_positions = (length + torch.arange(past, device=device)).expand(batch, -1)
+        shape = (batch, keys.shape[1], 4 + layer, keys.shape[3])
+        past_positions = (length + torch.arange(4 + layer, device=device)).expand(batch, -1).clone()
         past_kv += [torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype),
                     past_positions, torch.ones_like(past_positions, dtype=torch.bool)]
-    new_positions = (length + past + torch.arange(new, device=device)).expand(batch, -1)
+    new_positions = (length + 4 + layers + torch.arange(new, device=device)).expand(batch, -1)
     inputs = {
         "embeds": torch.randn(batch, new, hidden_size, device=device, dtype=dtype),
         "positions": new_positions,
@@ -224,13 +226,15 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
         **dict(zip(kv_names("past", layers), past_kv)),
     }
     axes = {name: {0: "batch", 1: "length"} for name in ("embeds", "positions", "valid")}
-    dims = {"batch": (1, typical_rows, rows), "length": (1, 1, shapes.prompt_tokens), "past": (0, own // 2, own)}
-    for name in kv_names("prefix", layers):
-        layer = name.split(".")[1]
-        axes[name] = {2 if name.endswith((".key", ".value")) else 1: f"prefix_{layer}"}
+    dims = {"batch": (1, typical_rows, rows), "length": (1, 1, shapes.prompt_tokens)}
+    for layer in range(layers):
         dims[f"prefix_{layer}"] = (0, prefix, prefix)
-    for name in kv_names("past", layers):
-        axes[name] = {0: "batch", 2 if name.endswith((".key", ".value")) else 1: "past"}
+        dims[f"past_{layer}"] = (0, own // 2, own)
+    for group in ("prefix", "past"):
+        for name in kv_names(group, layers):
+            layer = name.split(".")[1]
+            entries = 2 if name.endswith((".key", ".value")) else 1  # the axis that counts entries
+            axes[name] = {entries: f"{group}_{layer}"} | ({0: "batch"} if group == "past" else {})
     definitions.append(GraphDefinition(
         "llm_decode", DecodeGraph(decoder), inputs, axes, ["hidden", *kv_names("present", layers)], dims,
     ))
