@@ -23,7 +23,7 @@ def drive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(drive, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "model"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2"]
+    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2", "--single-frame-steps", "25"]
     assert main([*common, "--steps", "50"]) == 0  # checkpoint at 50
     first = json.loads((out / "training_history.json").read_text())
     assert main([*common, "--steps", "52", "--val-data", str(drive)]) == 0  # resumes: only steps 51-52 run

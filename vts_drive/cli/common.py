@@ -21,6 +21,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 (default: fp32 on CPU, bf16/fp16 on CUDA)")
     group.add_argument("--questions", type=Path, default=None, help="file with one question per line (or a JSON list)")
     group.add_argument("--max-new-tokens", type=int, default=48)
+    group.add_argument("--keyframe-scorer", type=Path, default=None, metavar="DIR",
+                       help="folder with keyframe_scorer.* (default: the model's folder)")
+    group.add_argument("--routers", type=Path, default=None, metavar="DIR",
+                       help="folder with mod_router.* (default: the model's folder)")
 
 
 def read_questions(path: Path) -> list[str]:
@@ -49,6 +53,8 @@ def pipeline_config(args: argparse.Namespace):
         dtype=args.dtype,
         max_new_tokens=args.max_new_tokens,
         engines=str(args.engines) if args.engines is not None else None,
+        keyframe_scorer=str(args.keyframe_scorer) if args.keyframe_scorer is not None else None,
+        routers=str(args.routers) if args.routers is not None else None,
     )
     if args.questions is not None:
         config.questions = read_questions(args.questions)

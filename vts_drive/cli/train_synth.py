@@ -17,7 +17,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--val-data", type=Path, help="held-out synthdrive folder for periodic validation")
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--single-frame-steps", type=int, default=400, help="first stage: single front frames, every question")
     parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -35,6 +36,7 @@ def run(args: argparse.Namespace) -> int:
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
+        single_frame_steps=args.single_frame_steps,
         seed=args.seed,
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
     )
