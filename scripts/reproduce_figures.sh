@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The figures quoted in the README: mode comparison, sweeps and ablations on the held-out synthdrive
+# split, evaluation with the blind baseline, and the stage breakdown at the real model's dimensions.
+# Writes results/*.json, *.png and eval folders. About 30 minutes on 2 CPU cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODEL=${MODEL:-synthdrive-tiny}
+DATA=${DATA:-data/synth-heldout}
+[ -d "$DATA" ] || vts-drive synth --out "$DATA" --scenes 200 --seed 1001
+STREAM=(--model "$MODEL" --data "$DATA" --windows 40 --frames 4 --stride 1)
+
+vts-drive bench "${STREAM[@]}" --modes "naive,dense,vts,prumerge,prumerge+,mod,vts+mod" \
+    --json results/bench_modes.json --plot results/bench_modes.png
+vts-drive bench "${STREAM[@]}" --modes "dense,vts[budget=0.1],vts[budget=0.2],vts[budget=0.3],vts[budget=0.4],vts[budget=0.6],vts[budget=1.0]" \
+    --json results/sweep_budget.json --plot results/sweep_budget.png
+vts-drive bench "${STREAM[@]}" --modes "dense,mod[r=0.1],mod[r=0.2],mod[r=0.4],mod[r=0.6],mod[r=1.0]" \
+    --json results/sweep_r.json --plot results/sweep_r.png
+vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[routing=random],mod[routing=uniform]" \
+    --json results/ablation_routing.json --plot results/ablation_routing.png
+vts-drive bench "${STREAM[@]}" --modes "dense,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
+    --json results/sweep_skip.json --plot results/sweep_skip.png
+
+vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense,vts,mod,vts+mod --limit 200 --out results/eval_synth
+vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense --limit 200 --blind --out results/eval_synth_blind
+
+vts-drive bench --arch llava-onevision-qwen2-0.5b --random-weights --modes "naive,dense,vts+mod" \
+    --windows 3 --frames 4 --stride 1 --cameras front --max-new-tokens 16 --json results/real_dims_cpu.json
