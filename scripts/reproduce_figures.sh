@@ -24,4 +24,5 @@ vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense,vts,mod,vts+m
 vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense --limit 200 --blind --out results/eval_synth_blind
 
 vts-drive bench --arch llava-onevision-qwen2-0.5b --random-weights --modes "naive,dense,vts+mod" \
-    --windows 3 --frames 4 --stride 1 --cameras front --max-new-tokens 16 --json results/real_dims_cpu.json
+    --windows 3 --frames 4 --stride 1 --cameras front --max-new-tokens 16 --keyframe-scorer vts_drive/models/synthdrive-tiny \
+    --json results/real_dims_cpu.json
