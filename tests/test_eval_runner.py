@@ -168,3 +168,9 @@ def test_clear_errors(export, model, tmp_path, capsys):
         capsys.readouterr()
         assert main(argv) == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_a_mode_with_a_path_setting_gets_one_folder():
+    from vts_drive.eval.runner import mode_folder_name
+
+    assert "/" not in mode_folder_name("vts+mod[backend=onnxruntime,engines=engines/tiny]")

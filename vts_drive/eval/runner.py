@@ -92,6 +92,11 @@ def read_records(path: Path) -> dict[str, dict]:
     return records
 
 
+def mode_folder_name(label: str) -> str:
+    """A mode spec as one folder name: settings may hold paths (engines=DIR)."""
+    return label.replace("/", "_")
+
+
 def open_mode(folder: Path, stamp: dict, label: str) -> dict[str, dict]:
     """Finished records of a mode, or none when what produced them differs from `stamp`."""
     config_path, predictions = folder / "config.json", folder / "predictions.jsonl"
@@ -178,7 +183,7 @@ def run_eval(
         config = spec.config(base)
         pipeline = Pipeline(model, config)
         answer = (lambda window, prompts, p=pipeline: answer_naively(p, window, prompts)) if spec.mode == "naive" else pipeline.answer
-        folder = out / spec.label
+        folder = out / mode_folder_name(spec.label)
         records = open_mode(folder, fingerprint(model, spec, config, benchmark, blind), spec.label)
         unreadable = predict(answer, pipeline, benchmark, records, folder / "predictions.jsonl", spec.label, blind)
         metrics = summarize(benchmark, records)
