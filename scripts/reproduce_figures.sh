@@ -15,7 +15,7 @@ vts-drive bench "${STREAM[@]}" --modes "dense,vts[budget=0.1],vts[budget=0.2],vt
     --json results/sweep_budget.json --plot results/sweep_budget.png
 vts-drive bench "${STREAM[@]}" --modes "dense,mod[r=0.1],mod[r=0.2],mod[r=0.4],mod[r=0.6],mod[r=1.0]" \
     --json results/sweep_r.json --plot results/sweep_r.png
-vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[routing=random],mod[routing=uniform]" \
+vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[routing=random],mod[routing=uniform],mod[gate=0]" \
     --json results/ablation_routing.json --plot results/ablation_routing.png
 vts-drive bench "${STREAM[@]}" --modes "dense,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png
