@@ -250,3 +250,11 @@ def verify_engine(folder: Path, graph: GraphSpec, tensorrt_version: str, compute
 
 def _sm(compute_capability: str) -> str:
     return "sm_" + compute_capability.replace(".", "")
+
+
+def check_input_names(graph: str, expected: list[str], given) -> None:
+    """Refuse a call whose inputs are not exactly the graph's, naming both sides."""
+    missing = [name for name in expected if name not in given]
+    unknown = sorted(set(given) - set(expected))
+    if missing or unknown:
+        raise InputError(f"{graph} takes inputs {list(expected)}; missing {missing}, unknown {unknown}")

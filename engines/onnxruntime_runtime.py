@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from vts_drive.engines.manifest import GraphSpec, read_manifest
+from vts_drive.engines.manifest import GraphSpec, check_input_names, read_manifest
 from vts_drive.errors import InputError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
@@ -59,11 +59,7 @@ class OnnxRuntimeGraph:
         self.output_names = [value.name for value in self.session.get_outputs()]
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        missing = [name for name in self.input_types if name not in inputs]
-        unknown = sorted(set(inputs) - set(self.input_types))
-        if missing or unknown:
-            raise InputError(f"graph {self.name} takes inputs {list(self.input_types)}; "
-                             f"missing {missing}, unknown {unknown}")
+        check_input_names(f"graph {self.name}", list(self.input_types), inputs)
         feeds = {name: _numpy(inputs[name], dtype) for name, dtype in self.input_types.items()}
         outputs = self.session.run(self.output_names, feeds)
         return {name: torch.from_numpy(array).to(self.device) for name, array in zip(self.output_names, outputs)}

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import torch
 
-from vts_drive.engines.manifest import read_manifest, verify_engine
+from vts_drive.engines.manifest import check_input_names, read_manifest, verify_engine
 from vts_drive.errors import InputError
 
 # tensorrt.DataType member -> torch dtype
@@ -83,11 +83,7 @@ class TensorRTEngine:
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run on torch's current stream; returns the outputs (ready in stream order)."""
-        missing = [name for name in self.input_names if name not in inputs]
-        unknown = sorted(set(inputs) - set(self.input_names))
-        if missing or unknown:
-            raise InputError(f"engine {self.name} takes inputs {self.input_names}; "
-                             f"missing {missing}, unknown {unknown}")
+        check_input_names(f"engine {self.name}", self.input_names, inputs)
         # inputs in the engine's dtypes on its device; kept alive until enqueued on the same stream
         bound = {name: inputs[name].to(self.device, self.dtypes[name]).contiguous() for name in self.input_names}
         for name, tensor in bound.items():
