@@ -78,3 +78,15 @@ def _window(drive: Path):
 
     dataset = SynthDataset(drive)
     return dataset.scene(0).window(5, 4, dataset.cameras)
+
+
+def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
+    missing = tmp_path / "no_such_data"
+    assert main(["train-keyframe", "--data", str(missing), "--out", str(tmp_path / "k")]) == 2
+    assert str(missing) in capsys.readouterr().err
+    common = ["train-router", "--model", "synthdrive-tiny", "--data", str(drive), "--out", str(tmp_path / "r")]
+    assert main([*common, "--r", "0"]) == 2
+    assert "--r must be in (0, 1]" in capsys.readouterr().err
+    assert main([*common, "--scenes", "0"]) == 2
+    assert "--scenes must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "k").exists() and not (tmp_path / "r").exists()  # nothing half-written

@@ -41,11 +41,12 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.r <= 1.0:
         raise InputError(f"--r must be in (0, 1], got {args.r}")
+    if args.scenes < 1:
+        raise InputError(f"--scenes must be at least 1, got {args.scenes}")
     layers = [int(i) for i in args.layers.split(",")] if args.layers else []
     model = load_model(args.model)
-    dataset = SynthDataset(args.data)
+    dataset = SynthDataset(args.data, max_scenes=args.scenes)
     dataset.check_cameras(["front"])
-    dataset.scene_ids = dataset.scene_ids[: args.scenes]
     vision = VisionEncoder(model)
     data = prepare(dataset, model.hf_model.config.vision_config.image_size, vision.token_grid, cache=None)
     windows = TrainConfig(seed=args.seed)

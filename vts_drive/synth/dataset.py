@@ -60,7 +60,8 @@ class SynthScene:
 
 
 class SynthDataset:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, max_scenes: int | None = None) -> None:
+        """`max_scenes`: read only the first scenes (a training subset)."""
         root = Path(root)
         native = root / "synth" if (root / "synth" / "manifest.json").is_file() else root
         manifest_path = native / "manifest.json"
@@ -75,7 +76,7 @@ class SynthDataset:
         self.fps: float = manifest["fps"]
         self.image_size: tuple[int, int] = tuple(manifest["image_size"])
         self.classes: list[str] = manifest["classes"]
-        self.scene_ids: list[str] = manifest["scenes"]
+        self.scene_ids: list[str] = manifest["scenes"][:max_scenes]
 
     def __len__(self) -> int:
         return len(self.scene_ids)

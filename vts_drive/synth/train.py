@@ -2,7 +2,7 @@
 
 Each step draws windows (scene, end frame, 3 cameras or the front one, 1 to 5
 frames) with the truth of their end frame, and teaches the description, the
-risk answer and a few of the frame's questions. Two things make a model this
+risk answer and a few of the frame's questions. Three things make a model this
 small learn to see in minutes (measured, see METHODS.md section 8):
 - a dense auxiliary loss: every visual token classifies what its image cell
   holds (the scene's class-id map pooled to the token grid), plus whether the
