@@ -2,9 +2,10 @@
 import torch
 
 from conftest import random_window
-from vts_drive.generation import SamplingConfig, generate
+from vts_drive.generation import SamplingConfig, generate, length_buckets
 from vts_drive.measure import StageTimer
 from vts_drive.model.kv_cache import KVCache
+from vts_drive.prompt import RISK_PROMPT
 
 
 def test_vision_tokens_equal_llava_onevision_video_features(tiny_pipeline):
@@ -66,17 +67,34 @@ def test_prefill_then_decode_equals_full_forward(tiny_pipeline):
     assert cache.entries(0) == length
 
 
+def _reference_answer(pipeline, context, suffix, stop_ids, max_new_tokens):
+    """transformers' generate over the full sequence of one prompt, cut at the first stop token."""
+    embeds = torch.cat([context.embeds, pipeline.decoder.embed(torch.tensor(suffix))])[None]
+    reference = pipeline.model.hf_model.generate(inputs_embeds=embeds, max_new_tokens=max_new_tokens, do_sample=False)[0].tolist()
+    return reference[: next((i for i, t in enumerate(reference) if t in stop_ids), len(reference))]
+
+
 def test_shared_prefix_batched_generation_equals_transformers_generate(tiny_pipeline):
-    questions = ["Describe the driving scene.", "What should the ego car do?", "Is there a pedestrian ahead?"]
+    questions = ["Describe the driving scene.", RISK_PROMPT, "What should the ego car do?", "Is there a pedestrian ahead?"]
     context, _, _ = _full_sequence(tiny_pipeline, questions[0])
     suffixes = [tiny_pipeline.prompts.question_ids(q) for q in questions]
-    assert len({len(s) for s in suffixes}) > 1, "suffixes of different lengths exercise the padding"
+    assert len(length_buckets([len(s) for s in suffixes])) > 1, "the risk prompt is prefilled apart from the short ones"
     sampling = SamplingConfig(max_new_tokens=10)
     result = generate(tiny_pipeline.decoder, context, suffixes, tiny_pipeline.stop_ids, sampling, StageTimer())
-    hf = tiny_pipeline.model.hf_model
     for suffix, ours in zip(suffixes, result.token_ids):
-        embeds = torch.cat([context.embeds, tiny_pipeline.decoder.embed(torch.tensor(suffix))])[None]
-        reference = hf.generate(inputs_embeds=embeds, max_new_tokens=10, do_sample=False)[0].tolist()
-        reference = reference[: next((i for i, t in enumerate(reference) if t in tiny_pipeline.stop_ids), len(reference))]
-        assert ours == reference
+        assert ours == _reference_answer(tiny_pipeline, context, suffix, tiny_pipeline.stop_ids, 10)
     assert len({tuple(ids) for ids in result.token_ids}) > 1, "the prompts should not all give the same answer"
+
+    # A token one answer produces becomes a stop token: rows end at different steps and leave
+    # the batch, and the rows still decoding are unaffected.
+    stop_ids = tiny_pipeline.stop_ids | {result.token_ids[1][2]}
+    early = generate(tiny_pipeline.decoder, context, suffixes, stop_ids, sampling, StageTimer())
+    assert len({len(ids) for ids in early.token_ids}) > 1
+    for suffix, ours in zip(suffixes, early.token_ids):
+        assert ours == _reference_answer(tiny_pipeline, context, suffix, stop_ids, 10)
+
+
+def test_length_buckets_bound_padding():
+    assert length_buckets([10, 66, 15, 12]) == [[1], [2, 3, 0]]
+    assert length_buckets([5, 5, 5]) == [[0, 1, 2]]
+    assert length_buckets([40, 20, 10]) == [[0], [1], [2]]

@@ -1,10 +1,11 @@
 """Answer several prompts about one window with one prefill of its visual context.
 
 1. Prefill the shared prefix (system text + cameras + frames) once, batch 1.
-2. Branch the KV cache into one row per prompt and prefill each prompt's
-   suffix as one right-padded batch.
-3. Decode all prompts together, one token per row per step, until every row
-   has ended its turn or hit max_new_tokens.
+2. Branch the KV cache into one row per prompt and prefill the prompts'
+   suffixes as right-padded batches of similar length (a long prompt, such as
+   the risk question's answer format, would otherwise pad every short one).
+3. Decode all prompts together, one token per row per step; a row that ends
+   its turn leaves the batch, until every row has ended or hit max_new_tokens.
 
 Per-step overhead, not FLOPs, dominates decoding a small batch, so decoding
 the prompts of a window together is much cheaper than one after another.
@@ -35,7 +36,7 @@ class SamplingConfig:
 class Generation:
     token_ids: list[list[int]]  # per prompt, without the end-of-turn token
     prompt_tokens: int  # prefix + all suffixes
-    kv_cache_bytes: int  # cache held at the end of decoding
+    kv_cache_bytes: int  # most cache held at once while decoding
     prefix_entries: list[int]  # K/V entries per layer after the prefix prefill (fewer in routed layers)
     prefill_flops: float  # LLM FLOPs of the prefix and suffix prefills, counted from shapes
     decode_flops: float  # LLM FLOPs of the decode steps, counted from shapes
@@ -77,62 +78,84 @@ def generate(
         decoder(context.embeds.unsqueeze(0), prefix_positions, cache=prefix_cache, plan=plan)
         prefix_entries = [prefix_cache.entries(layer) for layer in range(decoder.num_layers)]
 
-        batch = len(suffixes)
-        lengths = torch.tensor([len(ids) for ids in suffixes], device=device)  # [P]
-        width = int(lengths.max())
-        suffix_ids = torch.full((batch, width), pad_id, dtype=torch.long, device=device)
-        for row, ids in enumerate(suffixes):
-            suffix_ids[row, : len(ids)] = torch.tensor(ids, device=device)
-        columns = torch.arange(width, device=device).unsqueeze(0)  # [1, Ls]
-        suffix_valid = columns < lengths.unsqueeze(1)  # [P, Ls]
-        suffix_positions = (context.length + columns).expand(batch, -1)  # [P, Ls]
-        cache = prefix_cache.branch()
-        hidden = decoder(decoder.embed(suffix_ids), suffix_positions, suffix_valid, cache)  # [P, Ls, D]
-        logits = decoder.logits(hidden[torch.arange(batch, device=device), lengths - 1])  # [P, V]
+        lengths = [len(ids) for ids in suffixes]
+        buckets = length_buckets(lengths)
+        caches, last_hidden = [], []
+        for rows in buckets:
+            cache = prefix_cache.branch()
+            last_hidden.append(prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, cache, pad_id))
+            caches.append(cache)
+        order = torch.tensor([row for rows in buckets for row in rows], device=device).argsort()  # -> prompt order
+        cache = KVCache.join_rows(caches).select_rows(order)
+        logits = decoder.logits(torch.cat(last_hidden)[order])  # [P, V]
 
     text_config = decoder.config
     token_flops = decoder.num_layers * qwen2_token_flops(text_config) + 2.0 * text_config.hidden_size * text_config.vocab_size
     pair_flops = qwen2_pair_flops(text_config)
     decode_flops = 0.0
+    cache_bytes = cache.nbytes()
+    answers: list[list[int]] = [[] for _ in suffixes]
     with timer.stage("decode"):
-        next_positions = context.length + lengths  # [P]
+        active = torch.arange(len(suffixes), device=device)  # the prompt of each cache row
+        next_positions = context.length + torch.tensor(lengths, device=device)  # [A]
         stop = torch.tensor(sorted(stop_ids), device=device)
-        finished = torch.zeros(batch, dtype=torch.bool, device=device)
-        generated: list[torch.Tensor] = []
         for step in range(sampling.max_new_tokens):
-            tokens = pick_next(logits, sampling, generator)  # [P]
-            tokens = tokens.masked_fill(finished, pad_id)
-            generated.append(tokens)
+            tokens = pick_next(logits, sampling, generator)  # [A]
             if step == 0:
                 synchronize(device)
                 first_token_time = time.perf_counter()
-            finished |= torch.isin(tokens, stop)
-            if bool(finished.all()) or step == sampling.max_new_tokens - 1:
+            ended = torch.isin(tokens, stop)
+            for row, token, row_ended in zip(active.tolist(), tokens.tolist(), ended.tolist()):
+                if not row_ended:
+                    answers[row].append(token)
+            if bool(ended.all()) or step == sampling.max_new_tokens - 1:
                 break
-            hidden = decoder(
-                decoder.embed(tokens.unsqueeze(1)), next_positions.unsqueeze(1), ~finished.unsqueeze(1), cache
-            )
+            if bool(ended.any()):
+                going = (~ended).nonzero().squeeze(1)
+                active, tokens, next_positions = active[going], tokens[going], next_positions[going]
+                cache = cache.select_rows(going)
+            hidden = decoder(decoder.embed(tokens.unsqueeze(1)), next_positions.unsqueeze(1), cache=cache)
             entries = sum(cache.entries(layer) for layer in range(decoder.num_layers))
-            decode_flops += batch * (token_flops + pair_flops * entries)
+            decode_flops += len(active) * (token_flops + pair_flops * entries)
+            cache_bytes = max(cache_bytes, cache.nbytes())
             logits = decoder.logits(hidden[:, 0])
             next_positions = next_positions + 1
 
-    token_rows = torch.stack(generated, dim=1).tolist() if generated else [[] for _ in suffixes]
-    answers = []
-    for row in token_rows:
-        ids = []
-        for token in row:
-            if token in stop_ids:
-                break
-            ids.append(token)
-        answers.append(ids)
     return Generation(
         token_ids=answers,
-        prompt_tokens=context.length + int(lengths.sum()),
-        kv_cache_bytes=cache.nbytes(),
+        prompt_tokens=context.length + sum(lengths),
+        kv_cache_bytes=cache_bytes,
         prefix_entries=prefix_entries,
         prefill_flops=prefix_prefill_flops(text_config, prefix_entries)
-        + suffix_prefill_flops(text_config, prefix_entries, lengths.tolist()),
+        + suffix_prefill_flops(text_config, prefix_entries, lengths),
         decode_flops=decode_flops,
         first_token_time=first_token_time,
     )
+
+
+def length_buckets(lengths: list[int]) -> list[list[int]]:
+    """Row indices grouped by length, longest first; a row joins the current group while it is
+    more than half as long as the group's longest, so padding never doubles a row."""
+    buckets: list[list[int]] = []
+    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
+        if buckets and 2 * lengths[row] > lengths[buckets[-1][0]]:
+            buckets[-1].append(row)
+        else:
+            buckets.append([row])
+    return buckets
+
+
+def prefill_suffixes(decoder: Qwen2Decoder, suffixes: list[list[int]], start: int, cache: KVCache, pad_id: int) -> torch.Tensor:
+    """Prompt suffixes (token ids) after a prefix of `start` tokens, as one right-padded batch on
+    a branched cache -> the hidden state at each suffix's last token [P, D]."""
+    device = cache.shared[0].keys.device
+    lengths = torch.tensor([len(ids) for ids in suffixes], device=device)  # [P]
+    width = int(lengths.max())
+    ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long, device=device)
+    for row, row_ids in enumerate(suffixes):
+        ids[row, : len(row_ids)] = torch.tensor(row_ids, device=device)
+    columns = torch.arange(width, device=device).unsqueeze(0)  # [1, Ls]
+    valid = columns < lengths.unsqueeze(1)  # [P, Ls]
+    positions = (start + columns).expand(len(suffixes), -1)  # [P, Ls]
+    hidden = decoder(decoder.embed(ids), positions, valid, cache)  # [P, Ls, D]
+    return hidden[torch.arange(len(suffixes), device=device), lengths - 1]

@@ -57,16 +57,27 @@ def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[La
     scores = []
     for kv in segments:
         visible = (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]  # [B, L, S]
-        score = (q @ kv.keys.transpose(-1, -2)).float() * scale  # [B, Hkv, G*L, S]
-        score = score.view(batch, kv_heads, heads // kv_heads, length, -1)
+        score = rows_matmul(q, kv.keys.transpose(-1, -2)).float() * scale  # [B, Hkv, G*L, S]
+        score = score.reshape(batch, kv_heads, heads // kv_heads, length, -1)
         scores.append(score.masked_fill(~visible[:, None, None], float("-inf")))
     weights = torch.softmax(torch.cat(scores, dim=-1), dim=-1).to(query.dtype)  # [B, Hkv, G, L, S_total]
     out, start = 0, 0
     for kv, score in zip(segments, scores):
         part = weights[..., start : start + score.shape[-1]].reshape(batch, kv_heads, -1, score.shape[-1])
-        out = out + part @ kv.values  # [B, Hkv, G*L, d]
+        out = out + rows_matmul(part, kv.values)  # [B, Hkv, G*L, d]
         start += score.shape[-1]
-    return out.view(batch, heads, length, dim)
+    return out.reshape(batch, heads, length, dim)
+
+
+def rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a [B, H, M, X] @ b [B or 1, H, X, Y] -> [B, H, M, Y]. A batch-1 b (the shared prefix) is
+    multiplied once with the rows of every batch entry stacked, instead of being broadcast,
+    which would copy it B times on every decode step."""
+    if b.shape[0] == a.shape[0]:
+        return a @ b
+    batch, heads, rows, _ = a.shape
+    stacked = a.transpose(0, 1).reshape(1, heads, batch * rows, -1)  # [1, H, B*M, X]
+    return (stacked @ b).view(heads, batch, rows, -1).transpose(0, 1)
 
 
 class Qwen2Decoder(nn.Module):

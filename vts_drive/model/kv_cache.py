@@ -57,10 +57,31 @@ class KVCache:
         self.layers[layer] = new
         return new
 
+    @staticmethod
+    def join_rows(caches: list["KVCache"]) -> "KVCache":
+        """The rows of caches branched off one prefix, stacked into one cache; shorter rows are
+        padded with invalid entries, which no query sees."""
+        joined = KVCache(len(caches[0].layers))
+        joined.shared = caches[0].shared
+        if any(a is not b for cache in caches for a, b in zip(cache.shared, joined.shared)):
+            raise ValueError("only caches branched off the same prefix can be joined")
+        for index in range(len(joined.layers)):
+            parts = [cache.layers[index] for cache in caches]
+            width = max(kv.keys.shape[2] for kv in parts)
+            joined.layers[index] = LayerKV(
+                keys=torch.cat([pad_entries(kv.keys, width, dim=2) for kv in parts]),
+                values=torch.cat([pad_entries(kv.values, width, dim=2) for kv in parts]),
+                positions=torch.cat([pad_entries(kv.positions, width, dim=1) for kv in parts]),
+                valid=torch.cat([pad_entries(kv.valid, width, dim=1) for kv in parts]),
+            )
+        return joined
+
     def select_rows(self, rows: torch.Tensor) -> "KVCache":
-        """A cache whose row i is a copy of row rows[i]: one row per prompt of each training
-        example (autograd needs the copies; inference shares the prefix with `branch`)."""
+        """A cache whose row i is a copy of row rows[i], over the same shared prefix: one row
+        per prompt of each training example (autograd needs the copies; inference shares the
+        prefix with `branch`), or the rows still decoding."""
         selected = KVCache(len(self.layers))
+        selected.shared = self.shared
         for index, kv in enumerate(self.layers):
             if kv is not None:
                 selected.layers[index] = LayerKV(
@@ -79,3 +100,13 @@ class KVCache:
         """Bytes of keys and values held (what the cache costs in device memory)."""
         held = [kv for kv in self.layers + self.shared if kv is not None]
         return sum(kv.keys.nbytes + kv.values.nbytes for kv in held)
+
+
+def pad_entries(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """Zero-pad `tensor` along `dim` to `width` entries (zero is an invalid flag for `valid`)."""
+    missing = width - tensor.shape[dim]
+    if missing == 0:
+        return tensor
+    shape = list(tensor.shape)
+    shape[dim] = missing
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
