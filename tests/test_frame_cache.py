@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
+from vts_drive.frame_cache import frame_key
 from vts_drive.pipeline import Pipeline, PipelineConfig
 from vts_drive.window import FrameWindow
 
@@ -72,3 +73,23 @@ def test_gating_skips_encoding_of_low_scoring_frames(model_with_scorer):
     assert everything.frame_cache.misses == 8
     assert gated.frame_cache.misses == 2  # only each camera's first frame (its keyframe) is encoded
     assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
+
+
+def test_skipped_frame_is_not_encoded_when_it_becomes_a_first_frame(model_with_scorer):
+    """With stride 1 every frame is once a window's first frame (a keyframe). A frame the gate
+    skipped enters that window with its predecessor's tokens instead of being encoded then."""
+    frames = stream(5, length=6)
+    gated = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01))
+    gated.answer(window_at(frames, 0), ["Why?"])
+    assert gated.frame_cache.misses == 2
+    first = {camera: gated.frame_cache.frames[key].tokens for camera, key in _first_frame_keys(frames, 0).items()}
+    result = gated.answer(window_at(frames, 1), ["Why?"])
+    assert gated.frame_cache.misses == 2, "the new first frames were skipped before: their stand-ins are used"
+    assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
+    for camera, key in _first_frame_keys(frames, 1).items():
+        assert gated.frame_cache.frames[key].tokens is first[camera]
+
+
+def _first_frame_keys(frames, start):
+    window = window_at(frames, start)
+    return {camera: frame_key(camera, stamps[0], images[0]) for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images)}

@@ -265,7 +265,8 @@ class Pipeline:
         self, window: FrameWindow, entries: list[FrameFeatures], encode: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [C, T, N, D] and saliency [C, T, N] of the frames marked in `encode` [C, T];
-        frames already in their cache entry are not encoded again, unmarked frames stay zero."""
+        frames already in their cache entry (encoded, or a skipped frame's stand-in) are not
+        encoded again, unmarked frames stay zero."""
         images = [image for camera_images in window.images for image in camera_images]
         wanted = encode.flatten().tolist()
         missing = [i for i, entry in enumerate(entries) if wanted[i] and entry.tokens is None]
@@ -276,6 +277,12 @@ class Pipeline:
             tokens, saliency = self.vision.encode(self.vision.preprocess([images[i] for i in missing]))
             for row, i in enumerate(missing):
                 entries[i].tokens, entries[i].saliency = tokens[row], saliency[row]
+        # A skipped frame keeps its predecessor's tokens as its stand-in: in this window it is a
+        # marker only, but when it becomes a later window's first frame (always a keyframe) the
+        # stand-in is used instead of encoding it then.
+        for i, entry in enumerate(entries):
+            if not wanted[i] and entry.tokens is None and i % window.num_frames and entries[i - 1].tokens is not None:
+                entry.tokens, entry.saliency = entries[i - 1].tokens, entries[i - 1].saliency
         count, dim = self.vision.tokens_per_frame, self.decoder.embed_tokens.embedding_dim
         zeros = torch.zeros(count, dim, device=self.device, dtype=self.model.dtype)
         all_tokens = torch.stack([e.tokens if w else zeros for e, w in zip(entries, wanted)])  # [C*T, N, D]
