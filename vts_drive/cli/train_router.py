@@ -21,7 +21,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--aux-weight", type=float, default=1.0, help="weight of the top-k membership BCE")
+    parser.add_argument("--aux-weight", type=float, default=1.0, help="weight of the top-k membership BCE (see --aux-target)")
+    parser.add_argument(
+        "--aux-target",
+        choices=["attention", "self"],
+        default="attention",
+        help="top-k the BCE targets: the tokens the dense model's prompts attend to most (default), or the router's own",
+    )
     parser.add_argument("--kl-weight", type=float, default=0.0, help="weight of the KL term to the dense model's answers")
     parser.add_argument("--scenes", type=int, default=1000, help="scenes of --data to sample windows from")
     parser.add_argument("--seed", type=int, default=0)
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
         lr=args.lr,
         aux_weight=args.aux_weight,
         kl_weight=args.kl_weight,
+        aux_target=args.aux_target,
         seed=args.seed,
     )
     print(f"routers written to {args.out}")

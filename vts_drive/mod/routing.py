@@ -56,6 +56,7 @@ class RoutingTrace:
     logits: torch.Tensor  # [B, L] router logits
     selected: torch.Tensor  # [B, L] bool, visual tokens computed by the layer
     visual: torch.Tensor  # [B, L] bool
+    plan: "RoutingPlan"
 
 
 class Routers(nn.Module):
@@ -194,7 +195,7 @@ def routed_layer_forward(
     target = torch.where(computed_valid, computed, torch.full_like(computed, length))  # not computed -> junk row
     updated = padded_hidden.scatter(1, target.unsqueeze(-1).expand(-1, -1, dim), out)
     if trace is not None:
-        trace.append(RoutingTrace(index, logits, selected, plan.visual_mask(length)))
+        trace.append(RoutingTrace(index, logits, selected, plan.visual_mask(length), plan))
     return updated[:, :length]
 
 

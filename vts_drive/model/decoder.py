@@ -12,6 +12,8 @@ routed layers compute only text tokens and each frame's top visual tokens
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -99,6 +101,9 @@ class Qwen2Decoder(nn.Module):
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.scale = self.head_dim**-0.5
         self.routers: Routers | None = None
+        # called as probe(layer, query, query_positions, segments) before each attention, to read
+        # what a layer attends to (router training); None in inference
+        self.attention_probe: Callable[[int, torch.Tensor, torch.Tensor, list[LayerKV]], None] | None = None
 
     @property
     def num_layers(self) -> int:
@@ -127,6 +132,8 @@ class Qwen2Decoder(nn.Module):
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         kv = LayerKV(keys=k, values=v, positions=positions, valid=valid)
         segments = [kv] if cache is None else [*filter(None, [cache.shared[index]]), cache.append(index, kv)]
+        if self.attention_probe is not None:
+            self.attention_probe(index, q, positions, segments)
         attended = attend(q, positions, segments, self.scale)  # [B, H, L, d]
         hidden = hidden + attention.o_proj(attended.transpose(1, 2).reshape(batch, length, -1))
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
