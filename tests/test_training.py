@@ -5,8 +5,8 @@ import torch
 
 from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
 from vts_drive.keyframe.train import novelty_labels, precision_recall, stream_pairs, train_scorer
-from vts_drive.mod.routing import ModConfig, load_routers
-from vts_drive.mod.train import train_routers
+from vts_drive.mod.routing import ModConfig, RoutingPlan, RoutingTrace, load_routers
+from vts_drive.mod.train import PromptAttentionProbe, attention_targets, train_routers
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import load_model
 from vts_drive.model.vision import VisionEncoder
@@ -92,3 +92,39 @@ def test_novelty_labels_mark_changed_frames(tiny_model_dir):
     a, b = (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(2))
     labels = novelty_labels([a, a, a, b, b, a], VisionEncoder(model), threshold=0.05)
     assert labels == [True, False, False, True, False, True]
+
+
+def test_prompt_attention_probe_equals_transformers_attentions(tiny_model_dir):
+    """The router target reads, per layer, the attention the prompt rows give the prefix: the
+    same numbers as transformers' own attention weights over the full sequence."""
+    model = load_model(str(tiny_model_dir))
+    hf = model.hf_model
+    vision, decoder = VisionEncoder(model), Qwen2Decoder(hf.model.language_model, hf.lm_head)
+    builder = PromptBuilder(model.tokenizer, decoder.embed)
+    example = examples(0, count=1)[0]
+    example.prompts = example.prompts[:1]
+    probe = PromptAttentionProbe([0, 1], decoder.scale)
+    decoder.attention_probe = probe
+    with torch.no_grad():
+        forward_losses(vision, decoder, builder, [example])
+        tokens, _ = vision.encode(vision.preprocess([im for camera in example.images for im in camera]))
+        frames = [FrameTokens(c, t, tokens[i * 3 + t]) for i, c in enumerate(example.cameras) for t in range(3)]
+        context = builder.context(frames, "cpu")
+        question, answer = example.prompts[0]
+        row = (builder.question_ids(question) + builder.answer_ids(answer))[:-1]
+        embeds = torch.cat([context.embeds, decoder.embed(torch.tensor(row))])[None]
+        hf.set_attn_implementation("eager")
+        attentions = hf(inputs_embeds=embeds, output_attentions=True).attentions
+    for layer in (0, 1):
+        expected = attentions[layer][0, :, context.length :, : context.length].mean(dim=(0, 1))  # [W]
+        torch.testing.assert_close(probe.received[layer][0], expected, rtol=1e-4, atol=1e-6)
+
+
+def test_attention_targets_pick_each_frames_most_attended_tokens():
+    frame_index = torch.tensor([[-1, 0, 0, 0, 0, -1, 1, 1, 1, 1]])
+    plan = RoutingPlan.from_frame_index(frame_index, keep_ratio=0.5)
+    trace = [RoutingTrace(1, torch.zeros(1, 10), torch.zeros(1, 10, dtype=torch.bool), plan.visual_mask(10), plan)]
+    # two prompt rows of the one example; their attention is summed
+    received = {1: torch.tensor([[0.9, 0.1, 0.3, 0.0, 0.2, 0.9, 0.0, 0.0, 0.4, 0.1], [0.9, 0.0, 0.0, 0.1, 0.3, 0.9, 0.5, 0.1, 0.0, 0.0]])}
+    (target,) = attention_targets(trace, received, [2])
+    assert target[0].nonzero().squeeze(1).tolist() == [2, 4, 6, 8]
