@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the shipped synthdrive-tiny model from scratch (about an hour on 2 CPU cores):
+# Rebuilds the shipped synthdrive-tiny model from scratch (about two hours on 2 CPU cores):
 # data, the model, its keyframe scorer and its MoD routers, then copies the result into the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -8,9 +8,11 @@ MODEL=$WORK/models/synthdrive-tiny
 
 vts-drive synth --out "$WORK/synth-train" --scenes 3000 --seed 1 --formats synth --overwrite
 vts-drive synth --out "$WORK/synth-heldout" --scenes 200 --seed 1001 --overwrite
+# 700 steps, then resumed to 1300: the second run restarts the learning-rate schedule over 1300 steps
 vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$MODEL" --steps 700
+vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$MODEL" --steps 1300
 vts-drive train-keyframe --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$MODEL" --steps 800 --skip-threshold 0.2
-vts-drive train-router --model "$MODEL" --data "$WORK/synth-train" --out "$MODEL" --r 0.2 --steps 150 --scenes 600
+vts-drive train-router --model "$MODEL" --data "$WORK/synth-train" --out "$MODEL" --r 0.2 --layers 0,1,2,3 --steps 150 --scenes 600
 
 rm -rf vts_drive/models/synthdrive-tiny && mkdir -p vts_drive/models/synthdrive-tiny
 find "$MODEL" -maxdepth 1 -type f -exec cp {} vts_drive/models/synthdrive-tiny/ \;

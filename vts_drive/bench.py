@@ -40,6 +40,7 @@ SETTINGS: dict[str, Callable[[PipelineConfig, str], PipelineConfig]] = {
     "r": lambda c, v: replace(c, mod_keep_ratio=float(v)),
     "routing": lambda c, v: replace(c, mod_routing=v),
     "gate": lambda c, v: replace(c, mod_gate=v.lower() in ("1", "true", "on", "yes")),
+    "routers": lambda c, v: replace(c, routers=v),
     "backend": lambda c, v: replace(c, backend=v),
     "engines": lambda c, v: replace(c, engines=v),
 }
