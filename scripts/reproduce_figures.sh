@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 MODEL=${MODEL:-synthdrive-tiny}
 DATA=${DATA:-data/synth-heldout}
 [ -d "$DATA" ] || vts-drive synth --out "$DATA" --scenes 200 --seed 1001
-STREAM=(--model "$MODEL" --data "$DATA" --windows 40 --frames 4 --stride 1)
+TRAIN=${TRAIN:-data/synth-train}
+[ -d "$TRAIN" ] || vts-drive synth --out "$TRAIN" --scenes 600 --seed 1 --formats synth
+STREAM=(--model "$MODEL" --data "$DATA" --windows 100 --frames 4 --stride 1)
 
 vts-drive bench "${STREAM[@]}" --modes "naive,dense,vts,prumerge,prumerge+,mod,vts+mod" \
     --json results/bench_modes.json --plot results/bench_modes.png
@@ -15,7 +17,11 @@ vts-drive bench "${STREAM[@]}" --modes "dense,vts[budget=0.1],vts[budget=0.2],vt
     --json results/sweep_budget.json --plot results/sweep_budget.png
 vts-drive bench "${STREAM[@]}" --modes "dense,mod[r=0.1],mod[r=0.2],mod[r=0.4],mod[r=0.6],mod[r=1.0]" \
     --json results/sweep_r.json --plot results/sweep_r.png
-vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[routing=random],mod[routing=uniform],mod[gate=0]" \
+# routers trained on their own top-k (the paper's auxiliary target) for the ablation, same settings otherwise
+SELF_ROUTERS=${SELF_ROUTERS:-data/routers/self-target}
+[ -f "$SELF_ROUTERS/mod_router.json" ] || vts-drive train-router --model "$MODEL" --data "$TRAIN" \
+    --out "$SELF_ROUTERS" --aux-target self --r 0.2 --layers 0,1,2,3 --steps 150 --scenes 600
+vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[routing=random],mod[routing=uniform],mod[gate=0],mod[routers=$SELF_ROUTERS]" \
     --json results/ablation_routing.json --plot results/ablation_routing.png
 vts-drive bench "${STREAM[@]}" --modes "dense,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png
