@@ -85,9 +85,8 @@ def generate(
             cache = prefix_cache.branch()
             last_hidden.append(prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, cache, pad_id))
             caches.append(cache)
-        order = torch.tensor([row for rows in buckets for row in rows], device=device).argsort()  # -> prompt order
-        cache = KVCache.join_rows(caches).select_rows(order)
-        logits = decoder.logits(torch.cat(last_hidden)[order])  # [P, V]
+        cache = KVCache.join_rows(caches)  # rows in bucket order
+        logits = decoder.logits(torch.cat(last_hidden))  # [P, V]
 
     text_config = decoder.config
     token_flops = decoder.num_layers * qwen2_token_flops(text_config) + 2.0 * text_config.hidden_size * text_config.vocab_size
@@ -96,8 +95,8 @@ def generate(
     cache_bytes = cache.nbytes()
     answers: list[list[int]] = [[] for _ in suffixes]
     with timer.stage("decode"):
-        active = torch.arange(len(suffixes), device=device)  # the prompt of each cache row
-        next_positions = context.length + torch.tensor(lengths, device=device)  # [A]
+        active = [row for rows in buckets for row in rows]  # the prompt of each cache row
+        next_positions = context.length + torch.tensor([lengths[row] for row in active], device=device)  # [A]
         stop = torch.tensor(sorted(stop_ids), device=device)
         for step in range(sampling.max_new_tokens):
             tokens = pick_next(logits, sampling, generator)  # [A]
@@ -105,14 +104,15 @@ def generate(
                 synchronize(device)
                 first_token_time = time.perf_counter()
             ended = torch.isin(tokens, stop)
-            for row, token, row_ended in zip(active.tolist(), tokens.tolist(), ended.tolist()):
+            for row, token, row_ended in zip(active, tokens.tolist(), ended.tolist()):
                 if not row_ended:
                     answers[row].append(token)
             if bool(ended.all()) or step == sampling.max_new_tokens - 1:
                 break
             if bool(ended.any()):
                 going = (~ended).nonzero().squeeze(1)
-                active, tokens, next_positions = active[going], tokens[going], next_positions[going]
+                active = [active[i] for i in going.tolist()]
+                tokens, next_positions = tokens[going], next_positions[going]
                 cache = cache.select_rows(going)
             hidden = decoder(decoder.embed(tokens.unsqueeze(1)), next_positions.unsqueeze(1), cache=cache)
             entries = sum(cache.entries(layer) for layer in range(decoder.num_layers))

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from vts_drive.errors import InputError
 from vts_drive.mod.routing import ModConfig, Routers, RoutingTrace, choose_tokens, routing_scores, save_routers, token_mask
-from vts_drive.model.decoder import Qwen2Decoder
+from vts_drive.model.decoder import Qwen2Decoder, visible_entries
 from vts_drive.model.kv_cache import LayerKV
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.model.vision import VisionEncoder
@@ -53,9 +53,8 @@ class PromptAttentionProbe:
         prefix_width = kv.keys.shape[2] - query.shape[2]
         if layer not in self.layers or len(segments) != 1 or prefix_width <= 0:
             return
-        rows, heads = query.shape[:2]
-        keys = kv.keys.repeat_interleave(heads // kv.keys.shape[1], dim=1)  # [R, H, S, d]
-        visible = (kv.positions[:, None, :] <= positions[:, :, None]) & kv.valid[:, None, :]  # [R, L, S]
+        keys = kv.keys.repeat_interleave(query.shape[1] // kv.keys.shape[1], dim=1)  # [R, H, S, d]
+        visible = visible_entries(kv, positions)  # [R, L, S]
         scores = (query @ keys.transpose(-1, -2)).float() * self.scale  # [R, H, L, S]
         weights = torch.softmax(scores.masked_fill(~visible[:, None], float("-inf")), dim=-1)
         query_valid = kv.valid[:, prefix_width:].float()  # [R, L]

@@ -33,6 +33,11 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
     return x * cos.unsqueeze(1) + rotate_half(x) * sin.unsqueeze(1)
 
 
+def visible_entries(kv: LayerKV, query_positions: torch.Tensor) -> torch.Tensor:
+    """[B, L, S] bool: a query at position p sees the valid entries at positions <= p."""
+    return (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]
+
+
 def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[LayerKV], scale: float) -> torch.Tensor:
     """query [B, H, L, d] at positions [B, L] over cache segments -> [B, H, L, d].
 
@@ -45,7 +50,7 @@ def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[La
     if len(segments) == 1:
         kv = segments[0]
         groups = query.shape[1] // kv.keys.shape[1]
-        visible = (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]  # [B, L, S]
+        visible = visible_entries(kv, query_positions)  # [B, L, S]
         return F.scaled_dot_product_attention(
             query,
             kv.keys.repeat_interleave(groups, dim=1),
@@ -58,7 +63,7 @@ def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[La
     q = query.reshape(batch, kv_heads, heads // kv_heads * length, dim)  # [B, Hkv, G*L, d]
     scores = []
     for kv in segments:
-        visible = (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]  # [B, L, S]
+        visible = visible_entries(kv, query_positions)  # [B, L, S]
         score = rows_matmul(q, kv.keys.transpose(-1, -2)).float() * scale  # [B, Hkv, G*L, S]
         score = score.reshape(batch, kv_heads, heads // kv_heads, length, -1)
         scores.append(score.masked_fill(~visible[:, None, None], float("-inf")))
