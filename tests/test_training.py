@@ -5,8 +5,8 @@ import torch
 
 from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
 from vts_drive.keyframe.train import novelty_labels, precision_recall, stream_pairs, train_scorer
-from vts_drive.mod.routing import ModConfig, RoutingPlan, RoutingTrace, load_routers
-from vts_drive.mod.train import PromptAttentionProbe, attention_targets, train_routers
+from vts_drive.mod.routing import ModConfig, Routers, RoutingPlan, RoutingTrace, load_routers
+from vts_drive.mod.train import PromptAttentionProbe, attention_targets, routed_losses, train_routers
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import load_model
 from vts_drive.model.vision import VisionEncoder
@@ -128,3 +128,34 @@ def test_attention_targets_pick_each_frames_most_attended_tokens():
     received = {1: torch.tensor([[0.9, 0.1, 0.3, 0.0, 0.2, 0.9, 0.0, 0.0, 0.4, 0.1], [0.9, 0.0, 0.0, 0.1, 0.3, 0.9, 0.5, 0.1, 0.0, 0.0]])}
     (target,) = attention_targets(trace, received, [2])
     assert target[0].nonzero().squeeze(1).tolist() == [2, 4, 6, 8]
+
+
+def test_attention_targets_of_a_subset_equal_a_dense_pass_over_the_subset(tiny_model_dir):
+    """train-synth's routed pass covers the first windows of a batch whose dense pass covered
+    them all: their targets must be those a dense pass over the subset alone would give."""
+    model = load_model(str(tiny_model_dir))
+    hf = model.hf_model
+    vision, decoder = VisionEncoder(model), Qwen2Decoder(hf.model.language_model, hf.lm_head)
+    builder = PromptBuilder(model.tokenizer, decoder.embed)
+    batch = examples(3, count=2)
+    batch[1].images = [camera + camera[:2] for camera in batch[1].images]  # a longer second window
+    batch[1].cell_labels = None
+    received = {}
+    for name, windows in (("all", batch), ("first", batch[:1])):
+        probe = PromptAttentionProbe([1], decoder.scale)
+        decoder.attention_probe = probe
+        with torch.no_grad():
+            forward_losses(vision, decoder, builder, windows)
+        received[name] = probe.received
+    decoder.attention_probe = None
+    routers = Routers(64, hf.config.text_config.num_hidden_layers, ModConfig(keep_ratio=0.5, layers=[1]))
+    with torch.no_grad():
+        _, membership = routed_losses(vision, decoder, builder, routers, batch[:1], received["all"], "cpu")
+        decoder.routers = routers
+        trace = forward_losses(vision, decoder, builder, batch[:1]).trace
+    assert received["all"][1].shape[1] > trace[0].logits.shape[1]  # the dense pass had a wider prefix
+    from_all = attention_targets(trace, received["all"], [2])
+    from_first = attention_targets(trace, received["first"], [2])
+    assert torch.equal(from_all[0], from_first[0])
+    assert int(from_all[0].sum()) == 6 * 2  # 2 cameras x 3 frames of 4 tokens, k = 2 each
+    assert torch.isfinite(membership)

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from vts_drive.cli import main
 from vts_drive.keyframe.scorer import load_scorer
@@ -63,6 +64,25 @@ def test_train_router_writes_routers_the_pipeline_uses(drive, trained, tmp_path)
     assert report.description is not None
 
 
+def test_train_synth_with_routing_trains_routers_jointly_and_resumes(drive, tmp_path):
+    out = tmp_path / "routed"
+    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2", "--single-frame-steps", "2"]
+    routing = ["--routed-share", "0.5", "--r", "0.5", "--layers", "1"]
+    assert main([*common, *routing, "--steps", "4"]) == 0
+    history = json.loads((out / "training_history.json").read_text())
+    assert ["routed_lm" in r for r in history] == [False, False, True, True]  # not in the single-frame stage
+    num_layers = load_model(str(out)).hf_model.config.text_config.num_hidden_layers
+    after_four = load_routers(out, 64, num_layers)
+    assert after_four.layer_indices == [1] and after_four.config.keep_ratio == 0.5
+    assert main([*common, *routing, "--steps", "6", "--val-data", str(drive)]) == 0  # resumes routers too
+    assert json.loads((out / "checkpoint" / "routers" / "state.json").read_text())["step"] == 6
+    after_six = load_routers(out, 64, num_layers)
+    assert not torch.equal(after_four.routers["1"].weight, after_six.routers["1"].weight)
+    assert "mod_qa_exact_match" in json.loads((out / "training_history.json").read_text())[-1]
+    report = Pipeline.load(str(out), PipelineConfig(mode="mod", max_new_tokens=4)).describe(_window(drive))
+    assert report.description is not None
+
+
 def test_demo_prints_reports_and_writes_jsonl(trained, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--model", str(trained), "--mode", "dense", "--out", str(out), "--scenes", "1", "--max-new-tokens", "4"]) == 0
@@ -89,4 +109,7 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     assert "--r must be in (0, 1]" in capsys.readouterr().err
     assert main([*common, "--scenes", "0"]) == 2
     assert "--scenes must be at least 1" in capsys.readouterr().err
-    assert not (tmp_path / "k").exists() and not (tmp_path / "r").exists()  # nothing half-written
+    routed = ["train-synth", "--data", str(drive), "--out", str(tmp_path / "m"), "--routed-share", "1.5"]
+    assert main(routed) == 2
+    assert "--routed-share must be in [0, 1]" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in ("k", "r", "m"))  # nothing half-written

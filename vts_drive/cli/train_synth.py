@@ -19,6 +19,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--single-frame-steps", type=int, default=400, help="first stage: single front frames, every question")
+    parser.add_argument(
+        "--routed-share",
+        type=float,
+        default=0.0,
+        help="share of each batch's windows that also train with MoD routing on, routers jointly (0: dense only)",
+    )
+    parser.add_argument("--r", type=float, default=0.2, help="with --routed-share: keep ratio of the routed layers")
+    parser.add_argument("--layers", help="with --routed-share: comma-separated routed layer indices (default: every other from 1)")
     parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -26,18 +34,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vts_drive.errors import InputError
+    from vts_drive.mod.routing import ModConfig
     from vts_drive.model.loading import check_device
     from vts_drive.model.small import SmallModelSize
     from vts_drive.synth.train import TrainConfig, train_synth
     from vts_drive.testing.tiny import TINY_SIZE
 
     check_device(args.device)
+    if not 0.0 <= args.routed_share <= 1.0:
+        raise InputError(f"--routed-share must be in [0, 1], got {args.routed_share}")
+    if not 0.0 < args.r <= 1.0:
+        raise InputError(f"--r must be in (0, 1], got {args.r}")
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,
         single_frame_steps=args.single_frame_steps,
         seed=args.seed,
+        routed_share=args.routed_share,
+        routing=ModConfig(keep_ratio=args.r, layers=[int(i) for i in args.layers.split(",")] if args.layers else []),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
     )
     out = train_synth(args.data, args.out, config, val_dir=args.val_data, device=args.device)

@@ -33,7 +33,7 @@ from vts_drive.model.kv_cache import LayerKV
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.prompt import PromptBuilder
-from vts_drive.training import TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
+from vts_drive.training import Losses, TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
 
 AUX_TARGETS = ("attention", "self")
 
@@ -48,6 +48,7 @@ class PromptAttentionProbe:
         self.scale = scale
         self.received: dict[int, torch.Tensor] = {}  # layer -> [R, W] over the W prefix entries
 
+    @torch.no_grad()
     def __call__(self, layer: int, query: torch.Tensor, positions: torch.Tensor, segments: list[LayerKV]) -> None:
         kv = segments[-1]
         prefix_width = kv.keys.shape[2] - query.shape[2]
@@ -64,11 +65,12 @@ class PromptAttentionProbe:
 
 def attention_targets(trace: list[RoutingTrace], received: dict[int, torch.Tensor], prompts_per_example: list[int]) -> list[torch.Tensor]:
     """Each routed layer's target [B, L]: the top-k visual tokens of every frame by the attention
-    the example's prompt rows gave them in the dense model."""
+    the example's prompt rows gave them in the dense model. The dense pass may have covered more
+    examples than the routed one: its first rows and prefix entries are these examples'."""
     owner = torch.repeat_interleave(torch.arange(len(prompts_per_example)), torch.tensor(prompts_per_example))
     targets = []
     for t in trace:
-        by_row = received[t.layer]  # [R, L]
+        by_row = received[t.layer][: len(owner), : t.logits.shape[1]]  # [R, L]
         by_example = torch.zeros(len(prompts_per_example), by_row.shape[1], device=by_row.device).index_add_(0, owner.to(by_row.device), by_row)
         chosen, chosen_valid = choose_tokens(routing_scores(by_example, t.plan, "learned", None), t.plan)
         targets.append(token_mask(chosen, chosen_valid, by_example.shape[1]))
@@ -79,6 +81,29 @@ def membership_loss(trace: list[RoutingTrace], targets: list[torch.Tensor]) -> t
     """BCE of each visual token's router logit against its target membership, over routed layers."""
     losses = [F.binary_cross_entropy_with_logits(t.logits[t.visual], target[t.visual].float()) for t, target in zip(trace, targets) if t.visual.any()]
     return torch.stack(losses).mean()
+
+
+def routed_losses(
+    vision: VisionEncoder,
+    decoder: Qwen2Decoder,
+    builder: PromptBuilder,
+    routers: Routers,
+    examples: list[TrainingExample],
+    received: dict[int, torch.Tensor] | None,
+    device: torch.device | str,
+) -> tuple[Losses, torch.Tensor]:
+    """A training forward pass with routing on, and the routers' membership loss against the
+    dense pass's attention (`received`, from a PromptAttentionProbe) or their own top-k (None)."""
+    decoder.routers = routers
+    try:
+        losses = forward_losses(vision, decoder, builder, examples, device=device)
+    finally:
+        decoder.routers = None
+    if received is not None:
+        targets = attention_targets(losses.trace, received, [len(ex.prompts) for ex in examples])
+    else:
+        targets = [t.selected for t in losses.trace]
+    return losses, membership_loss(losses.trace, targets)
 
 
 def train_routers(
@@ -111,17 +136,12 @@ def train_routers(
         probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if aux_target == "attention" else None
         teacher = None
         if kl_weight > 0 or probe is not None:
-            decoder.routers, decoder.attention_probe = None, probe
+            decoder.attention_probe = probe
             with torch.no_grad():
                 teacher = forward_losses(vision, decoder, builder, examples, device=model.device).answer_logits
             decoder.attention_probe = None
-        decoder.routers = routers
-        losses = forward_losses(vision, decoder, builder, examples, device=model.device)
-        if probe is not None:
-            targets = attention_targets(losses.trace, probe.received, [len(ex.prompts) for ex in examples])
-        else:
-            targets = [t.selected for t in losses.trace]
-        loss = losses.language + aux_weight * membership_loss(losses.trace, targets)
+        losses, membership = routed_losses(vision, decoder, builder, routers, examples, probe.received if probe else None, model.device)
+        loss = losses.language + aux_weight * membership
         if kl_weight > 0:
             kl = F.kl_div(F.log_softmax(losses.answer_logits, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
             loss = loss + kl_weight * kl

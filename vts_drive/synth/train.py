@@ -14,6 +14,13 @@ small learn to see in minutes (measured, see METHODS.md section 8):
   then stays blind (still at its blind accuracy after 500 steps), while on
   single frames the LLM starts reading its visual tokens within ~300 steps;
   later steps mix 1- to 5-frame windows of 1 or 3 cameras.
+With `routed_share` > 0 (after the first stage), the first windows of each batch
+also go through a second pass with mixture-of-depths routing on, and the
+routers train jointly with the model, as in the mixture-of-depths paper: the
+model learns to answer from the tokens a routed layer computes, and each router
+learns (BCE) the top-k tokens of its frame by the attention the prompts give
+them in the dense pass of the same step. The routers start from the ones in
+the output folder when there are any.
 The run checkpoints every `checkpoint_every` steps and resumes where it stopped.
 """
 from __future__ import annotations
@@ -28,6 +35,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vts_drive.mod.routing import CONFIG_FILE, ModConfig, Routers, load_routers, save_routers
+from vts_drive.mod.train import PromptAttentionProbe, routed_losses
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.model.small import SmallModelSize, build_small_model, save_small_model, train_tokenizer
@@ -55,6 +64,9 @@ class TrainConfig:
     front_only_share: float = 0.2
     token_dropout_share: float = 0.3
     aux_weight: float = 1.0
+    routed_share: float = 0.0  # share of each batch's windows that also train with MoD routing on
+    routing: ModConfig = field(default_factory=ModConfig)
+    router_lr: float = 3e-3
     vocab_size: int = 1024
     checkpoint_every: int = 50
     validate_every: int = 100
@@ -174,9 +186,12 @@ def tokenizer_corpus(dataset: SynthDataset) -> list[str]:
     return corpus
 
 
-def validate(model: VisionLanguageModel, dataset: SynthDataset, scenes: list[int], frames: int = 4) -> dict[str, float]:
-    """Greedy answers on held-out windows through the real pipeline."""
-    pipeline = Pipeline(model, PipelineConfig(max_new_tokens=48, frame_cache=False))
+def validate(
+    model: VisionLanguageModel, dataset: SynthDataset, scenes: list[int], frames: int = 4, routers: Path | None = None
+) -> dict[str, float]:
+    """Greedy answers on held-out windows through the real pipeline (mode mod with `routers`)."""
+    mode = "mod" if routers else "dense"
+    pipeline = Pipeline(model, PipelineConfig(mode=mode, routers=str(routers) if routers else None, max_new_tokens=48, frame_cache=False))
     hits = total = 0
     ious = []
     for index in scenes:
@@ -216,6 +231,15 @@ def train_synth(
     trainable = torch.nn.ModuleDict({"model": hf, "aux_head": aux_head})
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = load_checkpoint(checkpoint, trainable, optimizer) or {"step": 0, "history": []}
+    routers, router_optimizer = None, None
+    if config.routed_share > 0:
+        text = hf.config.text_config
+        if (out / CONFIG_FILE).is_file():
+            routers = load_routers(out, text.hidden_size, text.num_hidden_layers, device).train()
+        else:
+            routers = Routers(text.hidden_size, text.num_hidden_layers, config.routing).to(device)
+        router_optimizer = torch.optim.AdamW(routers.parameters(), lr=config.router_lr, weight_decay=0.0)
+        load_checkpoint(checkpoint / "routers", routers, router_optimizer)
     (checkpoint / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
     held_out = list(range(min(24, len(val)))) if val else []
     progress = tqdm(range(state["step"], config.steps), desc="train synthdrive-tiny", unit="step", initial=state["step"], total=config.steps)
@@ -226,26 +250,49 @@ def train_synth(
             examples = single_frame_examples(data, rows, rng)
         else:
             examples = sample_examples(data, rows, config, rng)
+        routed_windows = round(config.routed_share * len(examples)) if step >= config.single_frame_steps else 0
         hf.train()
+        probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if routed_windows else None
+        decoder.attention_probe = probe
         losses = forward_losses(vision, decoder, builder, examples, aux_head, device)
+        decoder.attention_probe = None
         loss = losses.language + config.aux_weight * losses.auxiliary
+        record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4)}
+        if routed_windows:
+            routed, membership = routed_losses(vision, decoder, builder, routers, examples[:routed_windows], probe.received, device)
+            loss = loss + routed.language + membership
+            record |= {"routed_lm": round(routed.language.item(), 4), "membership": round(membership.item(), 4)}
+        lr = cosine_lr(step, config.steps, config.warmup_steps, 1.0)
         for group in optimizer.param_groups:
-            group["lr"] = cosine_lr(step, config.steps, config.warmup_steps, config.lr)
+            group["lr"] = lr * config.lr
         optimizer.zero_grad()
+        if routers is not None:
+            for group in router_optimizer.param_groups:
+                group["lr"] = lr * config.router_lr
+            router_optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable.parameters(), 1.0)
         optimizer.step()
-        progress.set_postfix(lm=f"{losses.language.item():.3f}", aux=f"{losses.auxiliary.item():.3f}")
-        record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4), "time": time.time()}
+        if routers is not None:
+            router_optimizer.step()
+        progress.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k != "step"})
+        record["time"] = time.time()
         if held_out and ((step + 1) % config.validate_every == 0 or step + 1 == config.steps):
             hf.eval()
             record.update(validate(model, val, held_out))
+            if routers is not None:
+                save_routers(routers, out)
+                record.update({f"mod_{k}": v for k, v in validate(model, val, held_out, routers=out).items()})
             tqdm.write(f"step {step + 1}: {record}")
         state["history"].append(record)
         if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
             state["step"] = step + 1
+            if routers is not None:
+                save_checkpoint(checkpoint / "routers", routers, router_optimizer, {"step": step + 1})
             save_checkpoint(checkpoint, trainable, optimizer, state)
     hf.eval()
     save_small_model(hf, tokenizer, out)
+    if routers is not None:
+        save_routers(routers.eval(), out)
     (out / "training_history.json").write_text(json.dumps(state["history"], indent=1) + "\n")
     return out
