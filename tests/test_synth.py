@@ -95,3 +95,23 @@ def test_bad_inputs(tmp_path, capsys):
     assert (full / "notes.txt").read_text() == "keep me"  # only synthdrive's own folders are replaced
     with pytest.raises(InputError, match="manifest.json is missing"):
         SynthDataset(tmp_path / "a")
+
+
+def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
+    """Token dropout thins non-first frames; with empty_frame_share = 1 they keep no token (as
+    VTS leaves a frame that repeats its keyframe) while the first frame keeps all of them."""
+    from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
+
+    dataset = SynthDataset(small_dataset)
+    scene = dataset.scene(0)
+    frames, tokens = scene.frames, 16
+    images = np.zeros((1, len(dataset.cameras), frames, 8, 8, 3), dtype=np.uint8)
+    cells = np.zeros((1, len(dataset.cameras), frames, tokens, 2), dtype=np.uint8)
+    data = PreparedData(images, cells, [scene.truth], dataset.cameras)
+    for empty_share in (0.0, 1.0):
+        config = TrainConfig(token_dropout_share=1.0, empty_frame_share=empty_share, window_frames=(4,))
+        (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(0))
+        keep = example.token_keep  # [C, T, N]
+        assert keep[:, 0].all()
+        kept_later = keep[:, 1:].sum(axis=-1)
+        assert (kept_later == 0).all() if empty_share == 1.0 else (0 < kept_later).all() and (kept_later < tokens).all()

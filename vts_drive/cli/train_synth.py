@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="share of each batch's windows that also train with MoD routing on, routers jointly (0: dense only)",
     )
+    parser.add_argument("--token-dropout-share", type=float, default=0.3, help="share of windows whose non-first frames keep part of their tokens")
+    parser.add_argument(
+        "--empty-frame-share", type=float, default=0.0, help="in those windows, share of non-first frames that keep no token (as under VTS)"
+    )
     parser.add_argument("--r", type=float, default=0.2, help="with --routed-share: keep ratio of the routed layers")
     parser.add_argument("--layers", help="with --routed-share: comma-separated routed layer indices (default: every other from 1)")
     parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
@@ -42,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.testing.tiny import TINY_SIZE
 
     check_device(args.device)
-    if not 0.0 <= args.routed_share <= 1.0:
-        raise InputError(f"--routed-share must be in [0, 1], got {args.routed_share}")
+    for name in ("routed_share", "token_dropout_share", "empty_frame_share"):
+        if not 0.0 <= getattr(args, name) <= 1.0:
+            raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     if not 0.0 < args.r <= 1.0:
         raise InputError(f"--r must be in (0, 1], got {args.r}")
     config = TrainConfig(
@@ -53,6 +58,8 @@ def run(args: argparse.Namespace) -> int:
         single_frame_steps=args.single_frame_steps,
         seed=args.seed,
         routed_share=args.routed_share,
+        token_dropout_share=args.token_dropout_share,
+        empty_frame_share=args.empty_frame_share,
         routing=ModConfig(keep_ratio=args.r, layers=[int(i) for i in args.layers.split(",")] if args.layers else []),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
     )

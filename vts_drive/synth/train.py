@@ -7,8 +7,10 @@ small learn to see in minutes (measured, see METHODS.md section 8):
 - a dense auxiliary loss: every visual token classifies what its image cell
   holds (the scene's class-id map pooled to the token grid), plus whether the
   cell overlaps the risk object;
-- token dropout: some windows keep only part of their non-first frames' tokens,
-  so the model stays accurate when VTS or keyframe gating thins a window;
+- token dropout: some windows keep only part of their non-first frames' tokens
+  (and, with `empty_frame_share`, none of some frames' tokens, as VTS leaves a
+  frame that repeats its keyframe), so the model stays accurate when VTS or
+  keyframe gating thins a window;
 - a first stage on single front frames with every question of the frame: a
   model trained on full windows from the start learns the answers' priors and
   then stays blind (still at its blind accuracy after 500 steps), while on
@@ -63,6 +65,7 @@ class TrainConfig:
     window_frames: tuple[int, ...] = (1, 2, 4, 5)  # frames per window, drawn uniformly
     front_only_share: float = 0.2
     token_dropout_share: float = 0.3
+    empty_frame_share: float = 0.0  # in token-dropout windows: share of non-first frames that keep no token
     aux_weight: float = 1.0
     routed_share: float = 0.0  # share of each batch's windows that also train with MoD routing on
     routing: ModConfig = field(default_factory=ModConfig)
@@ -163,6 +166,8 @@ def sample_examples(data: PreparedData, rows: np.ndarray, config: TrainConfig, r
         keep = None
         if rng.random() < config.token_dropout_share:
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
+            if config.empty_frame_share > 0:
+                keep &= rng.random((len(camera_rows), frames, 1)) >= config.empty_frame_share
             keep[:, 0] = True  # a window's first frame is always a keyframe
         examples.append(
             TrainingExample(
