@@ -15,13 +15,14 @@ vts-drive bench "${STREAM[@]}" --modes "naive,dense,vts,prumerge,prumerge+,mod,v
     --json results/bench_modes.json --plot results/bench_modes.png
 vts-drive bench "${STREAM[@]}" --modes "dense,vts[budget=0.1],vts[budget=0.2],vts[budget=0.3],vts[budget=0.4],vts[budget=0.6],vts[budget=1.0]" \
     --json results/sweep_budget.json --plot results/sweep_budget.png
-vts-drive bench "${STREAM[@]}" --modes "dense,mod[r=0.1],mod[r=0.2],mod[r=0.4],mod[r=0.6],mod[r=1.0]" \
+vts-drive bench "${STREAM[@]}" --modes "dense,mod[r=0.1],mod[r=0.15],mod[r=0.2],mod[r=0.4],mod[r=0.6],mod[r=1.0]" \
     --json results/sweep_r.json --plot results/sweep_r.png
-# routers trained on their own top-k (the paper's auxiliary target) for the ablation, same settings otherwise
+# the paper's ablation at r = 0.2, next to the shipped r; routers trained on their own top-k (the
+# paper's auxiliary target) on the frozen model, same settings otherwise
 SELF_ROUTERS=${SELF_ROUTERS:-data/routers/self-target}
 [ -f "$SELF_ROUTERS/mod_router.json" ] || vts-drive train-router --model "$MODEL" --data "$TRAIN" \
     --out "$SELF_ROUTERS" --aux-target self --r 0.2 --layers 0,1,2,3 --steps 150 --scenes 600
-vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[routing=random],mod[routing=uniform],mod[gate=0],mod[routers=$SELF_ROUTERS]" \
+vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[r=0.2],mod[r=0.2,routing=random],mod[r=0.2,routing=uniform],mod[r=0.2,gate=0],mod[routers=$SELF_ROUTERS]" \
     --json results/ablation_routing.json --plot results/ablation_routing.png
 vts-drive bench "${STREAM[@]}" --modes "dense,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png

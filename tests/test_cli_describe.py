@@ -109,6 +109,8 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
         ([*model, "--images", str(good), "--frames", "9"], "need at least 9 frames"),
         ([*model, "--images", str(good), "--questions", str(tmp_path / "q.txt")], "questions file .*q.txt does not exist"),
         ([*model, "--images", str(good), "--mode", "turbo"], "mode 'turbo' is not available"),
+        ([*model, "--images", str(good), "--skip-threshold", "2"], r"skip threshold must be in \[0, 1\]"),
+        ([*model, "--images", str(good), "--keep-ratio", "0"], r"keep ratio must be in \(0, 1\]"),
     ]
     import re
 
@@ -123,3 +125,16 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
 def test_console_script_help():
     result = subprocess.run([sys.executable, "-m", "vts_drive", "--help"], capture_output=True, text=True, check=True)
     assert "describe" in result.stdout
+
+
+def test_skip_threshold_and_keep_ratio_reach_the_pipeline_config():
+    import argparse
+
+    from vts_drive.cli.common import add_pipeline_arguments, pipeline_config
+
+    parser = argparse.ArgumentParser()
+    add_pipeline_arguments(parser)
+    config = pipeline_config(parser.parse_args(["--skip-threshold", "0.4", "--keep-ratio", "0.3"]))
+    assert (config.keyframe_skip_threshold, config.mod_keep_ratio) == (0.4, 0.3)
+    defaults = pipeline_config(parser.parse_args([]))
+    assert (defaults.keyframe_skip_threshold, defaults.mod_keep_ratio) == (None, None)  # the model's own settings

@@ -25,6 +25,10 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                        help="folder with keyframe_scorer.* (default: the model's folder)")
     group.add_argument("--routers", type=Path, default=None, metavar="DIR",
                        help="folder with mod_router.* (default: the model's folder)")
+    group.add_argument("--skip-threshold", type=float, default=None, metavar="P",
+                       help="frames the keyframe CNN scores below P are not encoded (default: the scorer's setting)")
+    group.add_argument("--keep-ratio", type=float, default=None, metavar="R",
+                       help="share of each frame's visual tokens a routed layer computes (default: the routers' setting)")
 
 
 def read_questions(path: Path) -> list[str]:
@@ -55,6 +59,8 @@ def pipeline_config(args: argparse.Namespace):
         engines=str(args.engines) if args.engines is not None else None,
         keyframe_scorer=str(args.keyframe_scorer) if args.keyframe_scorer is not None else None,
         routers=str(args.routers) if args.routers is not None else None,
+        keyframe_skip_threshold=args.skip_threshold,
+        mod_keep_ratio=args.keep_ratio,
     )
     if args.questions is not None:
         config.questions = read_questions(args.questions)
