@@ -109,7 +109,7 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
         ([*model, "--images", str(good), "--frames", "9"], "need at least 9 frames"),
         ([*model, "--images", str(good), "--questions", str(tmp_path / "q.txt")], "questions file .*q.txt does not exist"),
         ([*model, "--images", str(good), "--mode", "turbo"], "mode 'turbo' is not available"),
-        ([*model, "--images", str(good), "--skip-threshold", "2"], r"skip threshold must be in \[0, 1\]"),
+        ([*model, "--images", str(good), "--skip-threshold", "-0.1"], "skip threshold must be at least 0"),
         ([*model, "--images", str(good), "--keep-ratio", "0"], r"keep ratio must be in \(0, 1\]"),
     ]
     import re

@@ -94,8 +94,10 @@ class PipelineConfig:
             raise InputError(f"routing {self.mod_routing!r} is not one of {', '.join(ROUTINGS)}")
         if self.mod_keep_ratio is not None and not 0.0 < self.mod_keep_ratio <= 1.0:
             raise InputError(f"keep ratio must be in (0, 1], got {self.mod_keep_ratio}")
-        if self.keyframe_skip_threshold is not None and not 0.0 <= self.keyframe_skip_threshold <= 1.0:
-            raise InputError(f"skip threshold must be in [0, 1], got {self.keyframe_skip_threshold}")
+        if self.keyframe_skip_threshold is not None and self.keyframe_skip_threshold < 0.0:
+            raise InputError(
+                f"skip threshold must be at least 0 (above 1: only keyframes are encoded), got {self.keyframe_skip_threshold}"
+            )
         if self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
 
