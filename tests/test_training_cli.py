@@ -109,7 +109,11 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     assert "--r must be in (0, 1]" in capsys.readouterr().err
     assert main([*common, "--scenes", "0"]) == 2
     assert "--scenes must be at least 1" in capsys.readouterr().err
-    routed = ["train-synth", "--data", str(drive), "--out", str(tmp_path / "m"), "--routed-share", "1.5"]
-    assert main(routed) == 2
+    assert main([*common, "--layers", "1,x"]) == 2
+    assert "--layers takes comma-separated layer indices, got '1,x'" in capsys.readouterr().err
+    routed = ["train-synth", "--data", str(drive), "--out", str(tmp_path / "m"), "--routed-share"]
+    assert main([*routed, "1.5"]) == 2
     assert "--routed-share must be in [0, 1]" in capsys.readouterr().err
+    assert main([*routed, "0.5", "--layers", "one"]) == 2
+    assert "--layers takes comma-separated layer indices, got 'one'" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("k", "r", "m"))  # nothing half-written

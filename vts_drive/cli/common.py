@@ -1,4 +1,5 @@
-"""Options every pipeline-running subcommand shares, and how they become a PipelineConfig."""
+"""Options every pipeline-running subcommand shares, and how they become a PipelineConfig;
+the routing options the training commands share."""
 from __future__ import annotations
 
 import argparse
@@ -66,3 +67,16 @@ def pipeline_config(args: argparse.Namespace):
         config.questions = read_questions(args.questions)
     config.check()
     return config
+
+
+def routing_config(keep_ratio: float, layers: str | None):
+    """--r and --layers of the router-training commands -> ModConfig, with a clear error for bad values."""
+    from vts_drive.mod.routing import ModConfig
+
+    if not 0.0 < keep_ratio <= 1.0:
+        raise InputError(f"--r must be in (0, 1], got {keep_ratio}")
+    try:
+        indices = [int(i) for i in layers.split(",")] if layers else []
+    except ValueError:
+        raise InputError(f"--layers takes comma-separated layer indices, got {layers!r}") from None
+    return ModConfig(keep_ratio=keep_ratio, layers=indices)

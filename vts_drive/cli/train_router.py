@@ -37,19 +37,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from vts_drive.cli.common import routing_config
     from vts_drive.errors import InputError
-    from vts_drive.mod.routing import ModConfig
     from vts_drive.mod.train import train_routers
     from vts_drive.model.loading import load_model
     from vts_drive.model.vision import VisionEncoder
     from vts_drive.synth.dataset import SynthDataset
     from vts_drive.synth.train import TrainConfig, prepare, sample_examples
 
-    if not 0.0 < args.r <= 1.0:
-        raise InputError(f"--r must be in (0, 1], got {args.r}")
     if args.scenes < 1:
         raise InputError(f"--scenes must be at least 1, got {args.scenes}")
-    layers = [int(i) for i in args.layers.split(",")] if args.layers else []
+    routing = routing_config(args.r, args.layers)
     model = load_model(args.model)
     dataset = SynthDataset(args.data, max_scenes=args.scenes)
     dataset.check_cameras(["front"])
@@ -64,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     train_routers(
         model,
         batches,
-        ModConfig(keep_ratio=args.r, layers=layers),
+        routing,
         args.out,
         steps=args.steps,
         lr=args.lr,

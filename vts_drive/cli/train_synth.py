@@ -29,8 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--empty-frame-share", type=float, default=0.0, help="in those windows, share of non-first frames that keep no token (as under VTS)"
     )
-    parser.add_argument("--r", type=float, default=0.2, help="with --routed-share: keep ratio of the routed layers")
-    parser.add_argument("--layers", help="with --routed-share: comma-separated routed layer indices (default: every other from 1)")
+    parser.add_argument(
+        "--r", type=float, default=0.2, help="with --routed-share, for new routers: keep ratio (routers already in OUT keep theirs)"
+    )
+    parser.add_argument(
+        "--layers", help="with --routed-share, for new routers: comma-separated routed layer indices (default: every other from 1)"
+    )
     parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -38,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vts_drive.cli.common import routing_config
     from vts_drive.errors import InputError
-    from vts_drive.mod.routing import ModConfig
     from vts_drive.model.loading import check_device
     from vts_drive.model.small import SmallModelSize
     from vts_drive.synth.train import TrainConfig, train_synth
@@ -49,8 +53,6 @@ def run(args: argparse.Namespace) -> int:
     for name in ("routed_share", "token_dropout_share", "empty_frame_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    if not 0.0 < args.r <= 1.0:
-        raise InputError(f"--r must be in (0, 1], got {args.r}")
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         routed_share=args.routed_share,
         token_dropout_share=args.token_dropout_share,
         empty_frame_share=args.empty_frame_share,
-        routing=ModConfig(keep_ratio=args.r, layers=[int(i) for i in args.layers.split(",")] if args.layers else []),
+        routing=routing_config(args.r, args.layers),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
     )
     out = train_synth(args.data, args.out, config, val_dir=args.val_data, device=args.device)
