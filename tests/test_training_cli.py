@@ -114,6 +114,9 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     routed = ["train-synth", "--data", str(drive), "--out", str(tmp_path / "m"), "--routed-share"]
     assert main([*routed, "1.5"]) == 2
     assert "--routed-share must be in [0, 1]" in capsys.readouterr().err
+    for flag in ("--token-dropout-share", "--empty-frame-share"):
+        assert main([*routed, "0.5", flag, "-0.1"]) == 2
+        assert f"{flag} must be in [0, 1], got -0.1" in capsys.readouterr().err
     assert main([*routed, "0.5", "--layers", "one"]) == 2
     assert "--layers takes comma-separated layer indices, got 'one'" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("k", "r", "m"))  # nothing half-written
