@@ -159,3 +159,37 @@ def test_attention_targets_of_a_subset_equal_a_dense_pass_over_the_subset(tiny_m
     assert torch.equal(from_all[0], from_first[0])
     assert int(from_all[0].sum()) == 6 * 2  # 2 cameras x 3 frames of 4 tokens, k = 2 each
     assert torch.isfinite(membership)
+
+
+def test_vts_training_windows_keep_the_tokens_the_pipeline_keeps(tiny_model_dir, tmp_path):
+    """A training window with keyframes and gated frames gives the LLM exactly the tokens the
+    pipeline's mode vts gives it for the same frames: same keyframes kept whole, skipped frames
+    empty, the same VTS choice elsewhere."""
+    from tests.conftest import random_window
+    from vts_drive.frame_cache import FrameFeatures
+    from vts_drive.keyframe.scorer import save_scorer
+    from vts_drive.pipeline import Pipeline, PipelineConfig
+    from vts_drive.training import token_keep
+
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), tmp_path / "scorer")
+    model = load_model(str(tiny_model_dir))
+    pipeline = Pipeline(model, PipelineConfig(mode="vts", keyframe_scorer=str(tmp_path / "scorer")))
+    window = random_window(seed=3, frames=4)
+    keyframes = np.array([[1, 0, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]], dtype=bool)
+    encoded = keyframes | np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)
+
+    entries = [FrameFeatures() for _ in range(12)]
+    tokens, saliency = pipeline.encode_frames(window, entries, torch.from_numpy(encoded))
+    expected = pipeline.select_tokens(window, tokens, saliency, torch.from_numpy(keyframes), torch.from_numpy(encoded))
+
+    example = TrainingExample(window.cameras, window.images, [], keyframes=keyframes, encoded=encoded)
+    vision = VisionEncoder(model)
+    all_tokens, all_saliency = vision.encode(vision.preprocess([i for camera in window.images for i in camera]))
+    keep = token_keep(example, all_tokens, all_saliency, vision.token_grid)  # [C, T, N]
+    counts = [frame.tokens.shape[0] for frame in expected]
+    assert keep.sum(dim=-1).flatten().tolist() == counts
+    assert all(keep[c, t].all() for c, t in zip(*np.nonzero(keyframes)))
+    assert not keep[~torch.from_numpy(encoded)].any()
+    assert 0 < sum(counts) < keep.numel()
+    for frame, frame_tokens, kept in zip(expected, all_tokens, keep.flatten(0, 1)):
+        torch.testing.assert_close(frame.tokens, frame_tokens[kept])

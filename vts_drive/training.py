@@ -28,6 +28,8 @@ from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.prompt import FrameTokens, PromptBuilder
+from vts_drive.tokens.vts import SparsifierConfig
+from vts_drive.tokens.vts import select_tokens as vts_select
 
 IGNORE = -100
 
@@ -41,6 +43,10 @@ class TrainingExample:
     prompts: list[tuple[str, str]]  # (question, answer)
     cell_labels: np.ndarray | None = None  # [C, T, N, K] multi-hot: classes present in each token's cell
     token_keep: np.ndarray | None = None  # [C, T, N] bool: tokens that enter the LLM (None: all)
+    # VTS as at inference, instead of token_keep: the keyframes [C, T] bool and the frames
+    # keyframe gating lets through the vision tower [C, T] bool
+    keyframes: np.ndarray | None = None
+    encoded: np.ndarray | None = None
 
 
 @dataclass
@@ -74,15 +80,17 @@ def forward_losses(
 ) -> Losses:
     device = torch.device(device)
     images = [image for ex in examples for camera in ex.images for image in camera]
-    tokens, _ = vision.encode(vision.preprocess(images))  # [sum C*T, N, D]
+    tokens, saliency = vision.encode(vision.preprocess(images))  # [sum C*T, N, D], [sum C*T, N]
 
     # Each example's visual context, right-padded into one prefix batch.
     contexts, offset = [], 0
     for ex in examples:
+        count = len(ex.cameras) * len(ex.images[0])
+        keep = token_keep(ex, tokens[offset : offset + count], saliency[offset : offset + count], vision.token_grid)
         frames = []
         for c, (camera, camera_images) in enumerate(zip(ex.cameras, ex.images)):
             for t in range(len(camera_images)):
-                kept = tokens[offset] if ex.token_keep is None else tokens[offset][torch.from_numpy(ex.token_keep[c, t]).to(device)]
+                kept = tokens[offset] if keep is None else tokens[offset][keep[c, t]]
                 frames.append(FrameTokens(camera, t, kept))
                 offset += 1
         contexts.append(builder.context(frames, device))
@@ -126,6 +134,24 @@ def forward_losses(
         auxiliary = F.binary_cross_entropy_with_logits(aux_head(tokens).float(), targets.to(device).float())
     total = language if auxiliary is None else language + auxiliary
     return Losses(total, language, auxiliary, int(answer.sum()), trace, logits[answer])
+
+
+@torch.no_grad()
+def token_keep(
+    example: TrainingExample, tokens: torch.Tensor, saliency: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor | None:
+    """The example's tokens [C*T, N, D] and saliency [C*T, N] -> which enter the LLM [C, T, N]
+    (None: all). With keyframes, VTS chooses them as the pipeline does, from this step's tokens:
+    a frame gating skips is a zero frame (never chosen) and keeps no token."""
+    cameras, frames = len(example.cameras), len(example.images[0])
+    if example.keyframes is None:
+        return None if example.token_keep is None else torch.from_numpy(example.token_keep).to(tokens.device)
+    encoded = torch.from_numpy(example.encoded).to(tokens.device)  # [C, T]
+    gated_tokens = tokens.view(cameras, frames, *tokens.shape[1:]) * encoded[..., None, None]
+    gated_saliency = saliency.view(cameras, frames, -1) * encoded[..., None]
+    keyframes = torch.from_numpy(example.keyframes).to(tokens.device)
+    keep = vts_select(gated_tokens[None], gated_saliency[None], keyframes[None], grid, SparsifierConfig())[0]
+    return keep & encoded[..., None]
 
 
 def cosine_lr(step: int, steps: int, warmup: int, peak: float, floor: float = 0.1) -> float:

@@ -30,6 +30,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--empty-frame-share", type=float, default=0.0, help="in those windows, share of non-first frames that keep no token (as under VTS)"
     )
     parser.add_argument(
+        "--vts-share",
+        type=float,
+        default=0.0,
+        help="share of windows that keep exactly the tokens mode vts gives the LLM (needs a keyframe scorer in OUT, "
+        "from train-keyframe)",
+    )
+    parser.add_argument(
         "--r", type=float, default=0.2, help="with --routed-share, for new routers: keep ratio (routers already in OUT keep theirs)"
     )
     parser.add_argument(
@@ -50,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.testing.tiny import TINY_SIZE
 
     check_device(args.device)
-    for name in ("routed_share", "token_dropout_share", "empty_frame_share"):
+    for name in ("routed_share", "token_dropout_share", "empty_frame_share", "vts_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
     config = TrainConfig(
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         routed_share=args.routed_share,
         token_dropout_share=args.token_dropout_share,
         empty_frame_share=args.empty_frame_share,
+        vts_share=args.vts_share,
         routing=routing_config(args.r, args.layers),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
     )

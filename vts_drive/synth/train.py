@@ -10,7 +10,10 @@ small learn to see in minutes (measured, see METHODS.md section 8):
 - token dropout: some windows keep only part of their non-first frames' tokens
   (and, with `empty_frame_share`, none of some frames' tokens, as VTS leaves a
   frame that repeats its keyframe), so the model stays accurate when VTS or
-  keyframe gating thins a window;
+  keyframe gating thins a window; with `vts_share`, some windows instead keep
+  exactly the tokens the pipeline's mode vts would give the LLM (the keyframe
+  scorer in the output folder picks keyframes and gates frames, VTS selects
+  from the step's tokens);
 - a first stage on single front frames with every question of the frame: a
   model trained on full windows from the start learns the answers' priors and
   then stays blind (still at its blind accuracy after 500 steps), while on
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.mod.routing import CONFIG_FILE, ModConfig, Routers, load_routers, save_routers
 from vts_drive.mod.train import PromptAttentionProbe, routed_losses
 from vts_drive.model.decoder import Qwen2Decoder
@@ -66,6 +70,7 @@ class TrainConfig:
     front_only_share: float = 0.2
     token_dropout_share: float = 0.3
     empty_frame_share: float = 0.0  # in token-dropout windows: share of non-first frames that keep no token
+    vts_share: float = 0.0  # share of windows whose tokens VTS and keyframe gating select, as at inference
     aux_weight: float = 1.0
     routed_share: float = 0.0  # share of each batch's windows that also train with MoD routing on
     routing: ModConfig = field(default_factory=ModConfig)
@@ -85,6 +90,7 @@ class PreparedData:
     cells: np.ndarray  # [S, C, T, N, K + 1] uint8 (last channel: overlaps the risk object)
     truths: list  # [S][T] FrameTruth
     cameras: list[str]
+    keyframe_probabilities: np.ndarray | None = None  # [S, C, T] from the keyframe scorer (for vts_share)
 
 
 def cell_labels(labels: np.ndarray, grid: tuple[int, int], classes: int, share: float = 0.03) -> np.ndarray:
@@ -133,6 +139,18 @@ def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache
     return PreparedData(images, cells, [s.truth for s in dataset.scenes], dataset.cameras)
 
 
+def keyframe_probabilities(images: np.ndarray, scorer: KeyframeScorer, scenes_per_batch: int = 64) -> np.ndarray:
+    """images [S, C, T, s, s, 3] -> each frame's keyframe probability [S, C, T], every frame
+    scored against the frame before it, as a stream is scored."""
+    out = np.zeros(images.shape[:3], dtype=np.float32)
+    for start in tqdm(range(0, len(images), scenes_per_batch), desc="score keyframes", unit="batch"):
+        batch = images[start : start + scenes_per_batch]
+        streams = scorer.prepare(list(batch.reshape(-1, *batch.shape[3:])))  # [S*C*T, 3, s', s']
+        streams = streams.view(-1, batch.shape[2], *streams.shape[1:])  # [S*C, T, 3, s', s']
+        out[start : start + len(batch)] = scorer.score_streams(streams).view(batch.shape[:3]).cpu().numpy()
+    return out
+
+
 def single_frame_examples(data: PreparedData, rows: np.ndarray, rng: np.random.Generator) -> list[TrainingExample]:
     front = data.cameras.index("front")
     examples = []
@@ -150,7 +168,13 @@ def single_frame_examples(data: PreparedData, rows: np.ndarray, rng: np.random.G
     return examples
 
 
-def sample_examples(data: PreparedData, rows: np.ndarray, config: TrainConfig, rng: np.random.Generator) -> list[TrainingExample]:
+def sample_examples(
+    data: PreparedData,
+    rows: np.ndarray,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    scorer_config: KeyframeConfig | None = None,
+) -> list[TrainingExample]:
     examples = []
     per_frame = data.cells.shape[3]
     for s in rows:
@@ -163,8 +187,12 @@ def sample_examples(data: PreparedData, rows: np.ndarray, config: TrainConfig, r
         questions = rng.choice(len(truth.qa), size=config.questions_per_window, replace=False)
         prompts = [(DESCRIPTION_PROMPT, truth.description), (RISK_PROMPT, truth.risk_answer)]
         prompts += [(truth.qa[q][0], truth.qa[q][1]) for q in questions]
-        keep = None
-        if rng.random() < config.token_dropout_share:
+        keep = keyframes = encoded = None
+        if rng.random() < config.vts_share:
+            probabilities = torch.from_numpy(data.keyframe_probabilities[s, camera_rows, window])  # [C, T]
+            keyframes = select_keyframes(probabilities, scorer_config).numpy()
+            encoded = keyframes | (probabilities >= scorer_config.skip_threshold).numpy()
+        elif rng.random() < config.token_dropout_share:
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
             if config.empty_frame_share > 0:
                 keep &= rng.random((len(camera_rows), frames, 1)) >= config.empty_frame_share
@@ -176,6 +204,8 @@ def sample_examples(data: PreparedData, rows: np.ndarray, config: TrainConfig, r
                 prompts=prompts,
                 cell_labels=data.cells[s, camera_rows, window],
                 token_keep=keep,
+                keyframes=keyframes,
+                encoded=encoded,
             )
         )
     return examples
@@ -232,6 +262,11 @@ def train_synth(
     decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head)
     builder = PromptBuilder(tokenizer, decoder.embed)
     data = prepare(dataset, config.size.image_size, vision.token_grid, checkpoint / "data")
+    scorer_config = None
+    if config.vts_share > 0:
+        scorer = load_scorer(out, device)
+        scorer_config = scorer.config
+        data.keyframe_probabilities = keyframe_probabilities(data.images, scorer)
     aux_head = torch.nn.Linear(hf.config.text_config.hidden_size, data.cells.shape[-1]).to(device)
     trainable = torch.nn.ModuleDict({"model": hf, "aux_head": aux_head})
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -254,7 +289,7 @@ def train_synth(
         if step < config.single_frame_steps:
             examples = single_frame_examples(data, rows, rng)
         else:
-            examples = sample_examples(data, rows, config, rng)
+            examples = sample_examples(data, rows, config, rng, scorer_config)
         routed_windows = round(config.routed_share * len(examples)) if step >= config.single_frame_steps else 0
         hf.train()
         probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if routed_windows else None
