@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from vts_drive.cli import main
 from vts_drive.errors import InputError
@@ -115,3 +116,43 @@ def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
         assert keep[:, 0].all()
         kept_later = keep[:, 1:].sum(axis=-1)
         assert (kept_later == 0).all() if empty_share == 1.0 else (0 < kept_later).all() and (kept_later < tokens).all()
+
+
+def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_dataset):
+    """With vts_share = 1 a window's keyframes are the scorer's pick over its frames and the
+    frames it encodes are those keyframes plus the frames scored at or above the skip threshold."""
+    from vts_drive.keyframe.scorer import KeyframeConfig, select_keyframes
+    from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
+
+    dataset = SynthDataset(small_dataset)
+    scene = dataset.scene(0)
+    cameras, frames = len(dataset.cameras), scene.frames
+    images = np.zeros((1, cameras, frames, 8, 8, 3), dtype=np.uint8)
+    images[0] += np.arange(frames, dtype=np.uint8)[None, :, None, None, None]  # pixel value = frame index
+    cells = np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8)
+    probabilities = np.random.default_rng(0).random((1, cameras, frames)).astype(np.float32)
+    data = PreparedData(images, cells, [scene.truth], dataset.cameras, probabilities)
+    scorer = KeyframeConfig(threshold=0.5, max_keyframes=2, skip_threshold=0.4)
+    config = TrainConfig(vts_share=1.0, front_only_share=0.0, window_frames=(4,))
+    for seed in range(3):
+        (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(seed), scorer)
+        taken = [int(image[0, 0, 0]) for image in example.images[0]]  # the window's frame indices
+        window = torch.from_numpy(probabilities[0][:, taken])  # [C, T]
+        assert example.token_keep is None
+        np.testing.assert_array_equal(example.keyframes, select_keyframes(window, scorer).numpy())
+        np.testing.assert_array_equal(example.encoded, example.keyframes | (window >= 0.4).numpy())
+        assert example.keyframes[:, 0].all() and not example.encoded.all()
+
+
+def test_training_keyframe_probabilities_score_each_camera_stream_in_time_order():
+    """Batched over scenes, every frame is scored against its own camera's previous frame."""
+    from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
+    from vts_drive.synth.train import keyframe_probabilities
+
+    torch.manual_seed(0)
+    scorer = KeyframeScorer(KeyframeConfig(input_size=16)).eval()
+    images = np.random.default_rng(0).integers(0, 256, (5, 3, 4, 16, 16, 3), dtype=np.uint8)
+    batched = keyframe_probabilities(images, scorer, scenes_per_batch=2)
+    for scene in range(5):
+        streams = scorer.prepare(list(images[scene].reshape(-1, 16, 16, 3))).view(3, 4, 3, 16, 16)
+        np.testing.assert_allclose(batched[scene], scorer.score_streams(streams).numpy(), atol=1e-6)
