@@ -28,6 +28,11 @@ from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, cider, exact_match
 from vts_drive.window import FrameWindow
 
+
+def is_on(value: str) -> bool:
+    return value.lower() in ("1", "true", "on", "yes")
+
+
 # setting name in a mode spec -> how it changes the PipelineConfig
 SETTINGS: dict[str, Callable[[PipelineConfig, str], PipelineConfig]] = {
     "budget": lambda c, v: replace(c, vts=replace(c.vts, budget=float(v))),
@@ -36,11 +41,12 @@ SETTINGS: dict[str, Callable[[PipelineConfig, str], PipelineConfig]] = {
     "keyframe": lambda c, v: replace(c, keyframe_threshold=float(v)),
     "max_keyframes": lambda c, v: replace(c, max_keyframes=int(v)),
     "skip": lambda c, v: replace(c, keyframe_skip_threshold=float(v)),
-    "cache": lambda c, v: replace(c, frame_cache=v.lower() in ("1", "true", "on", "yes")),
+    "cache": lambda c, v: replace(c, frame_cache=is_on(v)),
     "r": lambda c, v: replace(c, mod_keep_ratio=float(v)),
     "routing": lambda c, v: replace(c, mod_routing=v),
-    "gate": lambda c, v: replace(c, mod_gate=v.lower() in ("1", "true", "on", "yes")),
+    "gate": lambda c, v: replace(c, mod_gate=is_on(v)),
     "routers": lambda c, v: replace(c, routers=v),
+    "box_grammar": lambda c, v: replace(c, box_grammar=is_on(v)),
     "backend": lambda c, v: replace(c, backend=v),
     "engines": lambda c, v: replace(c, engines=v),
 }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from vts_drive.box_grammar import BoxConstraint
 from vts_drive.flops import prefix_prefill_flops, qwen2_pair_flops, qwen2_token_flops, suffix_prefill_flops
 from vts_drive.measure import StageTimer, synchronize
 from vts_drive.model.decoder import Qwen2Decoder
@@ -65,7 +66,9 @@ def generate(
     sampling: SamplingConfig,
     timer: StageTimer,
     pad_id: int = 0,
+    constraints: list[BoxConstraint | None] | None = None,
 ) -> Generation:
+    """`constraints`: per prompt, what keeps its answer well formed (None: free)."""
     device = context.embeds.device
     generator = None
     if sampling.seed is not None:
@@ -99,6 +102,8 @@ def generate(
         next_positions = context.length + torch.tensor([lengths[row] for row in active], device=device)  # [A]
         stop = torch.tensor(sorted(stop_ids), device=device)
         for step in range(sampling.max_new_tokens):
+            if constraints is not None:
+                logits = constrain(logits, [constraints[row] for row in active], [answers[row] for row in active])
             tokens = pick_next(logits, sampling, generator)  # [A]
             if step == 0:
                 synchronize(device)
@@ -131,6 +136,18 @@ def generate(
         decode_flops=decode_flops,
         first_token_time=first_token_time,
     )
+
+
+def constrain(logits: torch.Tensor, constraints: list[BoxConstraint | None], generated: list[list[int]]) -> torch.Tensor:
+    """logits [A, V] with the tokens each row's constraint rules out at this step set to -inf."""
+    masks = [(row, c.allowed(ids, logits.shape[1])) for row, (c, ids) in enumerate(zip(constraints, generated)) if c is not None]
+    masks = [(row, mask) for row, mask in masks if mask is not None]
+    if not masks:
+        return logits
+    logits = logits.clone()
+    for row, mask in masks:
+        logits[row].masked_fill_(~mask.to(logits.device), float("-inf"))
+    return logits
 
 
 def length_buckets(lengths: list[int]) -> list[list[int]]:

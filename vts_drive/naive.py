@@ -6,9 +6,11 @@ import time
 
 import torch
 
+from vts_drive.box_grammar import BoxLogitsProcessor
 from vts_drive.flops import prefix_prefill_flops, qwen2_pair_flops, qwen2_token_flops
 from vts_drive.measure import StageTimer, synchronize
 from vts_drive.pipeline import Pipeline, WindowAnswers
+from vts_drive.prompt import RISK_PROMPT
 from vts_drive.window import FrameWindow
 
 
@@ -58,6 +60,9 @@ def answer_naively(pipeline: Pipeline, window: FrameWindow, prompts: list[str]) 
                 eos_token_id=sorted(pipeline.stop_ids) or None,
                 pad_token_id=pipeline.pad_id,
                 streamer=clock,
+                logits_processor=[BoxLogitsProcessor(pipeline.box_constraint)]
+                if pipeline.box_constraint is not None and prompt == RISK_PROMPT
+                else None,
             )[0].tolist()
             ids = output[: next((i for i, t in enumerate(output) if t in pipeline.stop_ids), len(output))]
             generated += len(ids)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from vts_drive.box_grammar import BoxConstraint
 from vts_drive.errors import InputError
 from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
 from vts_drive.generation import SamplingConfig, generate
@@ -71,6 +72,7 @@ class PipelineConfig:
     mod_routing: str | None = None  # learned | random | uniform; None: learned
     mod_gate: bool | None = None
     engines: str | None = None  # folder written by `vts-drive export`: the onnxruntime and tensorrt backends run it
+    box_grammar: bool = True  # keep the risk answer's box well formed while decoding (box_grammar.py)
 
     @property
     def token_reduction(self) -> str:
@@ -144,6 +146,7 @@ class Pipeline:
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.frame_cache = FrameCache(enabled=config.frame_cache)
+        self.box_constraint = BoxConstraint(tokenizer) if config.box_grammar else None
 
     def _load_routers(self):
         text_config = self.model.hf_model.config.text_config
@@ -237,6 +240,7 @@ class Pipeline:
             self.config.sampling,
             timer,
             pad_id=self.pad_id,
+            constraints=[self.box_constraint if text == RISK_PROMPT else None for text in prompts],
         )
         answers = [self.model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generation.token_ids]
         timings = timer.as_dict()

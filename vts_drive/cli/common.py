@@ -30,6 +30,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                        help="frames the keyframe CNN scores below P are not encoded (default: the scorer's setting)")
     group.add_argument("--keep-ratio", type=float, default=None, metavar="R",
                        help="share of each frame's visual tokens a routed layer computes (default: the routers' setting)")
+    group.add_argument("--free-box", action="store_true",
+                       help="decode the risk box without the grammar that keeps it four ordered numbers in [0, 1]")
 
 
 def read_questions(path: Path) -> list[str]:
@@ -62,6 +64,7 @@ def pipeline_config(args: argparse.Namespace):
         routers=str(args.routers) if args.routers is not None else None,
         keyframe_skip_threshold=args.skip_threshold,
         mod_keep_ratio=args.keep_ratio,
+        box_grammar=not args.free_box,
     )
     if args.questions is not None:
         config.questions = read_questions(args.questions)
