@@ -27,7 +27,8 @@ vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[r=0.2],mod[r=0.2,routing=r
 vts-drive bench "${STREAM[@]}" --modes "dense,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png
 
-vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense,vts,mod,vts+mod --limit 200 --out results/eval_synth
+vts-drive eval synth --model "$MODEL" --data "$DATA" --modes "dense,dense[box_grammar=0],vts,mod,vts+mod" --limit 200 \
+    --out results/eval_synth
 vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense --limit 200 --blind --out results/eval_synth_blind
 
 vts-drive bench --arch llava-onevision-qwen2-0.5b --random-weights --modes "naive,dense,vts+mod" \

@@ -82,14 +82,37 @@ def test_skipped_frame_is_not_encoded_when_it_becomes_a_first_frame(model_with_s
     gated = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01))
     gated.answer(window_at(frames, 0), ["Why?"])
     assert gated.frame_cache.misses == 2
-    first = {camera: gated.frame_cache.frames[key].tokens for camera, key in _first_frame_keys(frames, 0).items()}
+    first = {camera: gated.frame_cache.frames[key].tokens for camera, key in _frame_keys(frames, 0, 0).items()}
     result = gated.answer(window_at(frames, 1), ["Why?"])
     assert gated.frame_cache.misses == 2, "the new first frames were skipped before: their stand-ins are used"
     assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
-    for camera, key in _first_frame_keys(frames, 1).items():
+    for camera, key in _frame_keys(frames, 1, 0).items():
         assert gated.frame_cache.frames[key].tokens is first[camera]
 
 
-def _first_frame_keys(frames, start):
+def _frame_keys(frames, start, index):
+    """Cache key of frame `index` of each camera in the window starting at `start`."""
     window = window_at(frames, start)
-    return {camera: frame_key(camera, stamps[0], images[0]) for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images)}
+    return {
+        camera: frame_key(camera, stamps[index], images[index])
+        for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images)
+    }
+
+
+def test_newest_anchor_skipped_by_the_gate_stands_in_with_its_predecessor(model_with_scorer):
+    """With the newest frame as the anchor keyframe, a stride-1 stream still encodes only what
+    the gate lets through: a new newest frame scored below the skip threshold enters whole, with
+    the tokens of the frame before it; only a window with nothing encoded before its newest
+    frame (the stream's first) encodes that frame."""
+    frames = stream(6, length=6)
+    config = PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01, keyframe_anchor="newest")
+    gated = Pipeline.load(str(model_with_scorer), config)
+    result = gated.answer(window_at(frames, 0), ["Why?"])
+    assert gated.frame_cache.misses == 2  # each camera's newest frame, nothing before it to stand in
+    assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
+    newest = _frame_keys(frames, 0, -1)
+    result = gated.answer(window_at(frames, 1), ["Why?"])
+    assert gated.frame_cache.misses == 2, "the new newest frames stand in with their predecessors"
+    assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
+    for camera, key in _frame_keys(frames, 1, -1).items():
+        assert gated.frame_cache.frames[key].tokens is gated.frame_cache.frames[newest[camera]].tokens

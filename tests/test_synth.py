@@ -140,8 +140,8 @@ def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_da
         window = torch.from_numpy(probabilities[0][:, taken])  # [C, T]
         assert example.token_keep is None
         np.testing.assert_array_equal(example.keyframes, select_keyframes(window, scorer).numpy())
-        np.testing.assert_array_equal(example.encoded, example.keyframes | (window >= 0.4).numpy())
-        assert example.keyframes[:, 0].all() and not example.encoded.all()
+        np.testing.assert_array_equal(example.present, example.keyframes | (window >= 0.4).numpy())
+        assert example.keyframes[:, 0].all() and not example.present.all()
 
 
 def test_training_keyframe_probabilities_score_each_camera_stream_in_time_order():

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import random_window
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer, select_keyframes
+from vts_drive.errors import InputError
+from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, load_scorer, save_scorer, select_keyframes
 from vts_drive.pipeline import Pipeline, PipelineConfig
 from vts_drive.tokens.prumerge import PruMergeConfig, outliers, prumerge_frame
 from vts_drive.tokens.vts import SparsifierConfig, redundancy, select_tokens
@@ -102,6 +103,16 @@ def test_keyframe_selection_rules():
     probabilities = torch.tensor([[0.1, 0.9, 0.7, 0.95, 0.2], [0.1, 0.2, 0.3, 0.4, 0.45]])
     flags = select_keyframes(probabilities, KeyframeConfig(threshold=0.5, max_keyframes=3))
     assert flags.tolist() == [[True, True, False, True, False], [True, False, False, False, False]]
+    newest = select_keyframes(probabilities, KeyframeConfig(threshold=0.5, max_keyframes=3, anchor="newest"))
+    assert newest.tolist() == [[False, True, False, True, True], [False, False, False, False, True]]
+
+
+def test_unknown_keyframe_anchor_is_refused(tmp_path):
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, anchor="middle")), tmp_path)
+    with pytest.raises(InputError, match="anchor 'middle'"):
+        load_scorer(tmp_path)
+    with pytest.raises(InputError, match="keyframe anchor 'middle'"):
+        PipelineConfig(mode="vts", keyframe_anchor="middle").check()
 
 
 @pytest.fixture(scope="module")

@@ -165,7 +165,7 @@ def test_vts_training_windows_keep_the_tokens_the_pipeline_keeps(tiny_model_dir,
     """A training window with keyframes and gated frames gives the LLM exactly the tokens the
     pipeline's mode vts gives it for the same frames: same keyframes kept whole, skipped frames
     empty, the same VTS choice elsewhere."""
-    from tests.conftest import random_window
+    from conftest import random_window
     from vts_drive.frame_cache import FrameFeatures
     from vts_drive.keyframe.scorer import save_scorer
     from vts_drive.pipeline import Pipeline, PipelineConfig
@@ -176,20 +176,20 @@ def test_vts_training_windows_keep_the_tokens_the_pipeline_keeps(tiny_model_dir,
     pipeline = Pipeline(model, PipelineConfig(mode="vts", keyframe_scorer=str(tmp_path / "scorer")))
     window = random_window(seed=3, frames=4)
     keyframes = np.array([[1, 0, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]], dtype=bool)
-    encoded = keyframes | np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)
+    present = keyframes | np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)
 
     entries = [FrameFeatures() for _ in range(12)]
-    tokens, saliency = pipeline.encode_frames(window, entries, torch.from_numpy(encoded))
-    expected = pipeline.select_tokens(window, tokens, saliency, torch.from_numpy(keyframes), torch.from_numpy(encoded))
+    tokens, saliency = pipeline.encode_frames(window, entries, torch.from_numpy(present), torch.from_numpy(present))
+    expected = pipeline.select_tokens(window, tokens, saliency, torch.from_numpy(keyframes), torch.from_numpy(present))
 
-    example = TrainingExample(window.cameras, window.images, [], keyframes=keyframes, encoded=encoded)
+    example = TrainingExample(window.cameras, window.images, [], keyframes=keyframes, present=present)
     vision = VisionEncoder(model)
     all_tokens, all_saliency = vision.encode(vision.preprocess([i for camera in window.images for i in camera]))
     keep = token_keep(example, all_tokens, all_saliency, vision.token_grid)  # [C, T, N]
     counts = [frame.tokens.shape[0] for frame in expected]
     assert keep.sum(dim=-1).flatten().tolist() == counts
     assert all(keep[c, t].all() for c, t in zip(*np.nonzero(keyframes)))
-    assert not keep[~torch.from_numpy(encoded)].any()
+    assert not keep[~torch.from_numpy(present)].any()
     assert 0 < sum(counts) < keep.numel()
     for frame, frame_tokens, kept in zip(expected, all_tokens, keep.flatten(0, 1)):
         torch.testing.assert_close(frame.tokens, frame_tokens[kept])

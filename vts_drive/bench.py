@@ -41,6 +41,7 @@ SETTINGS: dict[str, Callable[[PipelineConfig, str], PipelineConfig]] = {
     "keyframe": lambda c, v: replace(c, keyframe_threshold=float(v)),
     "max_keyframes": lambda c, v: replace(c, max_keyframes=int(v)),
     "skip": lambda c, v: replace(c, keyframe_skip_threshold=float(v)),
+    "anchor": lambda c, v: replace(c, keyframe_anchor=v),
     "cache": lambda c, v: replace(c, frame_cache=is_on(v)),
     "r": lambda c, v: replace(c, mod_keep_ratio=float(v)),
     "routing": lambda c, v: replace(c, mod_routing=v),

@@ -17,13 +17,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from vts_drive.box_grammar import BoxConstraint
 from vts_drive.errors import InputError
 from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
 from vts_drive.generation import SamplingConfig, generate
-from vts_drive.keyframe.scorer import KeyframeScorer, load_scorer, select_keyframes
+from vts_drive.keyframe.scorer import ANCHORS, KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.measure import StageTimer
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel, load_model
@@ -66,6 +67,7 @@ class PipelineConfig:
     keyframe_threshold: float | None = None  # None: the scorer's own setting
     max_keyframes: int | None = None
     keyframe_skip_threshold: float | None = None  # frames scored below it are not encoded; None: the scorer's setting
+    keyframe_anchor: str | None = None  # "first" | "newest": each camera's frame that is always a keyframe; None: the scorer's
     frame_cache: bool = True  # reuse each frame's results across overlapping windows of a stream
     routers: str | None = None  # folder with mod_router.*; None: the model's folder
     mod_keep_ratio: float | None = None  # None: the routers' own setting
@@ -100,6 +102,8 @@ class PipelineConfig:
             raise InputError(
                 f"skip threshold must be at least 0 (above 1: only keyframes are encoded), got {self.keyframe_skip_threshold}"
             )
+        if self.keyframe_anchor is not None and self.keyframe_anchor not in ANCHORS:
+            raise InputError(f"keyframe anchor {self.keyframe_anchor!r} is not one of {', '.join(ANCHORS)}")
         if self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
 
@@ -168,6 +172,8 @@ class Pipeline:
             scorer.config.max_keyframes = self.config.max_keyframes
         if self.config.keyframe_skip_threshold is not None:
             scorer.config.skip_threshold = self.config.keyframe_skip_threshold
+        if self.config.keyframe_anchor is not None:
+            scorer.config.anchor = self.config.keyframe_anchor
         return scorer
 
     @classmethod
@@ -220,16 +226,17 @@ class Pipeline:
         ]
         entries = [self.frame_cache.get(key) for key in keys]  # camera-major, like the window
         keyframes = None
-        encode = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
+        present = encode = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
         if self.keyframe_scorer is not None:
             with timer.stage("keyframe"):
                 probabilities = self.keyframe_probabilities(window, entries)  # [C, T]
                 keyframes = select_keyframes(probabilities, self.keyframe_scorer.config)
-                encode = keyframes | (probabilities >= self.keyframe_scorer.config.skip_threshold)
+                encode = probabilities >= self.keyframe_scorer.config.skip_threshold
+                present = keyframes | encode
         with timer.stage("vision"):
-            tokens, saliency = self.encode_frames(window, entries, encode)  # [C, T, N, D], [C, T, N]
+            tokens, saliency = self.encode_frames(window, entries, present, encode)  # [C, T, N, D], [C, T, N]
         with timer.stage("sparsify"):
-            frames = self.select_tokens(window, tokens, saliency, keyframes, encode)
+            frames = self.select_tokens(window, tokens, saliency, keyframes, present)
         self.frame_cache.keep_only(set(keys))
         context = self.prompts.context(frames, self.device)
         generation = generate(
@@ -267,36 +274,41 @@ class Pipeline:
         """Every frame of every camera through the vision tower, bypassing the frame cache."""
         fresh = [FrameFeatures() for _ in range(len(window.cameras) * window.num_frames)]
         everything = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
-        return self.encode_frames(window, fresh, everything)
+        return self.encode_frames(window, fresh, everything, everything)
 
     def encode_frames(
-        self, window: FrameWindow, entries: list[FrameFeatures], encode: torch.Tensor
+        self, window: FrameWindow, entries: list[FrameFeatures], present: torch.Tensor, encode: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens [C, T, N, D] and saliency [C, T, N] of the frames marked in `encode` [C, T];
-        frames already in their cache entry (encoded, or a skipped frame's stand-in) are not
-        encoded again, unmarked frames stay zero."""
+        """Tokens [C, T, N, D] and saliency [C, T, N] of the frames marked `present` [C, T] (the
+        others stay zero). Frames marked `encode` go through the vision tower unless their cache
+        entry has tokens already. A frame not marked `encode` (the keyframe CNN saw no change)
+        takes its predecessor's tokens as its stand-in, so a present one, such as a keyframe,
+        costs no encoding; only a present frame with nothing before it to stand in is encoded."""
         images = [image for camera_images in window.images for image in camera_images]
-        wanted = encode.flatten().tolist()
-        missing = [i for i, entry in enumerate(entries) if wanted[i] and entry.tokens is None]
-        for i, entry in enumerate(entries):
-            if wanted[i]:
-                self.frame_cache.count(hit=i not in missing)
-        if missing:
-            tokens, saliency = self.vision.encode(self.vision.preprocess([images[i] for i in missing]))
-            for row, i in enumerate(missing):
-                entries[i].tokens, entries[i].saliency = tokens[row], saliency[row]
-        # A skipped frame keeps its predecessor's tokens as its stand-in: in this window it is a
-        # marker only, but when it becomes a later window's first frame (always a keyframe) the
-        # stand-in is used instead of encoding it then.
-        for i, entry in enumerate(entries):
-            if not wanted[i] and entry.tokens is None and i % window.num_frames and entries[i - 1].tokens is not None:
-                entry.tokens, entry.saliency = entries[i - 1].tokens, entries[i - 1].saliency
+        present_flags, encode_flags = present.flatten().tolist(), encode.flatten().tolist()
+        encoded = self.encode_into(images, entries, [i for i, e in enumerate(entries) if encode_flags[i] and e.tokens is None])
+        fill_stand_ins(entries, encode_flags, window.num_frames)
+        late = self.encode_into(images, entries, [i for i, e in enumerate(entries) if present_flags[i] and e.tokens is None])
+        if late:  # the frames after a late one can stand in with it
+            fill_stand_ins(entries, encode_flags, window.num_frames)
+        encoded += late
+        for i, is_present in enumerate(present_flags):
+            if is_present:
+                self.frame_cache.count(hit=i not in encoded)
         count, dim = self.vision.tokens_per_frame, self.decoder.embed_tokens.embedding_dim
         zeros = torch.zeros(count, dim, device=self.device, dtype=self.model.dtype)
-        all_tokens = torch.stack([e.tokens if w else zeros for e, w in zip(entries, wanted)])  # [C*T, N, D]
-        all_saliency = torch.stack([e.saliency if w else zeros[:, 0].float() for e, w in zip(entries, wanted)])
+        all_tokens = torch.stack([e.tokens if p else zeros for e, p in zip(entries, present_flags)])  # [C*T, N, D]
+        all_saliency = torch.stack([e.saliency if p else zeros[:, 0].float() for e, p in zip(entries, present_flags)])
         shape = (len(window.cameras), window.num_frames)
         return all_tokens.view(*shape, count, dim), all_saliency.view(*shape, count)
+
+    def encode_into(self, images: list[np.ndarray], entries: list[FrameFeatures], frames: list[int]) -> list[int]:
+        """Encode images[i] into entries[i] for each i in `frames`; returns `frames`."""
+        if frames:
+            tokens, saliency = self.vision.encode(self.vision.preprocess([images[i] for i in frames]))
+            for row, i in enumerate(frames):
+                entries[i].tokens, entries[i].saliency = tokens[row], saliency[row]
+        return frames
 
     def keyframe_probabilities(self, window: FrameWindow, entries: list[FrameFeatures]) -> torch.Tensor:
         """Keyframe probability [C, T] of every frame, each computed once per stream: a frame is
@@ -344,3 +356,12 @@ class Pipeline:
             merge = PruMergeConfig(plus=reduction == "prumerge+")
             kept = [[prumerge_frame(tokens[c, t], saliency[c, t], merge)[1] for t in frames] for c in cameras]
         return [FrameTokens(window.cameras[c], t, kept[c][t]) for c in cameras for t in frames]
+
+
+def fill_stand_ins(entries: list[FrameFeatures], encode_flags: list[bool], frames_per_camera: int) -> None:
+    """Each frame not to be encoded that has no tokens yet takes its predecessor's (in time order,
+    so a stand-in can come from a stand-in). Cached with the frame, the stand-in also serves
+    later windows."""
+    for i, entry in enumerate(entries):
+        if not encode_flags[i] and entry.tokens is None and i % frames_per_camera and entries[i - 1].tokens is not None:
+            entry.tokens, entry.saliency = entries[i - 1].tokens, entries[i - 1].saliency

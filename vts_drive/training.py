@@ -43,10 +43,12 @@ class TrainingExample:
     prompts: list[tuple[str, str]]  # (question, answer)
     cell_labels: np.ndarray | None = None  # [C, T, N, K] multi-hot: classes present in each token's cell
     token_keep: np.ndarray | None = None  # [C, T, N] bool: tokens that enter the LLM (None: all)
-    # VTS as at inference, instead of token_keep: the keyframes [C, T] bool and the frames
-    # keyframe gating lets through the vision tower [C, T] bool
+    # VTS as at inference, instead of token_keep: the keyframes [C, T] bool and the frames that
+    # enter with tokens [C, T] bool (keyframes and the frames keyframe gating lets through; a
+    # keyframe the gate would skip is seen with its own tokens, at inference with its
+    # predecessor's, which the keyframe CNN found no different)
     keyframes: np.ndarray | None = None
-    encoded: np.ndarray | None = None
+    present: np.ndarray | None = None
 
 
 @dataclass
@@ -142,16 +144,16 @@ def token_keep(
 ) -> torch.Tensor | None:
     """The example's tokens [C*T, N, D] and saliency [C*T, N] -> which enter the LLM [C, T, N]
     (None: all). With keyframes, VTS chooses them as the pipeline does, from this step's tokens:
-    a frame gating skips is a zero frame (never chosen) and keeps no token."""
+    a frame that is not present is a zero frame (never chosen) and keeps no token."""
     cameras, frames = len(example.cameras), len(example.images[0])
     if example.keyframes is None:
         return None if example.token_keep is None else torch.from_numpy(example.token_keep).to(tokens.device)
-    encoded = torch.from_numpy(example.encoded).to(tokens.device)  # [C, T]
-    gated_tokens = tokens.view(cameras, frames, *tokens.shape[1:]) * encoded[..., None, None]
-    gated_saliency = saliency.view(cameras, frames, -1) * encoded[..., None]
+    present = torch.from_numpy(example.present).to(tokens.device)  # [C, T]
+    gated_tokens = tokens.view(cameras, frames, *tokens.shape[1:]) * present[..., None, None]
+    gated_saliency = saliency.view(cameras, frames, -1) * present[..., None]
     keyframes = torch.from_numpy(example.keyframes).to(tokens.device)
     keep = vts_select(gated_tokens[None], gated_saliency[None], keyframes[None], grid, SparsifierConfig())[0]
-    return keep & encoded[..., None]
+    return keep & present[..., None]
 
 
 def cosine_lr(step: int, steps: int, warmup: int, peak: float, floor: float = 0.1) -> float:

@@ -28,6 +28,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                        help="folder with mod_router.* (default: the model's folder)")
     group.add_argument("--skip-threshold", type=float, default=None, metavar="P",
                        help="frames the keyframe CNN scores below P are not encoded (default: the scorer's setting)")
+    group.add_argument("--keyframe-anchor", choices=["first", "newest"], default=None,
+                       help="each camera's frame that is always a keyframe, kept whole (default: the scorer's setting)")
     group.add_argument("--keep-ratio", type=float, default=None, metavar="R",
                        help="share of each frame's visual tokens a routed layer computes (default: the routers' setting)")
     group.add_argument("--free-box", action="store_true",
@@ -63,6 +65,7 @@ def pipeline_config(args: argparse.Namespace):
         keyframe_scorer=str(args.keyframe_scorer) if args.keyframe_scorer is not None else None,
         routers=str(args.routers) if args.routers is not None else None,
         keyframe_skip_threshold=args.skip_threshold,
+        keyframe_anchor=args.keyframe_anchor,
         mod_keep_ratio=args.keep_ratio,
         box_grammar=not args.free_box,
     )

@@ -21,6 +21,7 @@ from vts_drive.errors import InputError
 
 WEIGHTS_FILE = "keyframe_scorer.safetensors"
 CONFIG_FILE = "keyframe_scorer.json"
+ANCHORS = ("first", "newest")
 
 
 @dataclass
@@ -28,8 +29,9 @@ class KeyframeConfig:
     input_size: int = 64
     width: int = 16
     threshold: float = 0.5  # probability above which a frame is a keyframe
-    max_keyframes: int = 3  # per camera per window, the first frame included
+    max_keyframes: int = 3  # per camera per window, the anchor frame included
     skip_threshold: float = 0.0  # probability below which a frame is not encoded at all (0: encode every frame)
+    anchor: str = "first"  # the frame of each camera that is always a keyframe: "first" or "newest"
 
 
 class KeyframeScorer(nn.Module):
@@ -67,10 +69,12 @@ class KeyframeScorer(nn.Module):
 
 
 def select_keyframes(probabilities: torch.Tensor, config: KeyframeConfig) -> torch.Tensor:
-    """probabilities [C, T] -> keyframe flags [C, T]: each camera's first frame, plus the
-    highest-scoring frames above the threshold, at most max_keyframes per camera."""
+    """probabilities [C, T] -> keyframe flags [C, T]: each camera's anchor frame (its first or
+    its newest), plus the highest-scoring frames above the threshold, at most max_keyframes per
+    camera. The anchor keeps all its tokens and the other frames keep what differs from it: with
+    "newest", a window shows the present in full and its past as changes."""
     scores = probabilities.clone()
-    scores[:, 0] = 2.0  # the first frame always wins a place
+    scores[:, 0 if config.anchor == "first" else -1] = 2.0  # the anchor always wins a place
     scores = scores.masked_fill(scores <= config.threshold, -1.0)
     count = min(config.max_keyframes, scores.shape[1])
     top = scores.topk(count, dim=1)
@@ -96,6 +100,8 @@ def load_scorer(folder: Path, device: str | torch.device = "cpu") -> KeyframeSco
         )
     try:
         config = KeyframeConfig(**json.loads(config_path.read_text()))
+        if config.anchor not in ANCHORS:
+            raise ValueError(f"anchor {config.anchor!r} is not one of {', '.join(ANCHORS)}")
         scorer = KeyframeScorer(config)
         scorer.load_state_dict(load_file(str(weights)))
     except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:

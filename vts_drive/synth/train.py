@@ -7,9 +7,10 @@ small learn to see in minutes (measured, see METHODS.md section 8):
 - a dense auxiliary loss: every visual token classifies what its image cell
   holds (the scene's class-id map pooled to the token grid), plus whether the
   cell overlaps the risk object;
-- token dropout: some windows keep only part of their non-first frames' tokens
-  (and, with `empty_frame_share`, none of some frames' tokens, as VTS leaves a
-  frame that repeats its keyframe), so the model stays accurate when VTS or
+- token dropout: some windows keep all tokens of one frame per camera (the
+  keyframe scorer's anchor: the first or the newest) and only part of the other
+  frames' tokens (with `empty_frame_share`, none of some frames' tokens, as VTS
+  leaves a frame that repeats its keyframe), so the model stays accurate when VTS or
   keyframe gating thins a window; with `vts_share`, some windows instead keep
   exactly the tokens the pipeline's mode vts would give the LLM (the keyframe
   scorer in the output folder picks keyframes and gates frames, VTS selects
@@ -40,8 +41,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vts_drive.keyframe.scorer import CONFIG_FILE as SCORER_CONFIG_FILE
 from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, load_scorer, select_keyframes
-from vts_drive.mod.routing import CONFIG_FILE, ModConfig, Routers, load_routers, save_routers
+from vts_drive.mod.routing import CONFIG_FILE as ROUTER_CONFIG_FILE
+from vts_drive.mod.routing import ModConfig, Routers, load_routers, save_routers
 from vts_drive.mod.train import PromptAttentionProbe, routed_losses
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel
@@ -69,7 +72,7 @@ class TrainConfig:
     window_frames: tuple[int, ...] = (1, 2, 4, 5)  # frames per window, drawn uniformly
     front_only_share: float = 0.2
     token_dropout_share: float = 0.3
-    empty_frame_share: float = 0.0  # in token-dropout windows: share of non-first frames that keep no token
+    empty_frame_share: float = 0.0  # in token-dropout windows: share of the other frames that keep no token
     vts_share: float = 0.0  # share of windows whose tokens VTS and keyframe gating select, as at inference
     aux_weight: float = 1.0
     routed_share: float = 0.0  # share of each batch's windows that also train with MoD routing on
@@ -187,16 +190,16 @@ def sample_examples(
         questions = rng.choice(len(truth.qa), size=config.questions_per_window, replace=False)
         prompts = [(DESCRIPTION_PROMPT, truth.description), (RISK_PROMPT, truth.risk_answer)]
         prompts += [(truth.qa[q][0], truth.qa[q][1]) for q in questions]
-        keep = keyframes = encoded = None
+        keep = keyframes = present = None
         if rng.random() < config.vts_share:
             probabilities = torch.from_numpy(data.keyframe_probabilities[s, camera_rows, window])  # [C, T]
             keyframes = select_keyframes(probabilities, scorer_config).numpy()
-            encoded = keyframes | (probabilities >= scorer_config.skip_threshold).numpy()
+            present = keyframes | (probabilities >= scorer_config.skip_threshold).numpy()
         elif rng.random() < config.token_dropout_share:
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
             if config.empty_frame_share > 0:
                 keep &= rng.random((len(camera_rows), frames, 1)) >= config.empty_frame_share
-            keep[:, 0] = True  # a window's first frame is always a keyframe
+            keep[:, 0 if scorer_config is None or scorer_config.anchor == "first" else -1] = True  # the anchor keyframe
         examples.append(
             TrainingExample(
                 cameras=[data.cameras[c] for c in camera_rows],
@@ -205,7 +208,7 @@ def sample_examples(
                 cell_labels=data.cells[s, camera_rows, window],
                 token_keep=keep,
                 keyframes=keyframes,
-                encoded=encoded,
+                present=present,
             )
         )
     return examples
@@ -262,11 +265,12 @@ def train_synth(
     decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head)
     builder = PromptBuilder(tokenizer, decoder.embed)
     data = prepare(dataset, config.size.image_size, vision.token_grid, checkpoint / "data")
-    scorer_config = None
-    if config.vts_share > 0:
+    scorer_config = None  # the keyframe scorer's settings, where the model has one (vts_share needs it)
+    if config.vts_share > 0 or (out / SCORER_CONFIG_FILE).is_file():
         scorer = load_scorer(out, device)
         scorer_config = scorer.config
-        data.keyframe_probabilities = keyframe_probabilities(data.images, scorer)
+        if config.vts_share > 0:
+            data.keyframe_probabilities = keyframe_probabilities(data.images, scorer)
     aux_head = torch.nn.Linear(hf.config.text_config.hidden_size, data.cells.shape[-1]).to(device)
     trainable = torch.nn.ModuleDict({"model": hf, "aux_head": aux_head})
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -274,7 +278,7 @@ def train_synth(
     routers, router_optimizer = None, None
     if config.routed_share > 0:
         text = hf.config.text_config
-        if (out / CONFIG_FILE).is_file():
+        if (out / ROUTER_CONFIG_FILE).is_file():
             routers = load_routers(out, text.hidden_size, text.num_hidden_layers, device).train()
         else:
             routers = Routers(text.hidden_size, text.num_hidden_layers, config.routing).to(device)
