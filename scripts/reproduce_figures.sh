@@ -27,7 +27,7 @@ vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[r=0.2],mod[r=0.2,routing=r
 vts-drive bench "${STREAM[@]}" --modes "dense,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png
 
-vts-drive eval synth --model "$MODEL" --data "$DATA" --modes "dense,dense[box_grammar=0],vts,mod,vts+mod" --limit 200 \
+vts-drive eval synth --model "$MODEL" --data "$DATA" --modes "dense,dense[box_grammar=0],vts,vts[anchor=first],mod,vts+mod,vts+mod[anchor=first]" --limit 200 \
     --out results/eval_synth
 vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense --limit 200 --blind --out results/eval_synth_blind
 
