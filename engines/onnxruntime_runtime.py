@@ -53,6 +53,9 @@ class OnnxRuntimeGraph:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # errors only
         options.intra_op_num_threads = torch.get_num_threads()  # the thread budget torch was given
+        # Between graph runs the pipeline's own torch code runs (token selection, sampling):
+        # threads left spinning after a run would take the cores it needs.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.providers = providers_for(self.device)
         self.session = ort.InferenceSession(str(path), options, providers=self.providers)
         self.input_types = {value.name: NUMPY_DTYPES.get(value.type) for value in self.session.get_inputs()}

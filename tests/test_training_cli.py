@@ -42,10 +42,12 @@ def test_train_synth_writes_a_loadable_model_and_resumes(trained):
 
 
 def test_train_keyframe_writes_a_scorer_the_pipeline_uses(drive, trained, tmp_path, capsys):
-    code = main(["train-keyframe", "--data", str(drive), "--out", str(trained), "--steps", "5", "--val-data", str(drive), "--max-keyframes", "2"])
+    code = main(["train-keyframe", "--data", str(drive), "--out", str(trained), "--steps", "5", "--val-data", str(drive), "--max-keyframes", "2",
+                 "--anchor", "newest"])
     assert code == 0
     assert "held-out precision=" in capsys.readouterr().out
     assert load_scorer(trained).config.max_keyframes == 2
+    assert load_scorer(trained).config.anchor == "newest"
     report = Pipeline.load(str(trained), PipelineConfig(mode="vts", max_new_tokens=4)).describe(_window(drive))
     assert report.tokens["vision_kept"] <= report.tokens["vision_dense"]
 

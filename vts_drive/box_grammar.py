@@ -11,6 +11,7 @@ ranking decides among the rest. Outside the box nothing is masked.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -61,17 +62,18 @@ class BoxConstraint:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
         self.tokenizer = tokenizer
-        strings = {index: tokenizer.decode([index]) for index in range(len(tokenizer))}
+        # Each token's text on its own: exact for the ASCII a box is written in, and joining
+        # them costs nothing next to decoding the whole answer at every step.
+        self.strings = [tokenizer.decode([index]) for index in range(len(tokenizer))]
         # The only tokens that can extend an open box: numbers, separators, a closing bracket.
         self.box_tokens = {
-            index: text
-            for index, text in strings.items()
-            if text and set(text.partition("]")[0]) <= _BOX_CHARS
+            index: text for index, text in enumerate(self.strings) if text and set(text.partition("]")[0]) <= _BOX_CHARS
         }
+        self.masks = lru_cache(maxsize=4096)(self._mask)  # box prefixes repeat across answers
 
     def open_box(self, generated: list[int]) -> str | None:
         """The box text written so far when the answer stops inside "box: [", else None."""
-        text = self.tokenizer.decode(generated)
+        text = "".join(self.strings[index] for index in generated)
         start = text.rfind(BOX_OPEN)
         if start < 0 or "]" in text[start:]:
             return None
@@ -80,8 +82,9 @@ class BoxConstraint:
     def allowed(self, generated: list[int], vocab_size: int) -> torch.Tensor | None:
         """Mask [V] of the tokens that may come next (None: no constraint at this point)."""
         box = self.open_box(generated)
-        if box is None:
-            return None
+        return None if box is None else self.masks(box, vocab_size)
+
+    def _mask(self, box: str, vocab_size: int) -> torch.Tensor | None:
         mask = torch.zeros(vocab_size, dtype=torch.bool)
         for index, text in self.box_tokens.items():
             if index < vocab_size and box_prefix_ok(box + text):

@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--novelty-threshold", type=float, default=0.1, help="1 - mean token cosine similarity above which a frame is novel")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--threshold", type=float, default=0.5, help="keyframe probability threshold stored with the scorer")
-    parser.add_argument("--max-keyframes", type=int, default=3, help="per camera per window, the first frame included")
+    parser.add_argument("--max-keyframes", type=int, default=3, help="per camera per window, the anchor frame included")
     parser.add_argument("--skip-threshold", type=float, default=0.0, help="frames scored below it are not encoded (0: encode all)")
+    parser.add_argument("--anchor", choices=["first", "newest"], default="first",
+                        help="each camera's frame that is always a keyframe, stored with the scorer")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
@@ -58,7 +60,9 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
     from vts_drive.keyframe.train import precision_recall, stream_pairs, train_scorer
 
-    config = KeyframeConfig(threshold=args.threshold, max_keyframes=args.max_keyframes, skip_threshold=args.skip_threshold)
+    config = KeyframeConfig(
+        threshold=args.threshold, max_keyframes=args.max_keyframes, skip_threshold=args.skip_threshold, anchor=args.anchor
+    )
     shaper = KeyframeScorer(config)  # only its input preparation is used for the pairs
     pairs = stream_pairs(camera_streams(args.data, args.labels, args.model, args.novelty_threshold), shaper)
     print(f"{len(pairs)} frame pairs, {int(pairs.labels.sum())} keyframes")

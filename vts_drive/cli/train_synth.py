@@ -25,9 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=0.0,
         help="share of each batch's windows that also train with MoD routing on, routers jointly (0: dense only)",
     )
-    parser.add_argument("--token-dropout-share", type=float, default=0.3, help="share of windows whose non-first frames keep part of their tokens")
+    parser.add_argument("--token-dropout-share", type=float, default=0.3, help="share of windows whose frames other than the anchor keep part of their tokens")
     parser.add_argument(
-        "--empty-frame-share", type=float, default=0.0, help="in those windows, share of non-first frames that keep no token (as under VTS)"
+        "--empty-frame-share", type=float, default=0.0, help="in those windows, share of those other frames that keep no token (as under VTS)"
     )
     parser.add_argument(
         "--vts-share",
