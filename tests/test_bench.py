@@ -53,3 +53,29 @@ def test_mode_specs_name_a_mode_and_known_settings():
         parse_mode_specs("mod[speed=11]")
     with pytest.raises(InputError, match="expected MODE"):
         parse_mode_specs("fast")
+
+
+def test_modes_take_turns_window_by_window_after_each_warms_up(tiny_model_dir):
+    """Every mode warms up first; then each window is run by every mode before the next window,
+    so drift in the machine's speed during a run cannot favour the modes run early."""
+    from conftest import random_window
+    from vts_drive.bench import BenchWindow, run_bench
+    from vts_drive.pipeline import Pipeline, PipelineConfig
+    from vts_drive.model.loading import load_model
+
+    model = load_model(str(tiny_model_dir))
+    calls = []
+
+    def load(config: PipelineConfig) -> Pipeline:
+        pipeline = Pipeline(model, config)
+        answer = pipeline.answer
+        pipeline.answer = lambda window, prompts: calls.append((config.mode, window.stamp_ns)) or answer(window, prompts)
+        return pipeline
+
+    windows = [BenchWindow(random_window(seed, frames=2), ["Why?"]) for seed in range(3)]
+    for index, item in enumerate(windows):
+        item.window.stamps_ns = [[stamp + index for stamp in camera] for camera in item.window.stamps_ns]
+    results = run_bench(load, PipelineConfig(max_new_tokens=2), parse_mode_specs("dense,prumerge"), windows)
+    stamps = [item.window.stamp_ns for item in windows]
+    assert calls == [("dense", stamps[0]), ("prumerge", stamps[0])] + [(mode, s) for s in stamps for mode in ("dense", "prumerge")]
+    assert results["modes"]["prumerge"]["reports_per_s"] > 0

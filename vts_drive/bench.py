@@ -5,8 +5,9 @@ A mode spec is a pipeline mode, `naive` (plain transformers usage, see naive.py)
 or either with settings in brackets, for sweeps and ablations:
     dense, vts, vts[budget=0.3], mod[r=0.1], mod[routing=random], vts+mod[skip=0.3],
     vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch)
-Windows are measured after one warm-up window per mode, with the frame cache
-emptied in between, so every mode sees the same stream from a cold start.
+Each mode first runs one warm-up window and empties its frame cache, so every
+mode sees the same stream from a cold start; then the modes take turns window by
+window, so a machine whose speed drifts during the run moves all of them alike.
 """
 from __future__ import annotations
 
@@ -119,42 +120,49 @@ def stage_flops(pipeline: Pipeline, result: WindowAnswers) -> dict[str, float]:
     }
 
 
-def run_mode(
-    answer: Callable[[FrameWindow, list[str]], WindowAnswers],
-    pipeline: Pipeline,
-    windows: list[BenchWindow],
-    label: str,
-) -> dict[str, float]:
-    """Averages per window over `windows`, after one warm-up window."""
-    answer(windows[0].window, [DESCRIPTION_PROMPT, RISK_PROMPT, *windows[0].questions])
-    pipeline.frame_cache.clear()
-    sums: dict[str, float] = {}
-    generated = decode_ms = 0.0
-    predictions: list[tuple[BenchWindow, WindowAnswers]] = []
-    with PeakMemory(pipeline.device) as peak:
-        start = time.perf_counter()
-        for item in tqdm(windows, desc=f"bench {label}", unit="window", leave=False):
-            result = answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions])
-            figures = {
-                "vision_tokens": result.tokens["vision_kept"],
-                "frames_encoded": result.frames_encoded,
-                "kv_cache_mb": result.kv_cache_bytes / 2**20,
-                "ttft_ms": result.ttft_ms,
-                **{f"{stage}_ms": result.timings_ms.get(stage, 0.0) for stage in ("keyframe", "vision", "sparsify", "prefill", "decode", "generate", "total")},
-                **stage_flops(pipeline, result),
-            }
-            for name, value in figures.items():
-                sums[name] = sums.get(name, 0.0) + value
-            generated += result.tokens["generated"]
-            decode_ms += result.timings_ms.get("decode", result.timings_ms.get("generate", 0.0))
-            predictions.append((item, result))
-        wall = time.perf_counter() - start
-    metrics = {name: value / len(windows) for name, value in sums.items()}
-    metrics["decode_tokens_per_s"] = generated / (decode_ms / 1000.0) if decode_ms else 0.0
-    metrics["reports_per_s"] = len(windows) / wall
-    metrics["peak_mem_mb"] = peak.mb
-    metrics.update(accuracy(predictions, pipeline.device))
-    return metrics
+class ModeRun:
+    """One mode's pipeline and the figures it has gathered so far."""
+
+    def __init__(self, label: str, pipeline: Pipeline, answer: Callable[[FrameWindow, list[str]], WindowAnswers]) -> None:
+        self.label, self.pipeline, self.answer = label, pipeline, answer
+        self.sums: dict[str, float] = {}
+        self.generated = self.decode_ms = self.wall_s = self.peak_mb = 0.0
+        self.predictions: list[tuple[BenchWindow, WindowAnswers]] = []
+
+    def warm_up(self, item: BenchWindow) -> None:
+        """One window before measuring, then an empty frame cache: every mode starts the stream cold."""
+        self.answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions])
+        self.pipeline.frame_cache.clear()
+
+    def measure(self, item: BenchWindow) -> None:
+        with PeakMemory(self.pipeline.device) as peak:
+            start = time.perf_counter()
+            result = self.answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions])
+            self.wall_s += time.perf_counter() - start
+        self.peak_mb = max(self.peak_mb, peak.mb)
+        figures = {
+            "vision_tokens": result.tokens["vision_kept"],
+            "frames_encoded": result.frames_encoded,
+            "kv_cache_mb": result.kv_cache_bytes / 2**20,
+            "ttft_ms": result.ttft_ms,
+            **{f"{stage}_ms": result.timings_ms.get(stage, 0.0) for stage in ("keyframe", "vision", "sparsify", "prefill", "decode", "generate", "total")},
+            **stage_flops(self.pipeline, result),
+        }
+        for name, value in figures.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.generated += result.tokens["generated"]
+        self.decode_ms += result.timings_ms.get("decode", result.timings_ms.get("generate", 0.0))
+        self.predictions.append((item, result))
+
+    def metrics(self) -> dict[str, float]:
+        """Averages per window; peak_mem_mb is the most extra memory one window took."""
+        count = len(self.predictions)
+        metrics = {name: value / count for name, value in self.sums.items()}
+        metrics["decode_tokens_per_s"] = self.generated / (self.decode_ms / 1000.0) if self.decode_ms else 0.0
+        metrics["reports_per_s"] = count / self.wall_s
+        metrics["peak_mem_mb"] = self.peak_mb
+        metrics.update(accuracy(self.predictions, self.pipeline.device))
+        return metrics
 
 
 def accuracy(predictions: list[tuple[BenchWindow, WindowAnswers]], device) -> dict[str, float]:
@@ -188,17 +196,21 @@ def run_bench(
     """`load` builds a pipeline for a config (so the model can be loaded once and shared)."""
     if not windows:
         raise InputError("no windows to benchmark")
-    results: dict[str, dict[str, float]] = {}
+    runs = []
     for spec in specs:
         pipeline = load(spec.config(base))
         if spec.mode == "naive":
             answer = lambda window, prompts, p=pipeline: answer_naively(p, window, prompts)  # noqa: E731
         else:
             answer = pipeline.answer
-        results[spec.label] = run_mode(answer, pipeline, windows, spec.label)
-        del pipeline
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+        runs.append(ModeRun(spec.label, pipeline, answer))
+        runs[-1].warm_up(windows[0])
+    # Window by window, every mode in turn: a machine that speeds up or slows down during the
+    # run (other load, clocks, caches) moves every mode's figures alike, not one mode's.
+    for item in tqdm(windows, desc=f"bench {len(runs)} modes", unit="window", leave=False):
+        for run in runs:
+            run.measure(item)
+    results = {run.label: run.metrics() for run in runs}
     reference = "dense" if "dense" in results else specs[0].label
     ratios = {
         label: {name: (value / results[reference][name] if results[reference].get(name) else None) for name, value in metrics.items()}
