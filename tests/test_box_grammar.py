@@ -55,6 +55,8 @@ def test_masks_steer_a_model_that_would_write_a_broken_box(tiny_model_dir):
     box = parse_bbox(text[text.index("[") :])
     assert box is not None and box[2] > 0.85, text
     assert constraint.allowed(tokenizer(prefix.split("box")[0], add_special_tokens=False)["input_ids"], vocab) is None
+    # a head wider than the tokenizer (padded vocabulary rows) can emit ids the tokenizer lacks
+    assert constraint.allowed([vocab + 5, *tokenizer(prefix, add_special_tokens=False)["input_ids"]], vocab + 64) is not None
 
 
 def test_generate_with_the_logits_processor_keeps_the_box(tiny_model_dir):

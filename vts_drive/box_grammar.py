@@ -73,7 +73,8 @@ class BoxConstraint:
 
     def open_box(self, generated: list[int]) -> str | None:
         """The box text written so far when the answer stops inside "box: [", else None."""
-        text = "".join(self.strings[index] for index in generated)
+        known = len(self.strings)  # a model's head can be wider than its tokenizer (padded rows)
+        text = "".join(self.strings[index] if index < known else "" for index in generated)
         start = text.rfind(BOX_OPEN)
         if start < 0 or "]" in text[start:]:
             return None
