@@ -127,14 +127,16 @@ def test_console_script_help():
     assert "describe" in result.stdout
 
 
-def test_skip_threshold_and_keep_ratio_reach_the_pipeline_config():
+def test_pipeline_settings_reach_the_pipeline_config():
     import argparse
 
     from vts_drive.cli.common import add_pipeline_arguments, pipeline_config
 
     parser = argparse.ArgumentParser()
     add_pipeline_arguments(parser)
-    config = pipeline_config(parser.parse_args(["--skip-threshold", "0.4", "--keep-ratio", "0.3"]))
-    assert (config.keyframe_skip_threshold, config.mod_keep_ratio) == (0.4, 0.3)
+    argv = ["--skip-threshold", "0.4", "--keep-ratio", "0.3", "--keyframe-anchor", "first", "--free-box"]
+    config = pipeline_config(parser.parse_args(argv))
+    assert (config.keyframe_skip_threshold, config.mod_keep_ratio, config.keyframe_anchor, config.box_grammar) == (0.4, 0.3, "first", False)
     defaults = pipeline_config(parser.parse_args([]))
-    assert (defaults.keyframe_skip_threshold, defaults.mod_keep_ratio) == (None, None)  # the model's own settings
+    # None: the model's own settings
+    assert (defaults.keyframe_skip_threshold, defaults.mod_keep_ratio, defaults.keyframe_anchor, defaults.box_grammar) == (None, None, None, True)
