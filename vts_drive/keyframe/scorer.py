@@ -33,6 +33,11 @@ class KeyframeConfig:
     skip_threshold: float = 0.0  # probability below which a frame is not encoded at all (0: encode every frame)
     anchor: str = "first"  # the frame of each camera that is always a keyframe: "first" or "newest"
 
+    @property
+    def anchor_index(self) -> int:
+        """Index of the anchor frame within a window's frames."""
+        return 0 if self.anchor == "first" else -1
+
 
 class KeyframeScorer(nn.Module):
     def __init__(self, config: KeyframeConfig) -> None:
@@ -74,7 +79,7 @@ def select_keyframes(probabilities: torch.Tensor, config: KeyframeConfig) -> tor
     camera. The anchor keeps all its tokens and the other frames keep what differs from it: with
     "newest", a window shows the present in full and its past as changes."""
     scores = probabilities.clone()
-    scores[:, 0 if config.anchor == "first" else -1] = 2.0  # the anchor always wins a place
+    scores[:, config.anchor_index] = 2.0  # the anchor always wins a place
     scores = scores.masked_fill(scores <= config.threshold, -1.0)
     count = min(config.max_keyframes, scores.shape[1])
     top = scores.topk(count, dim=1)

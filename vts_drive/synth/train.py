@@ -199,7 +199,7 @@ def sample_examples(
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
             if config.empty_frame_share > 0:
                 keep &= rng.random((len(camera_rows), frames, 1)) >= config.empty_frame_share
-            keep[:, 0 if scorer_config is None or scorer_config.anchor == "first" else -1] = True  # the anchor keyframe
+            keep[:, (scorer_config or KeyframeConfig()).anchor_index] = True  # the anchor keyframe keeps every token
         examples.append(
             TrainingExample(
                 cameras=[data.cameras[c] for c in camera_rows],
