@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vts_drive.cli import main
-from vts_drive.keyframe.scorer import load_scorer
+from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, load_scorer, save_scorer
 from vts_drive.mod.routing import load_routers
 from vts_drive.model.loading import load_model
 from vts_drive.pipeline import Pipeline, PipelineConfig
@@ -85,6 +85,23 @@ def test_train_synth_with_routing_trains_routers_jointly_and_resumes(drive, tmp_
     assert report.description is not None
 
 
+def test_train_synth_on_vts_windows_uses_the_scorer_in_out(drive, tmp_path, capsys):
+    """--vts-share needs the model's keyframe scorer: without one a clear error naming the folder
+    and no checkpoint; with one the windows train on the tokens mode vts keeps."""
+    out = tmp_path / "vts"
+    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2",
+              "--single-frame-steps", "1", "--steps", "3", "--vts-share", "1"]
+    assert main(common) == 2
+    assert f"{out} has no keyframe scorer" in capsys.readouterr().err
+    assert not (out / "checkpoint").exists()  # refused before any work
+    torch.manual_seed(0)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, anchor="newest")).eval(), out)
+    assert main(common) == 0
+    assert [r["step"] for r in json.loads((out / "training_history.json").read_text())] == [1, 2, 3]
+    report = Pipeline.load(str(out), PipelineConfig(mode="vts", max_new_tokens=4)).describe(_window(drive))
+    assert report.tokens["vision_kept"] < report.tokens["vision_dense"]
+
+
 def test_demo_prints_reports_and_writes_jsonl(trained, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--model", str(trained), "--mode", "dense", "--out", str(out), "--scenes", "1", "--max-new-tokens", "4"]) == 0
@@ -116,7 +133,7 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     routed = ["train-synth", "--data", str(drive), "--out", str(tmp_path / "m"), "--routed-share"]
     assert main([*routed, "1.5"]) == 2
     assert "--routed-share must be in [0, 1]" in capsys.readouterr().err
-    for flag in ("--token-dropout-share", "--empty-frame-share"):
+    for flag in ("--token-dropout-share", "--empty-frame-share", "--vts-share"):
         assert main([*routed, "0.5", flag, "-0.1"]) == 2
         assert f"{flag} must be in [0, 1], got -0.1" in capsys.readouterr().err
     assert main([*routed, "0.5", "--layers", "one"]) == 2

@@ -249,6 +249,10 @@ def train_synth(
 ) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    scorer, scorer_config = None, None  # the model's keyframe scorer, where it has one (vts_share needs it)
+    if config.vts_share > 0 or (out / SCORER_CONFIG_FILE).is_file():
+        scorer = load_scorer(out, device)
+        scorer_config = scorer.config
     dataset = SynthDataset(data_dir)
     dataset.check_cameras(["front"])
     val = SynthDataset(val_dir) if val_dir else None
@@ -265,12 +269,8 @@ def train_synth(
     decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head)
     builder = PromptBuilder(tokenizer, decoder.embed)
     data = prepare(dataset, config.size.image_size, vision.token_grid, checkpoint / "data")
-    scorer_config = None  # the keyframe scorer's settings, where the model has one (vts_share needs it)
-    if config.vts_share > 0 or (out / SCORER_CONFIG_FILE).is_file():
-        scorer = load_scorer(out, device)
-        scorer_config = scorer.config
-        if config.vts_share > 0:
-            data.keyframe_probabilities = keyframe_probabilities(data.images, scorer)
+    if config.vts_share > 0:
+        data.keyframe_probabilities = keyframe_probabilities(data.images, scorer)
     aux_head = torch.nn.Linear(hf.config.text_config.hidden_size, data.cells.shape[-1]).to(device)
     trainable = torch.nn.ModuleDict({"model": hf, "aux_head": aux_head})
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
