@@ -3,9 +3,12 @@
 The forward pass is the inference path itself: vision encoder -> prompt builder
 -> decoder prefill of each example's visual context -> every prompt of that
 example as a row branched off its prefix KV cache. Only answer tokens carry the
-language-model loss. An optional auxiliary head asks every visual token to
-classify what its image cell contains (multi-label), which a small model needs
-before the language-model loss alone teaches its vision tower anything.
+language-model loss. Optional auxiliary heads supervise the visual tokens
+densely: every token classifies what its image cell contains (multi-label),
+which a small model needs before the language-model loss alone teaches its
+vision tower anything, and every token on the risk object regresses that
+object's box, so the tokens the LLM reads carry where the object is, not only
+that it is there.
 
 Checkpoints are safetensors (model and optimizer tensors) plus a JSON state, so
 resuming never unpickles anything. Each step draws its batch from a generator
@@ -23,6 +26,9 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from transformers import PreTrainedTokenizerBase
+
+from vts_drive.errors import InputError
 from vts_drive.mod.routing import RoutingTrace
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache
@@ -49,6 +55,16 @@ class TrainingExample:
     # predecessor's, which the keyframe CNN found no different)
     keyframes: np.ndarray | None = None
     present: np.ndarray | None = None
+    risk_boxes: np.ndarray | None = None  # [C, T, 4] the risk object's box per frame, NaN where there is none
+
+
+class AuxiliaryHeads(torch.nn.Module):
+    """Training-only heads on the visual tokens [.., D]; the shipped model has no trace of them."""
+
+    def __init__(self, width: int, classes: int) -> None:
+        super().__init__()
+        self.cells = torch.nn.Linear(width, classes)  # logits: what the token's cell holds (last: the risk object)
+        self.box = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.GELU(), torch.nn.Linear(width, 4))
 
 
 @dataclass
@@ -56,9 +72,42 @@ class Losses:
     total: torch.Tensor
     language: torch.Tensor
     auxiliary: torch.Tensor | None
+    box: torch.Tensor | None  # smooth L1 of the risk box regressed by the tokens on the risk object
     answer_tokens: int
     trace: list[RoutingTrace]
     answer_logits: torch.Tensor  # [A, V] logits at the answer tokens, in order
+
+
+class CoordinateTargets:
+    """Soft targets for the fraction token of a box coordinate ("0" "." "78"): a Gaussian of
+    width `sigma` hundredths around the true value over the tokens "00".."99", instead of the
+    one-hot target, which scores a coordinate one hundredth off as wrong as one far off."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, sigma: float) -> None:
+        ids = [tokenizer.convert_tokens_to_ids(f"{value:02d}") for value in range(100)]
+        point = tokenizer.convert_tokens_to_ids(".")
+        zeros = [tokenizer.convert_tokens_to_ids(text) for text in ("0", "\u01200")]  # "0" after "[", " 0" after ", "
+        if {None, tokenizer.unk_token_id} & {*ids, point, *zeros}:
+            raise InputError("soft box-coordinate targets need the tokens '00'..'99', '.', '0' and ' 0' in the tokenizer")
+        self.fraction_ids = torch.tensor(ids)  # [100]
+        self.point, self.zeros = point, torch.tensor(zeros)
+        values = torch.arange(100, dtype=torch.float32)
+        weights = torch.exp(-0.5 * ((values[None] - values[:, None]) / sigma) ** 2)  # [true value, token value]
+        self.distributions = weights / weights.sum(dim=1, keepdim=True)  # [100, 100]
+
+    def positions(self, labels: torch.Tensor) -> torch.Tensor:
+        """labels [R, L] -> [R, L] bool: the fraction tokens of coordinates below 1 (" 0" "." "dd")."""
+        fraction = torch.isin(labels, self.fraction_ids.to(labels.device))
+        after_point = F.pad(labels[:, :-1] == self.point, (1, 0))
+        after_zero = F.pad(torch.isin(labels[:, :-2], self.zeros.to(labels.device)), (2, 0))
+        return fraction & after_point & after_zero
+
+    def loss(self, log_probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """log_probs [A, V] and fraction-token labels [A] -> cross-entropy with the soft targets [A]."""
+        lookup = torch.full((int(self.fraction_ids.max()) + 1,), -1, dtype=torch.long, device=labels.device)
+        lookup[self.fraction_ids.to(labels.device)] = torch.arange(100, device=labels.device)
+        targets = self.distributions.to(log_probs.device)[lookup[labels]]  # [A, 100]
+        return -(targets * log_probs[:, self.fraction_ids.to(log_probs.device)]).sum(dim=-1)
 
 
 def prompt_rows(builder: PromptBuilder, prompts: list[tuple[str, str]]) -> list[tuple[list[int], list[int]]]:
@@ -77,9 +126,12 @@ def forward_losses(
     decoder: Qwen2Decoder,
     builder: PromptBuilder,
     examples: list[TrainingExample],
-    aux_head: torch.nn.Module | None = None,
+    aux_heads: AuxiliaryHeads | None = None,
     device: torch.device | str = "cpu",
+    coordinates: CoordinateTargets | None = None,
 ) -> Losses:
+    """`total` is the language-model loss plus the cell loss; the box loss is left for the
+    caller to weigh. With `coordinates`, box coordinates' fraction tokens get soft targets."""
     device = torch.device(device)
     images = [image for ex in examples for camera in ex.images for image in camera]
     tokens, saliency = vision.encode(vision.preprocess(images))  # [sum C*T, N, D], [sum C*T, N]
@@ -128,14 +180,39 @@ def forward_losses(
     hidden = decoder(decoder.embed(ids), row_positions, row_valid, cache.select_rows(owner))
     logits = decoder.logits(hidden)  # [R, Ls, V]
     answer = labels != IGNORE
-    language = F.cross_entropy(logits[answer], labels[answer])
+    if coordinates is None:
+        language = F.cross_entropy(logits[answer], labels[answer])
+    else:
+        log_probs = F.log_softmax(logits[answer], dim=-1)  # [A, V]
+        per_token = -log_probs.gather(1, labels[answer][:, None]).squeeze(1)  # [A]
+        soft = coordinates.positions(labels)[answer]  # [A]
+        if bool(soft.any()):
+            per_token = per_token.masked_scatter(soft, coordinates.loss(log_probs[soft], labels[answer][soft]))
+        language = per_token.mean()
 
-    auxiliary = None
-    if aux_head is not None and all(ex.cell_labels is not None for ex in examples):
+    auxiliary = box = None
+    if aux_heads is not None and all(ex.cell_labels is not None for ex in examples):
         targets = torch.from_numpy(np.concatenate([ex.cell_labels.reshape(-1, *ex.cell_labels.shape[2:]) for ex in examples]))
-        auxiliary = F.binary_cross_entropy_with_logits(aux_head(tokens).float(), targets.to(device).float())
+        targets = targets.to(device).float()  # [sum C*T, N, K]
+        auxiliary = F.binary_cross_entropy_with_logits(aux_heads.cells(tokens).float(), targets)
+        if all(ex.risk_boxes is not None for ex in examples):
+            boxes = torch.from_numpy(np.concatenate([ex.risk_boxes.reshape(-1, 4) for ex in examples])).to(device).float()
+            box = risk_box_loss(aux_heads.box, tokens, targets[..., -1] > 0, boxes)
     total = language if auxiliary is None else language + auxiliary
-    return Losses(total, language, auxiliary, int(answer.sum()), trace, logits[answer])
+    return Losses(total, language, auxiliary, box, int(answer.sum()), trace, logits[answer])
+
+
+def risk_box_loss(head: torch.nn.Module, tokens: torch.Tensor, on_risk: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+    """tokens [F, N, D], on_risk [F, N] (token's cell overlaps the risk object), boxes [F, 4] (NaN:
+    no risk object) -> smooth L1 between each risk token's regressed box and its frame's box;
+    zero when no token is on a risk object."""
+    on_risk = on_risk & ~boxes.isnan().any(dim=-1, keepdim=True)
+    if not bool(on_risk.any()):
+        return tokens.sum() * 0.0  # keeps the graph, so the caller can always add it
+    targets = boxes[:, None].expand(-1, tokens.shape[1], -1)[on_risk]  # [R, 4]
+    # beta of 0.02 (about one pixel of a 64-pixel frame): L1 beyond, so a box that is off by a few
+    # pixels still pulls as hard as one that is far off
+    return F.smooth_l1_loss(head(tokens[on_risk]).float(), targets, beta=0.02)
 
 
 @torch.no_grad()

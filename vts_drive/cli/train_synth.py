@@ -42,6 +42,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--layers", help="with --routed-share, for new routers: comma-separated routed layer indices (default: every other from 1)"
     )
+    parser.add_argument(
+        "--box-weight", type=float, default=0.0,
+        help="weight of the risk-box regression by the visual tokens on the risk object (0: off)",
+    )
+    parser.add_argument(
+        "--coordinate-sigma", type=float, default=0.0,
+        help="soft targets for box coordinates, a Gaussian of this width in hundredths (0: one-hot)",
+    )
+    parser.add_argument(
+        "--risk-frames", type=int, default=0,
+        help="after the first stage, extra single front frames per step asked only for the risk (cheap box practice)",
+    )
+    parser.add_argument(
+        "--init", help="start from this model (name or folder): its weights, tokenizer, keyframe scorer and routers; "
+        "its size replaces --size",
+    )
     parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -60,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("routed_share", "token_dropout_share", "empty_frame_share", "vts_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    for name in ("box_weight", "coordinate_sigma", "risk_frames"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")
     config = TrainConfig(
         steps=args.steps,
         batch_size=args.batch_size,
@@ -70,6 +89,10 @@ def run(args: argparse.Namespace) -> int:
         token_dropout_share=args.token_dropout_share,
         empty_frame_share=args.empty_frame_share,
         vts_share=args.vts_share,
+        box_weight=args.box_weight,
+        coordinate_sigma=args.coordinate_sigma,
+        risk_frames=args.risk_frames,
+        init=args.init,
         routing=routing_config(args.r, args.layers),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
     )

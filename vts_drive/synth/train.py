@@ -6,7 +6,10 @@ risk answer and a few of the frame's questions. Three things make a model this
 small learn to see in minutes (measured, see METHODS.md section 8):
 - a dense auxiliary loss: every visual token classifies what its image cell
   holds (the scene's class-id map pooled to the token grid), plus whether the
-  cell overlaps the risk object;
+  cell overlaps the risk object, and (`box_weight`) every front-camera token on
+  the risk object regresses its box: the language-model loss alone, which
+  scores a coordinate one hundredth off as wrong as one far off, left the
+  model writing a few typical boxes;
 - token dropout: some windows keep all tokens of one frame per camera (the
   keyframe scorer's anchor: the first or the newest) and only part of the other
   frames' tokens (with `empty_frame_share`, none of some frames' tokens, as VTS
@@ -32,6 +35,7 @@ The run checkpoints every `checkpoint_every` steps and resumes where it stopped.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -47,7 +51,7 @@ from vts_drive.mod.routing import CONFIG_FILE as ROUTER_CONFIG_FILE
 from vts_drive.mod.routing import ModConfig, Routers, load_routers, save_routers
 from vts_drive.mod.train import PromptAttentionProbe, routed_losses
 from vts_drive.model.decoder import Qwen2Decoder
-from vts_drive.model.loading import VisionLanguageModel
+from vts_drive.model.loading import VisionLanguageModel, load_model
 from vts_drive.model.small import SmallModelSize, build_small_model, save_small_model, train_tokenizer
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.pipeline import Pipeline, PipelineConfig
@@ -56,7 +60,7 @@ from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, exact_match
 from vts_drive.synth.dataset import SynthDataset
 from vts_drive.synth.truth import QUESTIONS
-from vts_drive.training import TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
+from vts_drive.training import AuxiliaryHeads, CoordinateTargets, TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
 from transformers import AutoTokenizer
 
 
@@ -75,6 +79,9 @@ class TrainConfig:
     empty_frame_share: float = 0.0  # in token-dropout windows: share of the other frames that keep no token
     vts_share: float = 0.0  # share of windows whose tokens VTS and keyframe gating select, as at inference
     aux_weight: float = 1.0
+    box_weight: float = 0.0  # weight of the risk-box regression by the tokens on the risk object
+    coordinate_sigma: float = 0.0  # > 0: soft targets of this width (hundredths) for box coordinates
+    risk_frames: int = 0  # after the first stage: extra single front frames per step, asked for the risk only
     routed_share: float = 0.0  # share of each batch's windows that also train with MoD routing on
     routing: ModConfig = field(default_factory=ModConfig)
     router_lr: float = 3e-3
@@ -83,6 +90,7 @@ class TrainConfig:
     validate_every: int = 100
     seed: int = 0
     size: SmallModelSize = field(default_factory=SmallModelSize)
+    init: str | None = None  # start from this model's weights and tokenizer (its size replaces `size`)
 
 
 @dataclass
@@ -138,6 +146,7 @@ def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache
                 if camera == "front":
                     cells[s, c, t, :, classes] = risk_cells(scene.truth[t].risk_box, grid)
     if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache.with_suffix(".npz"), images=images, cells=cells)
     return PreparedData(images, cells, [s.truth for s in dataset.scenes], dataset.cameras)
 
@@ -154,7 +163,24 @@ def keyframe_probabilities(images: np.ndarray, scorer: KeyframeScorer, scenes_pe
     return out
 
 
-def single_frame_examples(data: PreparedData, rows: np.ndarray, rng: np.random.Generator) -> list[TrainingExample]:
+def risk_boxes(data: PreparedData, scene: int, camera_rows: list[int], frames: range) -> np.ndarray:
+    """[C, T, 4]: the risk object's box in each front frame of a window; NaN elsewhere (the
+    truth places the risk object in the front camera only)."""
+    boxes = np.full((len(camera_rows), len(frames), 4), np.nan, dtype=np.float32)
+    for c, camera in enumerate(camera_rows):
+        if data.cameras[camera] == "front":
+            for t, frame in enumerate(frames):
+                if data.truths[scene][frame].risk_box is not None:
+                    boxes[c, t] = data.truths[scene][frame].risk_box
+    return boxes
+
+
+def single_frame_examples(
+    data: PreparedData, rows: np.ndarray, rng: np.random.Generator, risk_only: bool = False
+) -> list[TrainingExample]:
+    """One front frame per example with every question of the frame, or (`risk_only`) with the
+    risk prompt alone: cheap extra practice at boxes, the one answer that must be exact to the
+    hundredth."""
     front = data.cameras.index("front")
     examples = []
     for s in rows:
@@ -164,8 +190,9 @@ def single_frame_examples(data: PreparedData, rows: np.ndarray, rng: np.random.G
             TrainingExample(
                 cameras=["front"],
                 images=[[data.images[s, front, t]]],
-                prompts=[(question, answer) for question, answer, _ in truth.qa],
+                prompts=[(RISK_PROMPT, truth.risk_answer)] if risk_only else [(q, a) for q, a, _ in truth.qa],
                 cell_labels=data.cells[s, [front], t : t + 1],
+                risk_boxes=risk_boxes(data, s, [front], range(t, t + 1)),
             )
         )
     return examples
@@ -209,9 +236,19 @@ def sample_examples(
                 token_keep=keep,
                 keyframes=keyframes,
                 present=present,
+                risk_boxes=risk_boxes(data, s, camera_rows, range(window.start, window.stop)),
             )
         )
     return examples
+
+
+def copy_side_files(source: Path, out: Path) -> None:
+    """The keyframe scorer and MoD routers of the model training starts from, where OUT has none
+    of its own: training updates the routers and keeps the scorer."""
+    for config_file in (SCORER_CONFIG_FILE, ROUTER_CONFIG_FILE):
+        if (source / config_file).is_file() and not (out / config_file).is_file():
+            for path in source.glob(f"{Path(config_file).stem}.*"):
+                shutil.copy2(path, out / path.name)
 
 
 def tokenizer_corpus(dataset: SynthDataset) -> list[str]:
@@ -249,6 +286,9 @@ def train_synth(
 ) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    start = load_model(config.init, device) if config.init is not None else None
+    if start is not None:
+        copy_side_files(start.folder, out)
     scorer, scorer_config = None, None  # the model's keyframe scorer, where it has one (vts_share needs it)
     if config.vts_share > 0 or (out / SCORER_CONFIG_FILE).is_file():
         scorer = load_scorer(out, device)
@@ -257,22 +297,27 @@ def train_synth(
     dataset.check_cameras(["front"])
     val = SynthDataset(val_dir) if val_dir else None
     checkpoint = out / "checkpoint"
-    tokenizer_dir = checkpoint / "tokenizer"
-    if (tokenizer_dir / "tokenizer.json").is_file():
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    if start is not None:  # a checkpoint in OUT, when there is one, replaces these weights below
+        hf, tokenizer = start.hf_model, start.tokenizer
     else:
-        tokenizer = train_tokenizer(tokenizer_corpus(dataset), config.vocab_size)
-        tokenizer.save_pretrained(tokenizer_dir)
-    hf = build_small_model(tokenizer, config.size, seed=config.seed).to(device).train().requires_grad_(True)
+        tokenizer_dir = checkpoint / "tokenizer"
+        if (tokenizer_dir / "tokenizer.json").is_file():
+            tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+        else:
+            tokenizer = train_tokenizer(tokenizer_corpus(dataset), config.vocab_size)
+            tokenizer.save_pretrained(tokenizer_dir)
+        hf = build_small_model(tokenizer, config.size, seed=config.seed)
+    hf.to(device).train().requires_grad_(True)
     model = VisionLanguageModel("synthdrive-tiny", out, hf, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     vision = VisionEncoder(model)
     decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head)
     builder = PromptBuilder(tokenizer, decoder.embed)
-    data = prepare(dataset, config.size.image_size, vision.token_grid, checkpoint / "data")
+    data = prepare(dataset, vision.image_size, vision.token_grid, checkpoint / "data")
     if config.vts_share > 0:
         data.keyframe_probabilities = keyframe_probabilities(data.images, scorer)
-    aux_head = torch.nn.Linear(hf.config.text_config.hidden_size, data.cells.shape[-1]).to(device)
-    trainable = torch.nn.ModuleDict({"model": hf, "aux_head": aux_head})
+    coordinates = CoordinateTargets(tokenizer, config.coordinate_sigma) if config.coordinate_sigma > 0 else None
+    aux_heads = AuxiliaryHeads(hf.config.text_config.hidden_size, data.cells.shape[-1]).to(device)
+    trainable = torch.nn.ModuleDict({"model": hf, "aux_heads": aux_heads})
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = load_checkpoint(checkpoint, trainable, optimizer) or {"step": 0, "history": []}
     routers, router_optimizer = None, None
@@ -298,10 +343,16 @@ def train_synth(
         hf.train()
         probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if routed_windows else None
         decoder.attention_probe = probe
-        losses = forward_losses(vision, decoder, builder, examples, aux_head, device)
+        losses = forward_losses(vision, decoder, builder, examples, aux_heads, device, coordinates)
         decoder.attention_probe = None
-        loss = losses.language + config.aux_weight * losses.auxiliary
-        record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4)}
+        loss = losses.language + config.aux_weight * losses.auxiliary + config.box_weight * losses.box
+        record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4),
+                  "box": round(losses.box.item(), 4)}
+        if config.risk_frames and step >= config.single_frame_steps:
+            extra = single_frame_examples(data, rng.integers(0, len(dataset), config.risk_frames), rng, risk_only=True)
+            risk = forward_losses(vision, decoder, builder, extra, aux_heads, device, coordinates)
+            loss = loss + risk.language + config.aux_weight * risk.auxiliary + config.box_weight * risk.box
+            record |= {"risk_lm": round(risk.language.item(), 4), "risk_box": round(risk.box.item(), 4)}
         if routed_windows:
             routed, membership = routed_losses(vision, decoder, builder, routers, examples[:routed_windows], probe.received, device)
             loss = loss + routed.language + membership
