@@ -193,3 +193,68 @@ def test_vts_training_windows_keep_the_tokens_the_pipeline_keeps(tiny_model_dir,
     assert 0 < sum(counts) < keep.numel()
     for frame, frame_tokens, kept in zip(expected, all_tokens, keep.flatten(0, 1)):
         torch.testing.assert_close(frame.tokens, frame_tokens[kept])
+
+
+def coordinate_tokenizer():
+    """A tokenizer trained the way train-synth trains one: box coordinates are whole tokens."""
+    from vts_drive.model.small import train_tokenizer
+    from vts_drive.prompt import RISK_PROMPT
+
+    corpus = [RISK_PROMPT, "object: car; camera: front; box: [0.12, 0.40, 0.35, 0.80]; caption: a car cuts in"]
+    return train_tokenizer(corpus + [f"{value / 100:.2f}" for value in range(101)] * 20, vocab_size=600)
+
+
+def test_coordinate_targets_are_the_box_fractions_below_one():
+    from vts_drive.training import CoordinateTargets, prompt_rows
+
+    tokenizer = coordinate_tokenizer()
+    targets = CoordinateTargets(tokenizer, sigma=1.5)
+    builder = PromptBuilder(tokenizer, lambda ids: ids)
+    answer = "object: car; camera: front; box: [0.78, 0.05, 1.00, 0.43]; caption: 2 cars cut in"
+    _, labels = prompt_rows(builder, [("Where?", answer)])[0]
+    labels = torch.tensor([labels])
+    soft = labels[targets.positions(labels)]
+    # 1.00's fraction and numbers not written "0.dd" are left one-hot
+    assert [tokenizer.decode([int(i)]) for i in soft] == ["78", "05", "43"]
+    assert torch.allclose(targets.distributions.sum(dim=1), torch.ones(100))
+    assert targets.distributions[78].argmax() == 78 and targets.distributions[78, 77] > targets.distributions[78, 74]
+
+
+def test_soft_coordinate_loss_rewards_a_near_miss_and_narrows_to_cross_entropy():
+    from vts_drive.training import CoordinateTargets
+
+    tokenizer = coordinate_tokenizer()
+    fraction = torch.tensor([tokenizer.convert_tokens_to_ids("78")])
+    logits = torch.zeros(2, len(tokenizer))
+    logits[0, tokenizer.convert_tokens_to_ids("77")] = 8.0  # one hundredth off
+    logits[1, tokenizer.convert_tokens_to_ids("20")] = 8.0  # far off
+    log_probs = torch.log_softmax(logits, dim=-1)
+    soft = CoordinateTargets(tokenizer, sigma=1.5).loss(log_probs, fraction.repeat(2))
+    assert soft[0] < soft[1]
+    plain = torch.nn.functional.cross_entropy(logits, fraction.repeat(2), reduction="none")
+    assert plain[0] == pytest.approx(plain[1].item())  # one-hot sees no difference
+    assert torch.allclose(CoordinateTargets(tokenizer, sigma=0.01).loss(log_probs, fraction.repeat(2)), plain)
+
+
+def test_coordinate_targets_refuse_a_tokenizer_without_coordinate_tokens(tiny_model_dir):
+    from vts_drive.errors import InputError
+    from vts_drive.training import CoordinateTargets
+
+    with pytest.raises(InputError, match="'00'..'99'"):
+        CoordinateTargets(load_model(str(tiny_model_dir)).tokenizer, sigma=1.5)
+
+
+def test_risk_box_loss_reaches_only_the_tokens_on_the_risk_object():
+    from vts_drive.training import risk_box_loss
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 4)
+    tokens = torch.randn(3, 4, 8, requires_grad=True)  # [F, N, D]
+    on_risk = torch.zeros(3, 4, dtype=torch.bool)
+    on_risk[0, 1] = on_risk[2, 3] = True
+    boxes = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.6, 0.6], [float("nan")] * 4])  # frame 2: no risk object
+    risk_box_loss(head, tokens, on_risk, boxes).backward()
+    reached = tokens.grad.abs().sum(dim=-1) > 0
+    assert reached.tolist() == [[False, True, False, False], [False] * 4, [False] * 4]
+    nothing = risk_box_loss(head, tokens, torch.zeros(3, 4, dtype=torch.bool), boxes)
+    assert nothing.item() == 0.0 and nothing.requires_grad

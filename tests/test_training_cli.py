@@ -102,6 +102,32 @@ def test_train_synth_on_vts_windows_uses_the_scorer_in_out(drive, tmp_path, caps
     assert report.tokens["vision_kept"] < report.tokens["vision_dense"]
 
 
+def test_train_synth_from_a_trained_model(drive, trained, tmp_path):
+    """--init starts from a model's weights and tokenizer and carries its keyframe scorer over;
+    with learning rate 0 the written weights are exactly the start's."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    start = tmp_path / "start"
+    shutil.copytree(trained, start, ignore=shutil.ignore_patterns("checkpoint"))
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), start)
+    out = tmp_path / "fine"
+    common = ["train-synth", "--data", str(drive), "--out", str(out), "--init", str(start), "--batch-size", "2",
+              "--single-frame-steps", "0", "--box-weight", "1", "--coordinate-sigma", "1.5", "--risk-frames", "2"]
+    assert main([*common, "--steps", "1", "--lr", "0"]) == 0
+    assert (out / "keyframe_scorer.json").is_file()
+    before, after = load_file(start / "model.safetensors"), load_file(out / "model.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    assert (out / "tokenizer.json").read_text() == (start / "tokenizer.json").read_text()
+    assert main([*common, "--steps", "3"]) == 0  # resumes from its own checkpoint, not from --init
+    history = json.loads((out / "training_history.json").read_text())
+    assert [r["step"] for r in history] == [1, 2, 3]
+    assert all(r["box"] >= 0 and "risk_box" in r for r in history)
+    after = load_file(out / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def test_demo_prints_reports_and_writes_jsonl(trained, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--model", str(trained), "--mode", "dense", "--out", str(out), "--scenes", "1", "--max-new-tokens", "4"]) == 0
@@ -138,4 +164,9 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
         assert f"{flag} must be in [0, 1], got -0.1" in capsys.readouterr().err
     assert main([*routed, "0.5", "--layers", "one"]) == 2
     assert "--layers takes comma-separated layer indices, got 'one'" in capsys.readouterr().err
+    for flag in ("--box-weight", "--coordinate-sigma", "--risk-frames"):
+        assert main([*routed, "0", flag, "-1"]) == 2
+        assert f"{flag} must be at least 0, got -1" in capsys.readouterr().err
+    assert main([*routed, "0", "--init", str(missing)]) == 2
+    assert f"model folder {missing} does not exist" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("k", "r", "m"))  # nothing half-written

@@ -96,7 +96,8 @@ class CoordinateTargets:
         self.distributions = weights / weights.sum(dim=1, keepdim=True)  # [100, 100]
 
     def positions(self, labels: torch.Tensor) -> torch.Tensor:
-        """labels [R, L] -> [R, L] bool: the fraction tokens of coordinates below 1 (" 0" "." "dd")."""
+        """labels [R, L] -> [R, L] bool: the fraction tokens of numbers written "0.dd" (in synthdrive
+        answers, only box coordinates below 1)."""
         fraction = torch.isin(labels, self.fraction_ids.to(labels.device))
         after_point = F.pad(labels[:, :-1] == self.point, (1, 0))
         after_zero = F.pad(torch.isin(labels[:, :-2], self.zeros.to(labels.device)), (2, 0))

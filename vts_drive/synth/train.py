@@ -285,8 +285,8 @@ def train_synth(
     data_dir: Path, out: Path, config: TrainConfig, val_dir: Path | None = None, device: str = "cpu"
 ) -> Path:
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     start = load_model(config.init, device) if config.init is not None else None
+    out.mkdir(parents=True, exist_ok=True)
     if start is not None:
         copy_side_files(start.folder, out)
     scorer, scorer_config = None, None  # the model's keyframe scorer, where it has one (vts_share needs it)
