@@ -114,7 +114,7 @@ def test_train_synth_from_a_trained_model(drive, trained, tmp_path):
     save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), start)
     out = tmp_path / "fine"
     common = ["train-synth", "--data", str(drive), "--out", str(out), "--init", str(start), "--batch-size", "2",
-              "--single-frame-steps", "0", "--box-weight", "1", "--coordinate-sigma", "1.5", "--risk-frames", "2"]
+              "--single-frame-steps", "0", "--box-weight", "1", "--coordinate-sigma", "1.5", "--risk-windows", "2"]
     assert main([*common, "--steps", "1", "--lr", "0"]) == 0
     assert (out / "keyframe_scorer.json").is_file()
     before, after = load_file(start / "model.safetensors"), load_file(out / "model.safetensors")
@@ -164,7 +164,7 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
         assert f"{flag} must be in [0, 1], got -0.1" in capsys.readouterr().err
     assert main([*routed, "0.5", "--layers", "one"]) == 2
     assert "--layers takes comma-separated layer indices, got 'one'" in capsys.readouterr().err
-    for flag in ("--box-weight", "--coordinate-sigma", "--risk-frames"):
+    for flag in ("--box-weight", "--coordinate-sigma", "--risk-windows"):
         assert main([*routed, "0", flag, "-1"]) == 2
         assert f"{flag} must be at least 0, got -1" in capsys.readouterr().err
     assert main([*routed, "0", "--init", str(missing)]) == 2

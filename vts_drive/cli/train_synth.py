@@ -51,8 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="soft targets for box coordinates, a Gaussian of this width in hundredths (0: one-hot)",
     )
     parser.add_argument(
-        "--risk-frames", type=int, default=0,
-        help="after the first stage, extra single front frames per step asked only for the risk (cheap box practice)",
+        "--risk-windows", type=int, default=0,
+        help="after the first stage, extra front-camera windows per step asked only for the risk (cheap box practice)",
     )
     parser.add_argument(
         "--init", help="start from this model (name or folder): its weights, tokenizer, keyframe scorer and routers; "
@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("routed_share", "token_dropout_share", "empty_frame_share", "vts_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
-    for name in ("box_weight", "coordinate_sigma", "risk_frames"):
+    for name in ("box_weight", "coordinate_sigma", "risk_windows"):
         if getattr(args, name) < 0:
             raise InputError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")
     config = TrainConfig(
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         vts_share=args.vts_share,
         box_weight=args.box_weight,
         coordinate_sigma=args.coordinate_sigma,
-        risk_frames=args.risk_frames,
+        risk_windows=args.risk_windows,
         init=args.init,
         routing=routing_config(args.r, args.layers),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),

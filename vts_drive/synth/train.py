@@ -81,7 +81,7 @@ class TrainConfig:
     aux_weight: float = 1.0
     box_weight: float = 0.0  # weight of the risk-box regression by the tokens on the risk object
     coordinate_sigma: float = 0.0  # > 0: soft targets of this width (hundredths) for box coordinates
-    risk_frames: int = 0  # after the first stage: extra single front frames per step, asked for the risk only
+    risk_windows: int = 0  # after the first stage: extra front-camera windows per step, asked for the risk only
     routed_share: float = 0.0  # share of each batch's windows that also train with MoD routing on
     routing: ModConfig = field(default_factory=ModConfig)
     router_lr: float = 3e-3
@@ -175,12 +175,7 @@ def risk_boxes(data: PreparedData, scene: int, camera_rows: list[int], frames: r
     return boxes
 
 
-def single_frame_examples(
-    data: PreparedData, rows: np.ndarray, rng: np.random.Generator, risk_only: bool = False
-) -> list[TrainingExample]:
-    """One front frame per example with every question of the frame, or (`risk_only`) with the
-    risk prompt alone: cheap extra practice at boxes, the one answer that must be exact to the
-    hundredth."""
+def single_frame_examples(data: PreparedData, rows: np.ndarray, rng: np.random.Generator) -> list[TrainingExample]:
     front = data.cameras.index("front")
     examples = []
     for s in rows:
@@ -190,7 +185,7 @@ def single_frame_examples(
             TrainingExample(
                 cameras=["front"],
                 images=[[data.images[s, front, t]]],
-                prompts=[(RISK_PROMPT, truth.risk_answer)] if risk_only else [(q, a) for q, a, _ in truth.qa],
+                prompts=[(question, answer) for question, answer, _ in truth.qa],
                 cell_labels=data.cells[s, [front], t : t + 1],
                 risk_boxes=risk_boxes(data, s, [front], range(t, t + 1)),
             )
@@ -204,25 +199,33 @@ def sample_examples(
     config: TrainConfig,
     rng: np.random.Generator,
     scorer_config: KeyframeConfig | None = None,
+    risk_only: bool = False,
 ) -> list[TrainingExample]:
+    """Windows of 1 or 3 cameras asked for the description, the risk and some questions; with
+    `risk_only`, front-camera windows asked for the risk alone, with every token: cheap extra
+    practice at the box of the window's newest frame, which a model that mixes the frames'
+    positions misses."""
     examples = []
     per_frame = data.cells.shape[3]
     for s in rows:
         frames = int(rng.choice(config.window_frames))
         end = int(rng.integers(frames - 1, data.images.shape[2]))
-        front_only = rng.random() < config.front_only_share
+        front_only = risk_only or rng.random() < config.front_only_share
         camera_rows = [data.cameras.index("front")] if front_only else list(range(len(data.cameras)))
         window = slice(end - frames + 1, end + 1)
         truth = data.truths[s][end]
-        questions = rng.choice(len(truth.qa), size=config.questions_per_window, replace=False)
-        prompts = [(DESCRIPTION_PROMPT, truth.description), (RISK_PROMPT, truth.risk_answer)]
-        prompts += [(truth.qa[q][0], truth.qa[q][1]) for q in questions]
+        if risk_only:
+            prompts = [(RISK_PROMPT, truth.risk_answer)]
+        else:
+            questions = rng.choice(len(truth.qa), size=config.questions_per_window, replace=False)
+            prompts = [(DESCRIPTION_PROMPT, truth.description), (RISK_PROMPT, truth.risk_answer)]
+            prompts += [(truth.qa[q][0], truth.qa[q][1]) for q in questions]
         keep = keyframes = present = None
-        if rng.random() < config.vts_share:
+        if not risk_only and rng.random() < config.vts_share:
             probabilities = torch.from_numpy(data.keyframe_probabilities[s, camera_rows, window])  # [C, T]
             keyframes = select_keyframes(probabilities, scorer_config).numpy()
             present = keyframes | (probabilities >= scorer_config.skip_threshold).numpy()
-        elif rng.random() < config.token_dropout_share:
+        elif not risk_only and rng.random() < config.token_dropout_share:
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
             if config.empty_frame_share > 0:
                 keep &= rng.random((len(camera_rows), frames, 1)) >= config.empty_frame_share
@@ -348,8 +351,8 @@ def train_synth(
         loss = losses.language + config.aux_weight * losses.auxiliary + config.box_weight * losses.box
         record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4),
                   "box": round(losses.box.item(), 4)}
-        if config.risk_frames and step >= config.single_frame_steps:
-            extra = single_frame_examples(data, rng.integers(0, len(dataset), config.risk_frames), rng, risk_only=True)
+        if config.risk_windows and step >= config.single_frame_steps:
+            extra = sample_examples(data, rng.integers(0, len(dataset), config.risk_windows), config, rng, risk_only=True)
             risk = forward_losses(vision, decoder, builder, extra, aux_heads, device, coordinates)
             loss = loss + risk.language + config.aux_weight * risk.auxiliary + config.box_weight * risk.box
             record |= {"risk_lm": round(risk.language.item(), 4), "risk_box": round(risk.box.item(), 4)}
