@@ -144,6 +144,30 @@ def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_da
         assert example.keyframes[:, 0].all() and not example.present.all()
 
 
+def test_risk_windows_are_front_windows_asked_only_for_the_risk_with_each_frames_box(small_dataset):
+    """Risk-only windows: the front camera alone, every token, the risk prompt with the truth of
+    the window's newest frame, and each front frame's own risk box as the box target."""
+    from vts_drive.prompt import RISK_PROMPT
+    from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
+
+    dataset = SynthDataset(small_dataset)
+    scene = dataset.scene(0)
+    cameras, frames = len(dataset.cameras), scene.frames
+    images = np.zeros((1, cameras, frames, 8, 8, 3), dtype=np.uint8)
+    images[0] += np.arange(frames, dtype=np.uint8)[None, :, None, None, None]  # pixel value = frame index
+    data = PreparedData(images, np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8), [scene.truth], dataset.cameras)
+    config = TrainConfig(vts_share=1.0, token_dropout_share=1.0, front_only_share=0.0, window_frames=(3,))
+    for seed in range(4):
+        (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(seed), risk_only=True)
+        taken = [int(image[0, 0, 0]) for image in example.images[0]]
+        assert example.cameras == ["front"] and len(taken) == 3
+        assert example.prompts == [(RISK_PROMPT, scene.truth[taken[-1]].risk_answer)]
+        assert example.token_keep is None and example.keyframes is None
+        for t, frame in enumerate(taken):
+            box = scene.truth[frame].risk_box
+            assert np.isnan(example.risk_boxes[0, t]).all() if box is None else np.allclose(example.risk_boxes[0, t], box)
+
+
 def test_training_keyframe_probabilities_score_each_camera_stream_in_time_order():
     """Batched over scenes, every frame is scored against its own camera's previous frame."""
     from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
