@@ -151,13 +151,14 @@ def test_risk_windows_are_front_windows_asked_only_for_the_risk_with_each_frames
     from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
 
     dataset = SynthDataset(small_dataset)
-    scene = dataset.scene(0)
+    scene = dataset.scene(1)  # a risk object from frame 4 on: windows with and without its box
+    assert [t.risk_box is not None for t in scene.truth] == [False] * 4 + [True] * 2
     cameras, frames = len(dataset.cameras), scene.frames
     images = np.zeros((1, cameras, frames, 8, 8, 3), dtype=np.uint8)
     images[0] += np.arange(frames, dtype=np.uint8)[None, :, None, None, None]  # pixel value = frame index
     data = PreparedData(images, np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8), [scene.truth], dataset.cameras)
     config = TrainConfig(vts_share=1.0, token_dropout_share=1.0, front_only_share=0.0, window_frames=(3,))
-    for seed in range(4):
+    for seed in range(8):
         (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(seed), risk_only=True)
         taken = [int(image[0, 0, 0]) for image in example.images[0]]
         assert example.cameras == ["front"] and len(taken) == 3
