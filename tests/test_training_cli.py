@@ -122,8 +122,9 @@ def test_train_synth_from_a_trained_model(drive, trained, tmp_path):
     assert (out / "tokenizer.json").read_text() == (start / "tokenizer.json").read_text()
     assert main([*common, "--steps", "3"]) == 0  # resumes from its own checkpoint, not from --init
     history = json.loads((out / "training_history.json").read_text())
-    assert [r["step"] for r in history] == [1, 2, 3]
-    assert all(r["box"] >= 0 and "risk_box" in r for r in history)
+    assert history[:52] == json.loads((start / "training_history.json").read_text())  # the start's history goes on
+    assert [r["step"] for r in history[52:]] == [53, 54, 55]
+    assert all(r["box"] >= 0 and "risk_box" in r and r["init"] == str(start) for r in history[52:])
     after = load_file(out / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
 

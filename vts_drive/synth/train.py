@@ -254,6 +254,17 @@ def copy_side_files(source: Path, out: Path) -> None:
                 shutil.copy2(path, out / path.name)
 
 
+def model_history(start: VisionLanguageModel | None, run: list[dict]) -> list[dict]:
+    """The history of the written weights from their first step: a run started from another
+    model continues that model's history, its steps numbered on from the last one there."""
+    path = start.folder / "training_history.json" if start is not None else None
+    if path is None or not path.is_file():
+        return run
+    before = json.loads(path.read_text())
+    offset = before[-1]["step"] if before else 0
+    return before + [{**record, "step": offset + record["step"], "init": start.name} for record in run]
+
+
 def tokenizer_corpus(dataset: SynthDataset) -> list[str]:
     corpus = [SYSTEM_PROMPT, DESCRIPTION_PROMPT, RISK_PROMPT, *QUESTIONS.values(), "<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\n"]
     corpus += [f"camera {camera}:\n" for camera in dataset.cameras] + [f"frame {t}:" for t in range(16)]
@@ -392,5 +403,5 @@ def train_synth(
     save_small_model(hf, tokenizer, out)
     if routers is not None:
         save_routers(routers.eval(), out)
-    (out / "training_history.json").write_text(json.dumps(state["history"], indent=1) + "\n")
+    (out / "training_history.json").write_text(json.dumps(model_history(start, state["history"]), indent=1) + "\n")
     return out
