@@ -23,18 +23,16 @@ def test_visual_tokens_land_where_the_markers_say(tiny_pipeline):
     assert torch.all(context.embeds[visual_positions[:3]] == 1.0)
     assert torch.all(context.embeds[visual_positions[3:]] == 2.0)
 
-    # The text right before each frame's tokens is that frame's marker, even for the empty frame.
-    marker0 = builder.text_ids("frame 0:")
-    marker1 = builder.text_ids("frame 1:")
+    # The text right before each frame's tokens is that frame's marker, even for the empty frame;
+    # frames are numbered by age within their camera: front frame 0 is one frame before now.
     embed = tiny_pipeline.decoder.embed
-    first = visual_positions[0]
-    torch.testing.assert_close(context.embeds[first - len(marker0) : first], embed(torch.tensor(marker0)))
-    text = context.embeds[~context.is_visual]
-    marker1_embeds = embed(torch.tensor(marker1))
-    found = any(
-        torch.equal(text[i : i + len(marker1)], marker1_embeds) for i in range(text.shape[0] - len(marker1) + 1)
-    )
-    assert found, "the empty frame keeps its marker"
+
+    def ends_with(position: int, text: str) -> bool:
+        ids = builder.text_ids(text)
+        return torch.equal(context.embeds[position - len(ids) : position], embed(torch.tensor(ids)))
+
+    assert ends_with(visual_positions[0], "camera front:\nframe 1:")
+    assert ends_with(visual_positions[3], "\nframe 0:\ncamera front_left:\nframe 0:")  # the empty frame keeps its marker
 
 
 def test_pipeline_report_validates_against_schema(tiny_pipeline):

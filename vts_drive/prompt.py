@@ -8,9 +8,14 @@ A window becomes one shared prefix and one short suffix per prompt (ChatML, as
 LLaVA-OneVision's Qwen2 expects):
 
     <|im_start|>system\n{SYSTEM}<|im_end|>\n<|im_start|>user\n
-    camera front:\n frame 0: <v><v>...\n frame 1: ...\n camera front_left:\n ...   <- prefix
+    camera front:\n frame 3: <v><v>...\n ... frame 0: ...\n camera front_left:\n ...   <- prefix
     {question}<|im_end|>\n<|im_start|>assistant\n                                  <- suffix per prompt
     {answer}<|im_end|>                                                             <- generated
+
+Frames come oldest first and are numbered by age: "frame 0" is the camera's
+newest frame (now), "frame 1" the one before it. The present then carries the
+same marker in a window of any length, so a question about now (where is the
+risk object, what colour is the light) finds it without counting frames.
 """
 from __future__ import annotations
 
@@ -83,12 +88,15 @@ class PromptBuilder:
             frame_index.append(torch.full((len(ids),), -1, dtype=torch.long, device=device))
 
         add_text(f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n")
+        newest: dict[str, int] = {}
+        for frame in frames:
+            newest[frame.camera] = max(newest.get(frame.camera, 0), frame.frame)
         camera = None
         for index, frame in enumerate(frames):
             if frame.camera != camera:
                 camera = frame.camera
                 add_text(f"camera {camera}:\n")
-            add_text(f"frame {frame.frame}:")
+            add_text(f"frame {newest[frame.camera] - frame.frame}:")  # age: 0 is now
             pieces.append(frame.tokens.to(device))
             frame_index.append(torch.full((frame.tokens.shape[0],), index, dtype=torch.long, device=device))
             add_text("\n")
