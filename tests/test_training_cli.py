@@ -27,11 +27,12 @@ def trained(drive, tmp_path_factory) -> Path:
     common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2", "--single-frame-steps", "25"]
     assert main([*common, "--steps", "50"]) == 0  # checkpoint at 50
     first = json.loads((out / "training_history.json").read_text())
-    assert main([*common, "--steps", "52", "--val-data", str(drive)]) == 0  # resumes: only steps 51-52 run
+    assert main([*common, "--steps", "52", "--val-data", str(drive), "--val-scenes", "1"]) == 0  # resumes: only steps 51-52 run
     history = json.loads((out / "training_history.json").read_text())
     assert [r["step"] for r in history] == list(range(1, 53))
     assert history[:50] == first
     assert "qa_exact_match" in history[-1]
+    assert history[-1]["boxes"] <= 1  # one scene validated, so at most one risk box scored
     return out
 
 
@@ -168,6 +169,8 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     for flag in ("--box-weight", "--coordinate-sigma", "--risk-windows"):
         assert main([*routed, "0", flag, "-1"]) == 2
         assert f"{flag} must be at least 0, got -1" in capsys.readouterr().err
+    assert main([*routed, "0", "--val-scenes", "0"]) == 2
+    assert "--val-scenes must be at least 1, got 0" in capsys.readouterr().err
     assert main([*routed, "0", "--init", str(missing)]) == 2
     assert f"model folder {missing} does not exist" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("k", "r", "m"))  # nothing half-written

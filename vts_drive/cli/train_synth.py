@@ -15,6 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data", type=Path, required=True, help="synthdrive folder (vts-drive synth)")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
     parser.add_argument("--val-data", type=Path, help="held-out synthdrive folder for periodic validation")
+    parser.add_argument(
+        "--val-scenes", type=int, default=24,
+        help="held-out scenes validated on, the newest window of each (one box is 1/boxes of box accuracy)",
+    )
     parser.add_argument("--steps", type=int, default=700)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("routed_share", "token_dropout_share", "empty_frame_share", "vts_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.val_scenes < 1:
+        raise InputError(f"--val-scenes must be at least 1, got {args.val_scenes}")
     for name in ("box_weight", "coordinate_sigma", "risk_windows"):
         if getattr(args, name) < 0:
             raise InputError(f"--{name.replace('_', '-')} must be at least 0, got {getattr(args, name)}")
@@ -93,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         coordinate_sigma=args.coordinate_sigma,
         risk_windows=args.risk_windows,
         init=args.init,
+        val_scenes=args.val_scenes,
         routing=routing_config(args.r, args.layers),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
     )

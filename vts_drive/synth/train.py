@@ -88,6 +88,7 @@ class TrainConfig:
     vocab_size: int = 1024
     checkpoint_every: int = 50
     validate_every: int = 100
+    val_scenes: int = 24  # held-out scenes validated on (the newest window of each)
     seed: int = 0
     size: SmallModelSize = field(default_factory=SmallModelSize)
     init: str | None = None  # start from this model's weights and tokenizer (its size replaces `size`)
@@ -292,7 +293,7 @@ def validate(
         total += len(truth.qa)
         if truth.risk_box is not None:
             ious.append(box_iou(parse_risk(answers[0], "front").bbox, truth.risk_box))
-    return {"qa_exact_match": hits / total, "bbox_acc50": float(np.mean([i > 0.5 for i in ious])) if ious else 0.0}
+    return {"qa_exact_match": hits / total, "bbox_acc50": float(np.mean([i > 0.5 for i in ious])) if ious else 0.0, "boxes": len(ious)}
 
 
 def train_synth(
@@ -344,7 +345,7 @@ def train_synth(
         router_optimizer = torch.optim.AdamW(routers.parameters(), lr=config.router_lr, weight_decay=0.0)
         load_checkpoint(checkpoint / "routers", routers, router_optimizer)
     (checkpoint / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
-    held_out = list(range(min(24, len(val)))) if val else []
+    held_out = list(range(min(config.val_scenes, len(val)))) if val else []
     progress = tqdm(range(state["step"], config.steps), desc="train synthdrive-tiny", unit="step", initial=state["step"], total=config.steps)
     for step in progress:
         rng = np.random.default_rng([config.seed, step])
