@@ -171,6 +171,8 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
         assert f"{flag} must be at least 0, got -1" in capsys.readouterr().err
     assert main([*routed, "0", "--val-scenes", "0"]) == 2
     assert "--val-scenes must be at least 1, got 0" in capsys.readouterr().err
+    assert main([*routed, "0", "--val-data", str(missing)]) == 2
+    assert f"{missing} is not a synthdrive dataset" in capsys.readouterr().err
     assert main([*routed, "0", "--init", str(missing)]) == 2
     assert f"model folder {missing} does not exist" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("k", "r", "m"))  # nothing half-written

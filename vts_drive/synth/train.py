@@ -301,6 +301,9 @@ def train_synth(
 ) -> Path:
     out = Path(out)
     start = load_model(config.init, device) if config.init is not None else None
+    dataset = SynthDataset(data_dir)  # inputs are checked before OUT is created
+    dataset.check_cameras(["front"])
+    val = SynthDataset(val_dir) if val_dir else None
     out.mkdir(parents=True, exist_ok=True)
     if start is not None:
         copy_side_files(start.folder, out)
@@ -308,9 +311,6 @@ def train_synth(
     if config.vts_share > 0 or (out / SCORER_CONFIG_FILE).is_file():
         scorer = load_scorer(out, device)
         scorer_config = scorer.config
-    dataset = SynthDataset(data_dir)
-    dataset.check_cameras(["front"])
-    val = SynthDataset(val_dir) if val_dir else None
     checkpoint = out / "checkpoint"
     if start is not None:  # a checkpoint in OUT, when there is one, replaces these weights below
         hf, tokenizer = start.hf_model, start.tokenizer
