@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds the shipped synthdrive-tiny model from scratch (about four and a half hours on 2 CPU cores):
+# Rebuilds the shipped synthdrive-tiny model from scratch (about five and a half hours on 2 CPU cores):
 # data, the model, its keyframe scorer and its MoD routers, then copies the result into the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,13 +26,17 @@ vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout
     --token-dropout-share 0.5 --empty-frame-share 0.7 --vts-share 0.5
 # shipped with the newest frame of each camera as the anchor keyframe (README: VTS)
 python -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); c['anchor'] = 'newest'; json.dump(c, open(p, 'w'), indent=2)" "$MODEL/keyframe_scorer.json"
-# box stage, a fresh 400-step schedule from that model: the visual tokens on the risk object regress its
-# box, coordinate tokens get soft targets, and each step adds 32 front-camera windows of 1 to 5 frames
-# asked only for the risk
-BOXED=$WORK/models/synthdrive-tiny-box
-vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$BOXED" --init "$MODEL" \
-    --steps 400 --single-frame-steps 0 --lr 3e-4 --routed-share 0.5 --token-dropout-share 0.5 --empty-frame-share 0.7 \
-    --vts-share 0.5 --box-weight 1 --coordinate-sigma 1.0 --risk-windows 32
+# two box stages, each a fresh 400-step schedule from the model before it: the visual tokens on the risk
+# object regress its box, coordinate tokens get soft targets, and each step adds 32 front-camera windows
+# of 1 to 5 frames asked only for the risk
+START=$MODEL
+for STAGE in 1 2; do
+    BOXED=$WORK/models/synthdrive-tiny-box$STAGE
+    vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$BOXED" --init "$START" \
+        --steps 400 --single-frame-steps 0 --lr 3e-4 --routed-share 0.5 --token-dropout-share 0.5 --empty-frame-share 0.7 \
+        --vts-share 0.5 --box-weight 1 --coordinate-sigma 1.0 --risk-windows 32
+    START=$BOXED
+done
 
 rm -rf vts_drive/models/synthdrive-tiny && mkdir -p vts_drive/models/synthdrive-tiny
 find "$BOXED" -maxdepth 1 -type f -exec cp {} vts_drive/models/synthdrive-tiny/ \;
