@@ -111,6 +111,7 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
         ([*model, "--images", str(good), "--mode", "turbo"], "mode 'turbo' is not available"),
         ([*model, "--images", str(good), "--skip-threshold", "-0.1"], "skip threshold must be at least 0"),
         ([*model, "--images", str(good), "--keep-ratio", "0"], r"keep ratio must be in \(0, 1\]"),
+        ([*model, "--images", str(good), "--max-keyframes", "0"], "max keyframes must be at least 1"),
     ]
     import re
 
@@ -134,9 +135,11 @@ def test_pipeline_settings_reach_the_pipeline_config():
 
     parser = argparse.ArgumentParser()
     add_pipeline_arguments(parser)
-    argv = ["--skip-threshold", "0.4", "--keep-ratio", "0.3", "--keyframe-anchor", "first", "--free-box"]
+    argv = ["--skip-threshold", "0.4", "--keep-ratio", "0.3", "--keyframe-anchor", "first", "--max-keyframes", "1", "--free-box"]
     config = pipeline_config(parser.parse_args(argv))
-    assert (config.keyframe_skip_threshold, config.mod_keep_ratio, config.keyframe_anchor, config.box_grammar) == (0.4, 0.3, "first", False)
+    assert (config.keyframe_skip_threshold, config.mod_keep_ratio, config.keyframe_anchor, config.max_keyframes, config.box_grammar) == (
+        0.4, 0.3, "first", 1, False)
     defaults = pipeline_config(parser.parse_args([]))
     # None: the model's own settings
-    assert (defaults.keyframe_skip_threshold, defaults.mod_keep_ratio, defaults.keyframe_anchor, defaults.box_grammar) == (None, None, None, True)
+    assert (defaults.keyframe_skip_threshold, defaults.mod_keep_ratio, defaults.keyframe_anchor, defaults.max_keyframes, defaults.box_grammar) == (
+        None, None, None, None, True)

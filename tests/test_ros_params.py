@@ -137,13 +137,14 @@ def test_pipeline_settings_reach_the_pipeline_config():
     """The settings a vehicle needs besides the mode: the exported engines, gating, the anchor,
     the routers' keep ratio and the box grammar; their 'model's setting' values leave it alone."""
     defaults = NodeParams().pipeline_config()
-    assert (defaults.engines, defaults.keyframe_skip_threshold, defaults.keyframe_anchor, defaults.mod_keep_ratio) == (None,) * 4
+    assert (defaults.engines, defaults.keyframe_skip_threshold, defaults.keyframe_anchor, defaults.mod_keep_ratio, defaults.max_keyframes) == (None,) * 5
     assert defaults.box_grammar
     config = params_from_dict({
         "mode": "vts+mod", "backend": "onnxruntime", "engines": "engines/tiny", "skip_threshold": 0.2,
-        "keyframe_anchor": "first", "keep_ratio": 0.3, "box_grammar": False,
+        "keyframe_anchor": "first", "keep_ratio": 0.3, "max_keyframes": 1, "box_grammar": False,
     }).pipeline_config()
-    assert (config.engines, config.keyframe_skip_threshold, config.keyframe_anchor, config.mod_keep_ratio) == ("engines/tiny", 0.2, "first", 0.3)
+    assert (config.engines, config.keyframe_skip_threshold, config.keyframe_anchor, config.mod_keep_ratio, config.max_keyframes) == (
+        "engines/tiny", 0.2, "first", 0.3, 1)
     assert not config.box_grammar
     with pytest.raises(InputError, match="keyframe anchor 'middle'"):
         params_from_dict({"keyframe_anchor": "middle"}).pipeline_config()

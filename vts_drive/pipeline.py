@@ -102,6 +102,8 @@ class PipelineConfig:
             raise InputError(
                 f"skip threshold must be at least 0 (above 1: only keyframes are encoded), got {self.keyframe_skip_threshold}"
             )
+        if self.max_keyframes is not None and self.max_keyframes < 1:
+            raise InputError(f"max keyframes must be at least 1 (the anchor frame), got {self.max_keyframes}")
         if self.keyframe_anchor is not None and self.keyframe_anchor not in ANCHORS:
             raise InputError(f"keyframe anchor {self.keyframe_anchor!r} is not one of {', '.join(ANCHORS)}")
         if self.max_new_tokens < 1:

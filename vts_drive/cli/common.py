@@ -28,6 +28,8 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                        help="folder with mod_router.* (default: the model's folder)")
     group.add_argument("--skip-threshold", type=float, default=None, metavar="P",
                        help="frames the keyframe CNN scores below P are not encoded (default: the scorer's setting)")
+    group.add_argument("--max-keyframes", type=int, default=None, metavar="N",
+                       help="keyframes per camera per window, the anchor included (default: the scorer's setting)")
     group.add_argument("--keyframe-anchor", choices=["first", "newest"], default=None,
                        help="each camera's frame that is always a keyframe, kept whole (default: the scorer's setting)")
     group.add_argument("--keep-ratio", type=float, default=None, metavar="R",
@@ -65,6 +67,7 @@ def pipeline_config(args: argparse.Namespace):
         keyframe_scorer=str(args.keyframe_scorer) if args.keyframe_scorer is not None else None,
         routers=str(args.routers) if args.routers is not None else None,
         keyframe_skip_threshold=args.skip_threshold,
+        max_keyframes=args.max_keyframes,
         keyframe_anchor=args.keyframe_anchor,
         mod_keep_ratio=args.keep_ratio,
         box_grammar=not args.free_box,

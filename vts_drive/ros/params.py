@@ -39,6 +39,7 @@ class NodeParams:
     dtype: str = ""  # "": fp32 on CPU, bf16/fp16 on CUDA
     engines: str = ""  # folder written by `vts-drive export`, for backend onnxruntime | tensorrt
     skip_threshold: float = -1.0  # frames the keyframe CNN scores below it are not encoded; < 0: the model's setting
+    max_keyframes: int = 0  # keyframes per camera per window, the anchor included; 0: the model's setting
     keyframe_anchor: str = ""  # first | newest: each camera's frame always kept whole; "": the model's setting
     keep_ratio: float = 0.0  # share of each frame's visual tokens a routed layer computes; 0: the model's setting
     box_grammar: bool = True  # keep the risk answer's box well formed while decoding
@@ -93,6 +94,7 @@ class NodeParams:
             mode=self.mode, backend=self.backend, device=self.device, dtype=self.dtype or None,
             max_new_tokens=self.max_new_tokens, engines=self.engines or None,
             keyframe_skip_threshold=self.skip_threshold if self.skip_threshold >= 0 else None,
+            max_keyframes=self.max_keyframes or None,
             keyframe_anchor=self.keyframe_anchor or None,
             mod_keep_ratio=self.keep_ratio or None,
             box_grammar=self.box_grammar,
