@@ -15,6 +15,8 @@ vts-drive bench "${STREAM[@]}" --modes "naive,dense,vts,prumerge,prumerge+,mod,v
     --json results/bench_modes.json --plot results/bench_modes.png
 vts-drive bench "${STREAM[@]}" --modes "dense,vts[budget=0.1],vts[budget=0.2],vts[budget=0.3],vts[budget=0.4],vts[budget=0.6],vts[budget=1.0]" \
     --json results/sweep_budget.json --plot results/sweep_budget.png
+vts-drive bench "${STREAM[@]}" --modes "dense,vts[max_keyframes=1],vts[max_keyframes=2],vts[max_keyframes=3]" \
+    --json results/sweep_keyframes.json --plot results/sweep_keyframes.png
 vts-drive bench "${STREAM[@]}" --modes "dense,mod[r=0.1],mod[r=0.15],mod[r=0.2],mod[r=0.4],mod[r=0.6],mod[r=1.0]" \
     --json results/sweep_r.json --plot results/sweep_r.png
 # the paper's ablation at r = 0.2, next to the shipped r; routers trained on their own top-k (the
@@ -27,7 +29,7 @@ vts-drive bench "${STREAM[@]}" --modes "dense,mod,mod[r=0.2],mod[r=0.2,routing=r
 vts-drive bench "${STREAM[@]}" --modes "dense,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png
 
-vts-drive eval synth --model "$MODEL" --data "$DATA" --modes "dense,dense[box_grammar=0],vts,vts[anchor=first],mod,vts+mod,vts+mod[anchor=first]" --limit 200 \
+vts-drive eval synth --model "$MODEL" --data "$DATA" --modes "dense,dense[box_grammar=0],vts,vts[max_keyframes=3],vts[anchor=first],mod,vts+mod,vts+mod[anchor=first]" --limit 200 \
     --out results/eval_synth
 vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense --limit 200 --blind --out results/eval_synth_blind
 

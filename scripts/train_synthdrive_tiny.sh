@@ -37,6 +37,8 @@ for STAGE in 1 2; do
         --vts-share 0.5 --box-weight 1 --coordinate-sigma 1.0 --risk-windows 32
     START=$BOXED
 done
+# trained with up to 3 keyframes per camera, shipped with 1, the anchor (README: VTS, keyframe sweep)
+python -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); c['max_keyframes'] = 1; json.dump(c, open(p, 'w'), indent=2)" "$BOXED/keyframe_scorer.json"
 
 rm -rf vts_drive/models/synthdrive-tiny && mkdir -p vts_drive/models/synthdrive-tiny
 find "$BOXED" -maxdepth 1 -type f -exec cp {} vts_drive/models/synthdrive-tiny/ \;
