@@ -6,6 +6,11 @@ cd "$(dirname "$0")/.."
 WORK=${WORK:-data}
 MODEL=$WORK/models/synthdrive-tiny
 
+# set_setting FILE KEY VALUE: one setting of a JSON config file, VALUE written as JSON
+set_setting() {
+    python -c "import json, sys; p, k, v = sys.argv[1:]; c = json.load(open(p)); c[k] = json.loads(v); open(p, 'w').write(json.dumps(c, indent=2) + '\n')" "$@"
+}
+
 vts-drive synth --out "$WORK/synth-train" --scenes 3000 --seed 1 --formats synth --overwrite
 vts-drive synth --out "$WORK/synth-heldout" --scenes 200 --seed 1001 --overwrite
 # 700 steps, then resumed to 1300: the second run restarts the learning-rate schedule over 1300 steps
@@ -19,13 +24,13 @@ vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout
 vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$MODEL" --steps 2200 --routed-share 0.5 \
     --token-dropout-share 0.5 --empty-frame-share 0.7
 # trained computing 20 % of each frame's tokens, shipped computing 15 % (README: r sweep)
-python -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); c['keep_ratio'] = 0.15; json.dump(c, open(p, 'w'), indent=2)" "$MODEL/mod_router.json"
+set_setting "$MODEL/mod_router.json" keep_ratio 0.15
 # last, half of the windows keep exactly the tokens mode vts gives the LLM (the keyframe CNN picks and
 # gates frames as it does in the pipeline), and the routed passes compute 15 % as shipped
 vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$MODEL" --steps 2500 --routed-share 0.5 \
     --token-dropout-share 0.5 --empty-frame-share 0.7 --vts-share 0.5
 # shipped with the newest frame of each camera as the anchor keyframe (README: VTS)
-python -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); c['anchor'] = 'newest'; json.dump(c, open(p, 'w'), indent=2)" "$MODEL/keyframe_scorer.json"
+set_setting "$MODEL/keyframe_scorer.json" anchor '"newest"'
 # two box stages, each a fresh 400-step schedule from the model before it: the visual tokens on the risk
 # object regress its box, coordinate tokens get soft targets, and each step adds 32 front-camera windows
 # of 1 to 5 frames asked only for the risk
@@ -38,7 +43,7 @@ for STAGE in 1 2; do
     START=$BOXED
 done
 # trained with up to 3 keyframes per camera, shipped with 1, the anchor (README: VTS, keyframe sweep)
-python -c "import json, sys; p = sys.argv[1]; c = json.load(open(p)); c['max_keyframes'] = 1; json.dump(c, open(p, 'w'), indent=2)" "$BOXED/keyframe_scorer.json"
+set_setting "$BOXED/keyframe_scorer.json" max_keyframes 1
 
 rm -rf vts_drive/models/synthdrive-tiny && mkdir -p vts_drive/models/synthdrive-tiny
 find "$BOXED" -maxdepth 1 -type f -exec cp {} vts_drive/models/synthdrive-tiny/ \;

@@ -157,3 +157,18 @@ def test_vts_without_a_scorer_is_a_clear_error(tiny_model_dir):
 
     with pytest.raises(InputError, match="no keyframe scorer.*train-keyframe"):
         Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="vts"))
+
+
+def test_a_stored_scorer_setting_selection_cannot_use_is_refused(model_with_scorer, tmp_path):
+    import json
+    import shutil
+
+    from vts_drive.errors import InputError
+    from vts_drive.keyframe.scorer import CONFIG_FILE, load_scorer
+
+    folder = tmp_path / "scorer"
+    shutil.copytree(model_with_scorer, folder)
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    (folder / CONFIG_FILE).write_text(json.dumps({**config, "max_keyframes": 0}))
+    with pytest.raises(InputError, match=f"keyframe scorer in {folder} does not load: max_keyframes must be at least 1"):
+        load_scorer(folder)

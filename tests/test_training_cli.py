@@ -151,6 +151,8 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     missing = tmp_path / "no_such_data"
     assert main(["train-keyframe", "--data", str(missing), "--out", str(tmp_path / "k")]) == 2
     assert str(missing) in capsys.readouterr().err
+    assert main(["train-keyframe", "--data", str(drive), "--out", str(tmp_path / "k"), "--max-keyframes", "0"]) == 2
+    assert "max_keyframes must be at least 1 (the anchor frame), got 0" in capsys.readouterr().err
     common = ["train-router", "--model", "synthdrive-tiny", "--data", str(drive), "--out", str(tmp_path / "r")]
     assert main([*common, "--r", "0"]) == 2
     assert "--r must be in (0, 1]" in capsys.readouterr().err

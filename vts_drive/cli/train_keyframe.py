@@ -57,12 +57,17 @@ def camera_streams(data: Path, labels: str, model: str | None, novelty_threshold
 
 
 def run(args: argparse.Namespace) -> int:
+    from vts_drive.errors import InputError
     from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
     from vts_drive.keyframe.train import precision_recall, stream_pairs, train_scorer
 
     config = KeyframeConfig(
         threshold=args.threshold, max_keyframes=args.max_keyframes, skip_threshold=args.skip_threshold, anchor=args.anchor
     )
+    try:
+        config.check()
+    except ValueError as error:
+        raise InputError(f"scorer settings: {error}") from None
     shaper = KeyframeScorer(config)  # only its input preparation is used for the pairs
     pairs = stream_pairs(camera_streams(args.data, args.labels, args.model, args.novelty_threshold), shaper)
     print(f"{len(pairs)} frame pairs, {int(pairs.labels.sum())} keyframes")

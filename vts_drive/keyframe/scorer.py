@@ -33,6 +33,13 @@ class KeyframeConfig:
     skip_threshold: float = 0.0  # probability below which a frame is not encoded at all (0: encode every frame)
     anchor: str = "first"  # the frame of each camera that is always a keyframe: "first" or "newest"
 
+    def check(self) -> None:
+        """ValueError naming the first setting selection cannot work with."""
+        if self.anchor not in ANCHORS:
+            raise ValueError(f"anchor {self.anchor!r} is not one of {', '.join(ANCHORS)}")
+        if self.max_keyframes < 1:
+            raise ValueError(f"max_keyframes must be at least 1 (the anchor frame), got {self.max_keyframes}")
+
     @property
     def anchor_index(self) -> int:
         """Index of the anchor frame within a window's frames."""
@@ -105,8 +112,7 @@ def load_scorer(folder: Path, device: str | torch.device = "cpu") -> KeyframeSco
         )
     try:
         config = KeyframeConfig(**json.loads(config_path.read_text()))
-        if config.anchor not in ANCHORS:
-            raise ValueError(f"anchor {config.anchor!r} is not one of {', '.join(ANCHORS)}")
+        config.check()
         scorer = KeyframeScorer(config)
         scorer.load_state_dict(load_file(str(weights)))
     except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:
