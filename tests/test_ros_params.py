@@ -148,5 +148,7 @@ def test_pipeline_settings_reach_the_pipeline_config():
     assert not config.box_grammar
     with pytest.raises(InputError, match="keyframe anchor 'middle'"):
         params_from_dict({"keyframe_anchor": "middle"}).pipeline_config()
+    with pytest.raises(InputError, match="max keyframes must be at least 1"):
+        params_from_dict({"max_keyframes": -1}).pipeline_config()
     with pytest.raises(InputError, match="--engines"):
         params_from_dict({"backend": "onnxruntime"}).pipeline_config()
