@@ -142,3 +142,29 @@ def test_router_adapter_round_trip_and_errors(model_with_routers, tiny_model_dir
         load_routers(model_with_routers, hidden_size=32, num_layers=2)
     with pytest.raises(InputError, match="routing 'best'"):
         PipelineConfig(mode="mod", mod_routing="best").check()
+
+
+@pytest.mark.parametrize("mode", ["dense", "mod"])
+def test_head_cache_gives_the_answers_of_a_full_prefix_prefill(model_with_routers, mode):
+    """The system turn's K/V, kept from an earlier window, stand in for prefilling it again."""
+    from vts_drive.flops import prefix_prefill_flops
+    from vts_drive.generation import HeadCache, SamplingConfig, generate
+    from vts_drive.measure import StageTimer
+
+    pipeline = Pipeline.load(str(model_with_routers), PipelineConfig(mode=mode))
+    decoder, head_cache = pipeline.decoder, HeadCache()
+    suffixes = [pipeline.prompts.question_ids(q) for q in ["Describe the driving scene.", "What should the ego car do?"]]
+    sampling = SamplingConfig(max_new_tokens=8)
+    held = None
+    for seed in (5, 6):  # the second window starts from the head the first one computed
+        window = random_window(seed=seed)
+        tokens, saliency = pipeline.encode_window(window)
+        context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
+        full = generate(decoder, context, suffixes, pipeline.stop_ids, sampling, StageTimer())
+        cached = generate(decoder, context, suffixes, pipeline.stop_ids, sampling, StageTimer(), head_cache=head_cache)
+        assert cached.token_ids == full.token_ids and cached.prefix_entries == full.prefix_entries
+        saved = prefix_prefill_flops(decoder.config, [context.head_length] * decoder.num_layers)
+        assert cached.prefill_flops == pytest.approx(full.prefill_flops - saved)
+        held = held or head_cache.cache
+        assert head_cache.cache is held  # computed once, not grown by the windows that used it
+        assert all(head_cache.cache.entries(layer) == context.head_length for layer in range(decoder.num_layers))

@@ -25,10 +25,11 @@ def qwen2_pair_flops(config: PretrainedConfig) -> float:
     return 4.0 * config.num_attention_heads * head_dim
 
 
-def prefix_prefill_flops(config: PretrainedConfig, entries_per_layer: list[int]) -> float:
-    """A fresh causal pass in which layer l computes entries_per_layer[l] tokens."""
+def prefix_prefill_flops(config: PretrainedConfig, entries_per_layer: list[int], cached: int = 0) -> float:
+    """A causal pass after which layer l holds entries_per_layer[l] tokens, the first `cached`
+    of them already in the cache (a head kept between windows): only the rest are computed."""
     token, pair = qwen2_token_flops(config), qwen2_pair_flops(config)
-    return sum(n * token + n * (n + 1) / 2 * pair for n in entries_per_layer)
+    return sum((n - cached) * token + (n * (n + 1) - cached * (cached + 1)) / 2 * pair for n in entries_per_layer)
 
 
 def suffix_prefill_flops(config: PretrainedConfig, entries_per_layer: list[int], suffix_lengths: list[int]) -> float:

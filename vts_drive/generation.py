@@ -1,6 +1,8 @@
 """Answer several prompts about one window with one prefill of its visual context.
 
 1. Prefill the shared prefix (system text + cameras + frames) once, batch 1.
+   The system turn sees no visual token, so its K/V are the same in every
+   window: a HeadCache computes them once and later windows start from them.
 2. Branch the KV cache into one row per prompt and prefill the prompts'
    suffixes as right-padded batches of similar length (a long prompt, such as
    the risk question's answer format, would otherwise pad every short one).
@@ -44,6 +46,28 @@ class Generation:
     first_token_time: float  # time.perf_counter() when the first answer token was picked
 
 
+class HeadCache:
+    """The K/V of the prompt head every window starts with (the system turn), kept between
+    windows as a server keeps a shared system prompt's. Valid for one decoder whose weights
+    do not change; a head that differs from the one held is computed afresh."""
+
+    def __init__(self) -> None:
+        self.head: torch.Tensor | None = None  # [H, D] embeds of the head held
+        self.cache: KVCache | None = None
+
+    def start(self, decoder: Qwen2Decoder, context: VisualContext) -> KVCache:
+        """A single-row cache holding the head's entries, for the prefill of the rest of the prefix."""
+        head = context.embeds[: context.head_length]
+        if self.head is None or not torch.equal(head, self.head):
+            self.cache = KVCache(decoder.num_layers)
+            positions = torch.arange(context.head_length, device=head.device).unsqueeze(0)  # [1, H]
+            decoder(head.unsqueeze(0), positions, cache=self.cache)  # text only: no layer routes
+            self.head = head
+        started = KVCache(decoder.num_layers)
+        started.layers = list(self.cache.layers)  # appending makes new tensors: the held entries stay
+        return started
+
+
 def pick_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator | None) -> torch.Tensor:
     """logits [B, V] -> token ids [B]."""
     if sampling.temperature <= 0:
@@ -67,18 +91,21 @@ def generate(
     timer: StageTimer,
     pad_id: int = 0,
     constraints: list[BoxConstraint | None] | None = None,
+    head_cache: HeadCache | None = None,
 ) -> Generation:
-    """`constraints`: per prompt, what keeps its answer well formed (None: free)."""
+    """`constraints`: per prompt, what keeps its answer well formed (None: free). `head_cache`:
+    where the system turn's K/V are kept between windows (None: prefilled with the rest)."""
     device = context.embeds.device
     generator = None
     if sampling.seed is not None:
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
 
     with timer.stage("prefill"):
-        prefix_cache = KVCache(decoder.num_layers)
-        prefix_positions = torch.arange(context.length, device=device).unsqueeze(0)  # [1, Lp]
-        plan = decoder.routing_plan(context.frame_index.unsqueeze(0))
-        decoder(context.embeds.unsqueeze(0), prefix_positions, cache=prefix_cache, plan=plan)
+        cached = context.head_length if head_cache is not None else 0
+        prefix_cache = head_cache.start(decoder, context) if head_cache is not None else KVCache(decoder.num_layers)
+        prefix_positions = torch.arange(cached, context.length, device=device).unsqueeze(0)  # [1, Lp - cached]
+        plan = decoder.routing_plan(context.frame_index[cached:].unsqueeze(0))
+        decoder(context.embeds[cached:].unsqueeze(0), prefix_positions, cache=prefix_cache, plan=plan)
         prefix_entries = [prefix_cache.entries(layer) for layer in range(decoder.num_layers)]
 
         lengths = [len(ids) for ids in suffixes]
@@ -131,7 +158,7 @@ def generate(
         prompt_tokens=context.length + sum(lengths),
         kv_cache_bytes=cache_bytes,
         prefix_entries=prefix_entries,
-        prefill_flops=prefix_prefill_flops(text_config, prefix_entries)
+        prefill_flops=prefix_prefill_flops(text_config, prefix_entries, cached)
         + suffix_prefill_flops(text_config, prefix_entries, lengths),
         decode_flops=decode_flops,
         first_token_time=first_token_time,

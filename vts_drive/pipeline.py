@@ -23,7 +23,7 @@ import torch
 from vts_drive.box_grammar import BoxConstraint
 from vts_drive.errors import InputError
 from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
-from vts_drive.generation import SamplingConfig, generate
+from vts_drive.generation import HeadCache, SamplingConfig, generate
 from vts_drive.keyframe.scorer import ANCHORS, KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.measure import StageTimer
 from vts_drive.model.decoder import Qwen2Decoder
@@ -152,6 +152,8 @@ class Pipeline:
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.frame_cache = FrameCache(enabled=config.frame_cache)
+        # the exported llm_prefill graph takes no past entries, so there the head is prefilled each window
+        self.head_cache = HeadCache() if config.backend == "torch" else None
         self.box_constraint = BoxConstraint(tokenizer) if config.box_grammar else None
 
     def _load_routers(self):
@@ -250,6 +252,7 @@ class Pipeline:
             timer,
             pad_id=self.pad_id,
             constraints=[self.box_constraint if text == RISK_PROMPT else None for text in prompts],
+            head_cache=self.head_cache,
         )
         answers = [self.model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generation.token_ids]
         timings = timer.as_dict()

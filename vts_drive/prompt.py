@@ -51,6 +51,7 @@ class VisualContext:
 
     embeds: torch.Tensor  # [L, D]
     frame_index: torch.Tensor  # [L] long: the token's frame (camera-major order) for visual tokens, -1 for text
+    head_length: int = 0  # leading tokens that are the same in every window (the system turn)
 
     @property
     def length(self) -> int:
@@ -88,6 +89,7 @@ class PromptBuilder:
             frame_index.append(torch.full((len(ids),), -1, dtype=torch.long, device=device))
 
         add_text(f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n")
+        head_length = pieces[0].shape[0]
         newest: dict[str, int] = {}
         for frame in frames:
             newest[frame.camera] = max(newest.get(frame.camera, 0), frame.frame)
@@ -101,7 +103,7 @@ class PromptBuilder:
             frame_index.append(torch.full((frame.tokens.shape[0],), index, dtype=torch.long, device=device))
             add_text("\n")
         embeds = torch.cat([piece.to(pieces[0].dtype) for piece in pieces])
-        return VisualContext(embeds=embeds, frame_index=torch.cat(frame_index))
+        return VisualContext(embeds=embeds, frame_index=torch.cat(frame_index), head_length=head_length)
 
     def question_ids(self, question: str) -> list[int]:
         """The per-prompt suffix: the question, end of the user turn, start of the answer."""
