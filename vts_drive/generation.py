@@ -101,8 +101,10 @@ def generate(
         generator = torch.Generator(device=device).manual_seed(sampling.seed)
 
     with timer.stage("prefill"):
-        cached = context.head_length if head_cache is not None else 0
-        prefix_cache = head_cache.start(decoder, context) if head_cache is not None else KVCache(decoder.num_layers)
+        if head_cache is not None:
+            cached, prefix_cache = context.head_length, head_cache.start(decoder, context)
+        else:
+            cached, prefix_cache = 0, KVCache(decoder.num_layers)
         prefix_positions = torch.arange(cached, context.length, device=device).unsqueeze(0)  # [1, Lp - cached]
         plan = decoder.routing_plan(context.frame_index[cached:].unsqueeze(0))
         decoder(context.embeds[cached:].unsqueeze(0), prefix_positions, cache=prefix_cache, plan=plan)
