@@ -13,6 +13,7 @@ from PIL import Image
 
 from vts_drive.errors import InputError
 from vts_drive.eval import drama, lingoqa
+from vts_drive.eval.benchmarks import load_benchmark
 from vts_drive.inputs import read_image
 from vts_drive.synth.dataset import SynthDataset
 from vts_drive.synth.generate import SynthConfig, generate_dataset
@@ -144,6 +145,26 @@ def test_drama_scores_truth_as_perfect(export):
     assert metrics["n"] == len(samples)
     assert metrics["bbox_miou"] == pytest.approx(1.0) and metrics["bbox_acc50"] == 1.0
     assert metrics["bleu1"] == pytest.approx(1.0) and metrics["rouge_l"] == pytest.approx(1.0)
+
+
+def test_synth_scores_the_risk_per_kind_of_object(export):
+    benchmark = load_benchmark("synth", export, frames=2, stride=1)
+    pairs = list(zip(benchmark.items, benchmark.windows))
+    risky = [(item, w) for item, w in pairs if w.truth.risk_bbox is not None]
+    assert risky, "the fixture's scenes need a risk object"
+    records = {
+        item.key: {"object": w.truth.risk_object, "bbox": w.truth.risk_bbox, "caption": w.truth.risk_caption, "answers": w.truth.answers}
+        for item, w in pairs
+    }
+    perfect = benchmark.score(records)["risk_by_object"]
+    assert set(perfect) <= {"car", "pedestrian", "traffic light"}
+    assert sum(row["n"] for row in perfect.values()) == len(risky)
+    assert all(row["named"] == 1.0 and row["bbox_acc50"] == 1.0 for row in perfect.values())
+
+    item, window = risky[0]
+    records[item.key]["object"] = "cyclist"  # the wrong object, its box still right
+    kind = benchmark.score(records)["risk_by_object"][window.truth.risk_object]
+    assert kind["named"] == pytest.approx(1 - 1 / perfect[window.truth.risk_object]["n"]) and kind["bbox_acc50"] == 1.0
 
 
 def test_lingoqa_groups_references_per_question(export):

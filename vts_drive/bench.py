@@ -60,6 +60,7 @@ class WindowTruth:
     answers: list[str]  # one per question
     risk_bbox: list[float] | None  # normalised, front camera; None when nothing is a risk
     risk_caption: str
+    risk_object: str | None = None  # the object the risk box belongs to
 
 
 @dataclass

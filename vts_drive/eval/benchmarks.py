@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vts_drive.errors import InputError
 from vts_drive.eval import drama, lingoqa
@@ -20,8 +20,11 @@ from vts_drive.eval.judge import LingoJudge
 from vts_drive.eval.metrics import CAPTION_METRICS, caption_metrics, localisation_metrics
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
 from vts_drive.report import parse_risk
-from vts_drive.scoring import exact_match
+from vts_drive.scoring import box_iou, exact_match
 from vts_drive.window import FrameWindow
+
+if TYPE_CHECKING:  # the bench module pulls in torch and the pipeline
+    from vts_drive.bench import BenchWindow
 
 BENCHMARKS = ("drama", "lingoqa", "synth")
 
@@ -149,10 +152,27 @@ class SynthBenchmark:
             "qa_exact_match": sum(hits) / len(hits) if hits else None,
             **boxes,
             **{f"caption_{name}": value for name, value in captions.items()},
+            "risk_by_object": risk_by_object(risky),
         }
 
     def export(self, records: list[dict], folder: Path) -> None:
         """synthdrive has no official predictions format beyond the prediction lines."""
+
+
+def risk_by_object(risky: list[tuple[BenchWindow, dict]]) -> dict[str, dict[str, float]]:
+    """Per kind of risk object: how often the model names it and how often its box reaches IoU 0.5.
+    Separates the two ways a box is missed: the wrong object, or the right one placed badly."""
+    table: dict[str, dict[str, float]] = {}
+    for kind in sorted({window.truth.risk_object for window, _ in risky if window.truth.risk_object}):
+        rows = [(window, record) for window, record in risky if window.truth.risk_object == kind]
+        named = [(window, record) for window, record in rows if record["object"] == kind]
+        ious = [box_iou(record["bbox"], window.truth.risk_bbox) for window, record in rows]
+        table[kind] = {
+            "n": len(rows),
+            "named": len(named) / len(rows),
+            "bbox_acc50": sum(iou > 0.5 for iou in ious) / len(rows),
+        }
+    return table
 
 
 Benchmark = DramaBenchmark | LingoQABenchmark | SynthBenchmark

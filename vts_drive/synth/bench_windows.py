@@ -29,6 +29,7 @@ def scene_window(scene: SynthScene, end: int, frames: int, cameras: list[str]) -
             answers=[answer for _, answer, _ in truth.qa],
             risk_bbox=truth.risk_box,
             risk_caption=truth.risk_caption,
+            risk_object=truth.risk_object,
         ),
     )
 
