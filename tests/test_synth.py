@@ -36,6 +36,12 @@ def test_same_seed_same_bytes_other_seed_differs(small_dataset, tmp_path):
     assert digest(other)["synth/scene_00000/front/05.jpg"] != digest(small_dataset)["synth/scene_00000/front/05.jpg"]
 
 
+def test_parallel_workers_write_the_bytes_of_one_process(small_dataset, tmp_path):
+    parallel = tmp_path / "parallel"
+    generate_dataset(parallel, SynthConfig(scenes=3, seed=7, frames=6, image_size=(96, 64)), workers=2)
+    assert digest(parallel) == digest(small_dataset)
+
+
 def test_native_form_reads_back_with_truth(small_dataset):
     dataset = SynthDataset(small_dataset)
     assert len(dataset) == 3 and dataset.cameras == ["front", "front_left", "front_right"]
@@ -83,6 +89,7 @@ def test_bad_inputs(tmp_path, capsys):
         (["--out", str(tmp_path / "b"), "--scenes", "1", "--cameras", "front,roof"], "unknown camera name"),
         (["--out", str(tmp_path / "c"), "--scenes", "1", "--cameras", "front_left"], "use the front camera"),
         (["--out", str(tmp_path / "d"), "--scenes", "1", "--image-size", "12x9"], "--image-size"),
+        (["--out", str(tmp_path / "e"), "--scenes", "1", "--workers", "0"], "--workers must be at least 1"),
     ]
     for args, message in cases:
         assert main(["synth", *args]) == 2

@@ -24,6 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--formats", default=",".join(("synth", "drama", "lingoqa", "bags")), help="which outputs to write (default: all)")
     parser.add_argument("--storage", default="mcap", help="rosbag2 storage: mcap or sqlite3 (default: %(default)s)")
     parser.add_argument("--compressed", action="store_true", help="bags carry sensor_msgs/CompressedImage (jpeg)")
+    parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel (same bytes as one)")
     parser.add_argument("--overwrite", action="store_true", help="replace the synthdrive data in a non-empty --out")
     parser.set_defaults(run=run)
 
@@ -49,6 +50,6 @@ def run(args: argparse.Namespace) -> int:
         compressed=args.compressed,
         formats=tuple(f.strip() for f in args.formats.split(",") if f.strip()),
     )
-    generate_dataset(args.out, config, overwrite=args.overwrite)
+    generate_dataset(args.out, config, overwrite=args.overwrite, workers=args.workers)
     print(f"wrote {args.scenes} scene(s) to {args.out}")
     return 0

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -81,30 +84,23 @@ def encode(path: Path, image: np.ndarray, rgb: bool = True) -> None:
     path.write_bytes(buffer.tobytes())
 
 
-def generate_dataset(out: Path, config: SynthConfig, overwrite: bool = False) -> None:
+def generate_dataset(out: Path, config: SynthConfig, overwrite: bool = False, workers: int = 1) -> None:
+    """Scenes are independent (each draws from its own seeded generators), so `workers`
+    processes render and write them in parallel; the bytes are those of a single process."""
     config.check()
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
     out = Path(out)
     prepare_output(out, overwrite)
-    width, height = config.image_size
-    cameras = make_cameras(config.cameras, width, height)
-    min_pixels = max(6, round(12 * width * height / (192 * 128)))
     drama, lingoqa, scene_ids = [], [], []
-    for index in tqdm(range(config.scenes), desc="synthdrive", unit="scene"):
-        scene = sample_scene(np.random.default_rng([config.seed, index]), f"scene_{index:05d}", config.frames, config.fps)
-        weather = np.random.default_rng([config.seed, index, 1])
-        frames = {c.name: [render(scene, c, t, weather) for t in range(config.frames)] for c in cameras}
-        views = [{name: visible_objects(frames[name][t].instances, min_pixels) for name in frames} for t in range(config.frames)]
-        truths = [frame_truth(scene, t, views[t], config.image_size) for t in range(config.frames)]
-        keyframes = {name: keyframe_labels(views, truths, name, scene) for name in frames}
-        scene_ids.append(scene.scene_id)
-        if "synth" in config.formats:
-            write_native(out / "synth" / scene.scene_id, scene, frames, truths, keyframes)
-        if "drama" in config.formats:
-            drama.append(write_drama_clip(out / "drama", scene, frames["front"], truths[-1], config.fps))
-        if "lingoqa" in config.formats:
-            lingoqa += write_lingoqa_segment(out / "lingoqa", scene, frames["front"], truths[-1])
-        if "bags" in config.formats:
-            write_bag(out / "bags" / scene.scene_id, scene, frames, config)
+    write = partial(write_scene, out, config)
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        written = pool.map(write, range(config.scenes), chunksize=4) if pool else map(write, range(config.scenes))
+        for scene_id, drama_entry, lingoqa_rows in tqdm(written, total=config.scenes, desc="synthdrive", unit="scene"):
+            scene_ids.append(scene_id)
+            if drama_entry is not None:
+                drama.append(drama_entry)
+            lingoqa += lingoqa_rows
     if "synth" in config.formats:
         manifest = {
             "format": FORMAT_VERSION,
@@ -121,6 +117,30 @@ def generate_dataset(out: Path, config: SynthConfig, overwrite: bool = False) ->
         (out / "drama" / "integrated_output_v2.json").write_text(json.dumps(drama, indent=1) + "\n")
     if "lingoqa" in config.formats:
         write_parquet(out / "lingoqa" / "val.parquet", lingoqa)
+
+
+def write_scene(out: Path, config: SynthConfig, index: int) -> tuple[str, dict | None, list[dict]]:
+    """Sample, render and write scene `index` in every requested form -> (scene id, its DRAMA
+    entry, its LingoQA rows), which the caller collects in scene order."""
+    width, height = config.image_size
+    cameras = make_cameras(config.cameras, width, height)
+    min_pixels = max(6, round(12 * width * height / (192 * 128)))
+    scene = sample_scene(np.random.default_rng([config.seed, index]), f"scene_{index:05d}", config.frames, config.fps)
+    weather = np.random.default_rng([config.seed, index, 1])
+    frames = {c.name: [render(scene, c, t, weather) for t in range(config.frames)] for c in cameras}
+    views = [{name: visible_objects(frames[name][t].instances, min_pixels) for name in frames} for t in range(config.frames)]
+    truths = [frame_truth(scene, t, views[t], config.image_size) for t in range(config.frames)]
+    keyframes = {name: keyframe_labels(views, truths, name, scene) for name in frames}
+    drama_entry, lingoqa_rows = None, []
+    if "synth" in config.formats:
+        write_native(out / "synth" / scene.scene_id, scene, frames, truths, keyframes)
+    if "drama" in config.formats:
+        drama_entry = write_drama_clip(out / "drama", scene, frames["front"], truths[-1], config.fps)
+    if "lingoqa" in config.formats:
+        lingoqa_rows = write_lingoqa_segment(out / "lingoqa", scene, frames["front"], truths[-1])
+    if "bags" in config.formats:
+        write_bag(out / "bags" / scene.scene_id, scene, frames, config)
+    return scene.scene_id, drama_entry, lingoqa_rows
 
 
 def write_native(folder: Path, scene, frames, truths, keyframes) -> None:
