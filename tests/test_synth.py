@@ -14,6 +14,7 @@ from vts_drive.errors import InputError
 from vts_drive.report import parse_risk
 from vts_drive.synth.dataset import SynthDataset
 from vts_drive.synth.generate import SynthConfig, generate_dataset
+from vts_drive.synth.train import cell_labels, prepare, risk_cells
 
 
 def digest(folder: Path) -> dict[str, str]:
@@ -188,3 +189,30 @@ def test_training_keyframe_probabilities_score_each_camera_stream_in_time_order(
     for scene in range(5):
         streams = scorer.prepare(list(images[scene].reshape(-1, 16, 16, 3))).view(3, 4, 3, 16, 16)
         np.testing.assert_allclose(batched[scene], scorer.score_streams(streams).numpy(), atol=1e-6)
+
+
+def test_cell_labels_mark_the_classes_covering_a_share_of_each_cell():
+    labels = np.zeros((7, 6), dtype=np.uint8)  # 7 rows into 2 cell rows: rows 0-2 and 3-6
+    labels[0, 0] = 2  # 1 of the 9 pixels of cell (0, 0)
+    labels[3:, 3:] = 1  # all of cell (1, 1)
+    labels[6, 5] = 9  # a label beyond the classes scored counts in the cell's size only
+    cells = cell_labels(labels, (2, 2), classes=3, share=0.1)
+    assert cells.tolist() == [[1, 0, 1], [1, 0, 0], [1, 0, 0], [0, 1, 0]]
+    assert cell_labels(labels, (2, 2), classes=3, share=0.12)[0].tolist() == [1, 0, 0]  # 1/9 < 0.12
+
+
+def test_risk_cells_are_the_cells_the_box_overlaps():
+    assert risk_cells([0.1, 0.1, 0.5, 0.4], (2, 2)).tolist() == [1, 0, 0, 0]  # touching a border is no overlap
+    assert risk_cells([0.4, 0.6, 0.6, 0.9], (2, 2)).tolist() == [0, 0, 1, 1]
+    assert risk_cells(None, (2, 3)).tolist() == [0] * 6
+
+
+def test_prepared_data_is_cached_per_input_size(small_dataset, tmp_path):
+    dataset = SynthDataset(small_dataset)
+    small = prepare(dataset, 16, (2, 2), tmp_path / "data")
+    assert small.images.shape == (3, 3, 6, 16, 16, 3) and small.cells.shape[3] == 4
+    again = prepare(dataset, 16, (2, 2), tmp_path / "data")
+    assert np.array_equal(again.images, small.images) and np.array_equal(again.cells, small.cells)
+    larger = prepare(dataset, 32, (4, 4), tmp_path / "data")  # the cache holds another size: prepared anew
+    assert larger.images.shape == (3, 3, 6, 32, 32, 3) and larger.cells.shape[3] == 16
+    assert np.array_equal(larger.cells[..., -1].any(axis=-1), small.cells[..., -1].any(axis=-1))  # the same risk frames

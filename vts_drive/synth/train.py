@@ -35,8 +35,10 @@ The run checkpoints every `checkpoint_every` steps and resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -106,50 +108,60 @@ class PreparedData:
 
 
 def cell_labels(labels: np.ndarray, grid: tuple[int, int], classes: int, share: float = 0.03) -> np.ndarray:
-    """A class-id map [H, W] -> [N, classes] multi-hot: classes covering >= share of each grid cell."""
+    """A class-id map [H, W] -> [N, classes] multi-hot: classes covering >= share of each grid cell
+    (cell r spans rows r*H//rows to (r+1)*H//rows, and likewise for columns)."""
     rows, cols = grid
     height, width = labels.shape
-    out = np.zeros((rows * cols, classes), dtype=np.uint8)
-    for r in range(rows):
-        for c in range(cols):
-            cell = labels[r * height // rows : (r + 1) * height // rows, c * width // cols : (c + 1) * width // cols]
-            counts = np.bincount(cell.ravel(), minlength=classes)[:classes]
-            out[r * cols + c] = counts >= share * cell.size
-    return out
+    row_of = np.searchsorted(np.arange(rows) * height // rows, np.arange(height), side="right") - 1  # [H]
+    col_of = np.searchsorted(np.arange(cols) * width // cols, np.arange(width), side="right") - 1  # [W]
+    cell = (row_of[:, None] * cols + col_of[None, :]).ravel()  # [H*W]
+    values = max(classes, int(labels.max()) + 1)
+    counts = np.bincount(cell * values + labels.ravel(), minlength=rows * cols * values).reshape(rows * cols, values)
+    sizes = np.bincount(cell, minlength=rows * cols)  # [N]
+    return (counts[:, :classes] >= share * sizes[:, None]).astype(np.uint8)
 
 
 def risk_cells(box: list[float] | None, grid: tuple[int, int]) -> np.ndarray:
     rows, cols = grid
-    out = np.zeros(rows * cols, dtype=np.uint8)
-    if box is not None:
-        x1, y1, x2, y2 = box
-        for r in range(rows):
-            for c in range(cols):
-                overlap_x = min(x2, (c + 1) / cols) - max(x1, c / cols)
-                overlap_y = min(y2, (r + 1) / rows) - max(y1, r / rows)
-                out[r * cols + c] = overlap_x > 0 and overlap_y > 0
-    return out
+    if box is None:
+        return np.zeros(rows * cols, dtype=np.uint8)
+    x1, y1, x2, y2 = box
+    columns, lines = np.arange(cols), np.arange(rows)
+    overlap_x = np.minimum(x2, (columns + 1) / cols) - np.maximum(x1, columns / cols) > 0  # [cols]
+    overlap_y = np.minimum(y2, (lines + 1) / rows) - np.maximum(y1, lines / rows) > 0  # [rows]
+    return (overlap_y[:, None] & overlap_x[None, :]).ravel().astype(np.uint8)
 
 
 def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache: Path | None) -> PreparedData:
-    if cache is not None and cache.with_suffix(".npz").is_file():
-        stored = np.load(cache.with_suffix(".npz"))
-        return PreparedData(stored["images"], stored["cells"], [s.truth for s in dataset.scenes], dataset.cameras)
+    """Every frame resized and labelled once, by a thread per core (image decoding releases the
+    GIL); `cache` keeps the result for a resumed run at the same input size and token grid."""
     classes = len(dataset.classes)
     scenes, cameras, frames = len(dataset), len(dataset.cameras), dataset.frames
-    images = np.zeros((scenes, cameras, frames, input_size, input_size, 3), dtype=np.uint8)
-    cells = np.zeros((scenes, cameras, frames, grid[0] * grid[1], classes + 1), dtype=np.uint8)
-    for s, scene in enumerate(tqdm(dataset.scenes, desc="load synthdrive", unit="scene")):
+    images_shape = (scenes, cameras, frames, input_size, input_size, 3)
+    cells_shape = (scenes, cameras, frames, grid[0] * grid[1], classes + 1)
+    if cache is not None and cache.with_suffix(".npz").is_file():
+        stored = np.load(cache.with_suffix(".npz"))
+        if stored["images"].shape == images_shape and stored["cells"].shape == cells_shape:
+            return PreparedData(stored["images"], stored["cells"], [s.truth for s in dataset.scenes], dataset.cameras)
+    images = np.zeros(images_shape, dtype=np.uint8)
+    cells = np.zeros(cells_shape, dtype=np.uint8)
+    all_scenes = dataset.scenes  # read once, before the threads share it
+
+    def load_scene(s: int) -> None:
+        scene = all_scenes[s]
         for c, camera in enumerate(dataset.cameras):
             for t in range(frames):
                 images[s, c, t] = cv2.resize(scene.image(camera, t), (input_size, input_size), interpolation=cv2.INTER_AREA)
                 cells[s, c, t, :, :classes] = cell_labels(scene.labels(camera, t), grid, classes)
                 if camera == "front":
                     cells[s, c, t, :, classes] = risk_cells(scene.truth[t].risk_box, grid)
+
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(tqdm(pool.map(load_scene, range(scenes)), total=scenes, desc="load synthdrive", unit="scene"))
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache.with_suffix(".npz"), images=images, cells=cells)
-    return PreparedData(images, cells, [s.truth for s in dataset.scenes], dataset.cameras)
+    return PreparedData(images, cells, [s.truth for s in all_scenes], dataset.cameras)
 
 
 def keyframe_probabilities(images: np.ndarray, scorer: KeyframeScorer, scenes_per_batch: int = 64) -> np.ndarray:
