@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from vts_drive.cli import main
+from vts_drive.errors import InputError
 from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, load_scorer, save_scorer
 from vts_drive.mod.routing import load_routers
 from vts_drive.model.loading import load_model
@@ -130,6 +131,40 @@ def test_train_synth_from_a_trained_model(drive, trained, tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_train_synth_from_a_trained_model_at_a_larger_input_size(drive, trained, tmp_path):
+    """--image-size with --init: the start's weights read a larger patch grid (position embeddings
+    interpolated), the model is written at the new size and the pipeline gives it 4x the tokens."""
+    out = tmp_path / "larger"
+    args = ["train-synth", "--data", str(drive), "--out", str(out), "--init", str(trained), "--image-size", "64",
+            "--batch-size", "2", "--single-frame-steps", "0", "--steps", "1", "--lr", "0"]
+    assert main(args) == 0
+    start, larger = load_model(str(trained)), load_model(str(out))
+    assert larger.hf_model.config.vision_config.image_size == 64
+    assert json.loads((out / "preprocessor_config.json").read_text())["size"] == {"height": 64, "width": 64}
+    before, after = start.hf_model.state_dict(), larger.hf_model.state_dict()
+    moved = [k for k in before if before[k].shape != after[k].shape or not torch.equal(before[k], after[k])]
+    assert moved == ["model.vision_tower.embeddings.position_embedding.weight"]
+    window = _window(drive)
+    small_report = Pipeline.load(str(trained), PipelineConfig(mode="dense", max_new_tokens=2)).describe(window)
+    large_report = Pipeline.load(str(out), PipelineConfig(mode="dense", max_new_tokens=2)).describe(window)
+    assert large_report.tokens["vision_dense"] == 4 * small_report.tokens["vision_dense"]
+
+
+def test_larger_input_interpolates_the_position_embedding_grid(trained):
+    from vts_drive.model.small import with_image_size
+
+    hf = load_model(str(trained)).hf_model
+    embedding = hf.model.vision_tower.embeddings.position_embedding.weight  # [4 x 4 patches, Dv]
+    with torch.no_grad():  # an embedding that changes along x only
+        embedding.copy_(torch.linspace(-1, 1, 4).repeat(4)[:, None].expand_as(embedding))
+    resized = with_image_size(hf, 64).model.vision_tower.embeddings.position_embedding.weight.detach()  # [8 x 8, Dv]
+    grid = resized.view(8, 8, -1)
+    assert torch.allclose(grid, grid[:1].expand_as(grid))  # still the same in every row
+    assert bool((grid[0, 1:, 0] > grid[0, :-1, 0]).all())  # and increasing along x
+    with pytest.raises(InputError, match="not a multiple of the patch size 8"):
+        with_image_size(hf, 60)
+
+
 def test_demo_prints_reports_and_writes_jsonl(trained, tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--model", str(trained), "--mode", "dense", "--out", str(out), "--scenes", "1", "--max-new-tokens", "4"]) == 0
@@ -171,6 +206,8 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     for flag in ("--box-weight", "--coordinate-sigma", "--risk-windows"):
         assert main([*routed, "0", flag, "-1"]) == 2
         assert f"{flag} must be at least 0, got -1" in capsys.readouterr().err
+    assert main([*routed, "0", "--image-size", "4"]) == 2
+    assert "--image-size must be at least 8 pixels, got 4" in capsys.readouterr().err
     assert main([*routed, "0", "--val-scenes", "0"]) == 2
     assert "--val-scenes must be at least 1, got 0" in capsys.readouterr().err
     assert main([*routed, "0", "--val-data", str(missing)]) == 2

@@ -62,6 +62,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--init", help="start from this model (name or folder): its weights, tokenizer, keyframe scorer and routers; "
         "its size replaces --size",
     )
+    parser.add_argument(
+        "--image-size", type=int,
+        help="input size in pixels (default: the size's, or the --init model's); a --init model of another size "
+        "keeps its patch size and has its vision position embeddings interpolated to the new patch grid",
+    )
     parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
@@ -80,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("routed_share", "token_dropout_share", "empty_frame_share", "vts_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
+    if args.image_size is not None and args.image_size < 8:
+        raise InputError(f"--image-size must be at least 8 pixels, got {args.image_size}")
     if args.val_scenes < 1:
         raise InputError(f"--val-scenes must be at least 1, got {args.val_scenes}")
     for name in ("box_weight", "coordinate_sigma", "risk_windows"):
@@ -99,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         coordinate_sigma=args.coordinate_sigma,
         risk_windows=args.risk_windows,
         init=args.init,
+        image_size=args.image_size,
         val_scenes=args.val_scenes,
         routing=routing_config(args.r, args.layers),
         size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),

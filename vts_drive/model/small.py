@@ -6,11 +6,13 @@ locally with the `tokenizers` library, so nothing is downloaded.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
 import torch
+import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     LlavaOnevisionConfig,
@@ -19,6 +21,8 @@ from transformers import (
     Qwen2Config,
     SiglipVisionConfig,
 )
+
+from vts_drive.errors import InputError
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>", "<video>"]
 
@@ -101,6 +105,29 @@ def build_small_model(
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.bos_token_id = None
     return model.eval()
+
+
+def with_image_size(
+    model: LlavaOnevisionForConditionalGeneration, image_size: int
+) -> LlavaOnevisionForConditionalGeneration:
+    """The same weights reading images of `image_size`: the patch size stays, so the vision tower
+    sees a larger patch grid, and its learned position embeddings (one per patch) are interpolated
+    bicubically to it, the usual way to fine-tune a ViT at a higher resolution."""
+    vision = model.config.vision_config
+    if image_size % vision.patch_size:
+        raise InputError(f"image size {image_size} is not a multiple of the patch size {vision.patch_size}")
+    config = copy.deepcopy(model.config)
+    config.vision_config.image_size = image_size
+    resized = LlavaOnevisionForConditionalGeneration(config)
+    state = model.state_dict()
+    key = next(name for name in state if name.endswith("embeddings.position_embedding.weight"))
+    old, new = vision.image_size // vision.patch_size, image_size // vision.patch_size
+    grid = state[key].reshape(old, old, -1).permute(2, 0, 1)[None]  # [1, Dv, old, old]
+    grid = F.interpolate(grid, size=(new, new), mode="bicubic", align_corners=False)
+    state[key] = grid[0].permute(1, 2, 0).reshape(new * new, -1)  # [new * new, Dv]
+    resized.load_state_dict(state)
+    resized.generation_config = copy.deepcopy(model.generation_config)
+    return resized.to(model.device).train(model.training)
 
 
 def save_small_model(

@@ -39,7 +39,7 @@ import os
 import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import cv2
@@ -54,7 +54,7 @@ from vts_drive.mod.routing import ModConfig, Routers, load_routers, save_routers
 from vts_drive.mod.train import PromptAttentionProbe, routed_losses
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel, load_model
-from vts_drive.model.small import SmallModelSize, build_small_model, save_small_model, train_tokenizer
+from vts_drive.model.small import SmallModelSize, build_small_model, save_small_model, train_tokenizer, with_image_size
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.pipeline import Pipeline, PipelineConfig
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, SYSTEM_PROMPT, PromptBuilder
@@ -94,6 +94,7 @@ class TrainConfig:
     seed: int = 0
     size: SmallModelSize = field(default_factory=SmallModelSize)
     init: str | None = None  # start from this model's weights and tokenizer (its size replaces `size`)
+    image_size: int | None = None  # input size, overriding `size`'s or the start model's (its position embeddings interpolated)
 
 
 @dataclass
@@ -313,6 +314,8 @@ def train_synth(
 ) -> Path:
     out = Path(out)
     start = load_model(config.init, device) if config.init is not None else None
+    if start is not None and config.image_size not in (None, start.hf_model.config.vision_config.image_size):
+        start.hf_model = with_image_size(start.hf_model, config.image_size)
     dataset = SynthDataset(data_dir)  # inputs are checked before OUT is created
     dataset.check_cameras(["front"])
     val = SynthDataset(val_dir) if val_dir else None
@@ -333,7 +336,8 @@ def train_synth(
         else:
             tokenizer = train_tokenizer(tokenizer_corpus(dataset), config.vocab_size)
             tokenizer.save_pretrained(tokenizer_dir)
-        hf = build_small_model(tokenizer, config.size, seed=config.seed)
+        size = config.size if config.image_size is None else replace(config.size, image_size=config.image_size)
+        hf = build_small_model(tokenizer, size, seed=config.seed)
     hf.to(device).train().requires_grad_(True)
     model = VisionLanguageModel("synthdrive-tiny", out, hf, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     vision = VisionEncoder(model)
