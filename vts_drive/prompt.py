@@ -79,17 +79,23 @@ class PromptBuilder:
         return list(self._ids(text))
 
     def context(self, frames: list[FrameTokens], device: torch.device) -> VisualContext:
-        """Frames in camera-major order (all frames of camera 0, then camera 1, ...) -> prefix embeds."""
-        pieces: list[torch.Tensor] = []
-        frame_index: list[torch.Tensor] = []
+        """Frames in camera-major order (all frames of camera 0, then camera 1, ...) -> prefix embeds.
+
+        All text of the prefix is embedded in one lookup and interleaved with the frames' tokens
+        by one gather, so a context costs a few tensor operations however many frames it holds."""
+        text_ids: list[int] = []
+        frame_index: list[int] = []
+        visual_count = 0
+        source: list[int] = []  # per prefix token: its row in text_ids (>= 0) or ~its row among the visual tokens
 
         def add_text(text: str) -> None:
-            ids = torch.tensor(self.text_ids(text), dtype=torch.long, device=device)
-            pieces.append(self.embed(ids))
-            frame_index.append(torch.full((len(ids),), -1, dtype=torch.long, device=device))
+            ids = self.text_ids(text)
+            source.extend(range(len(text_ids), len(text_ids) + len(ids)))
+            text_ids.extend(ids)
+            frame_index.extend([-1] * len(ids))
 
         add_text(f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n")
-        head_length = pieces[0].shape[0]
+        head_length = len(text_ids)
         newest: dict[str, int] = {}
         for frame in frames:
             newest[frame.camera] = max(newest.get(frame.camera, 0), frame.frame)
@@ -99,11 +105,19 @@ class PromptBuilder:
                 camera = frame.camera
                 add_text(f"camera {camera}:\n")
             add_text(f"frame {newest[frame.camera] - frame.frame}:")  # age: 0 is now
-            pieces.append(frame.tokens.to(device))
-            frame_index.append(torch.full((frame.tokens.shape[0],), index, dtype=torch.long, device=device))
+            count = frame.tokens.shape[0]
+            source.extend(~row for row in range(visual_count, visual_count + count))
+            frame_index.extend([index] * count)
+            visual_count += count
             add_text("\n")
-        embeds = torch.cat([piece.to(pieces[0].dtype) for piece in pieces])
-        return VisualContext(embeds=embeds, frame_index=torch.cat(frame_index), head_length=head_length)
+        text = self.embed(torch.tensor(text_ids, dtype=torch.long, device=device))  # [Lt, D]
+        visual = torch.cat([frame.tokens.to(device, text.dtype) for frame in frames])  # [Lv, D]
+        order = torch.tensor([row if row >= 0 else len(text_ids) + ~row for row in source], dtype=torch.long, device=device)
+        return VisualContext(
+            embeds=torch.cat([text, visual])[order],  # [Lt + Lv, D] in prompt order
+            frame_index=torch.tensor(frame_index, dtype=torch.long, device=device),
+            head_length=head_length,
+        )
 
     def question_ids(self, question: str) -> list[int]:
         """The per-prompt suffix: the question, end of the user turn, start of the answer."""

@@ -169,11 +169,12 @@ def forward_losses(
             owners.append(b)
     lengths = torch.tensor([len(ids) for ids, _ in rows], device=device)
     row_width = int(lengths.max())
-    ids = torch.zeros(len(rows), row_width, dtype=torch.long, device=device)
-    labels = torch.full((len(rows), row_width), IGNORE, dtype=torch.long, device=device)
+    ids = torch.zeros(len(rows), row_width, dtype=torch.long)  # filled on the host, moved once
+    labels = torch.full((len(rows), row_width), IGNORE, dtype=torch.long)
     for r, (row_ids, row_labels) in enumerate(rows):
-        ids[r, : len(row_ids)] = torch.tensor(row_ids, device=device)
-        labels[r, : len(row_labels)] = torch.tensor(row_labels, device=device)
+        ids[r, : len(row_ids)] = torch.tensor(row_ids)
+        labels[r, : len(row_labels)] = torch.tensor(row_labels)
+    ids, labels = ids.to(device), labels.to(device)
     owner = torch.tensor(owners, device=device)
     prefix_lengths = torch.tensor([c.length for c in contexts], device=device)[owner]
     row_positions = prefix_lengths[:, None] + torch.arange(row_width, device=device)[None]
