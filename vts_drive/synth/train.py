@@ -313,7 +313,7 @@ def train_synth(
     data_dir: Path, out: Path, config: TrainConfig, val_dir: Path | None = None, device: str = "cpu"
 ) -> Path:
     out = Path(out)
-    start = load_model(config.init, device) if config.init is not None else None
+    start = load_model(config.init, device, dtype="fp32") if config.init is not None else None  # trained in float32
     if start is not None and config.image_size not in (None, start.hf_model.config.vision_config.image_size):
         start.hf_model = with_image_size(start.hf_model, config.image_size)
     dataset = SynthDataset(data_dir)  # inputs are checked before OUT is created
