@@ -167,6 +167,19 @@ def test_synth_scores_the_risk_per_kind_of_object(export):
     assert kind["named"] == pytest.approx(1 - 1 / perfect[window.truth.risk_object]["n"]) and kind["bbox_acc50"] == 1.0
 
 
+def test_synth_majority_answer_baseline_answers_each_question_with_its_most_common_truth():
+    from vts_drive.bench import BenchWindow, WindowTruth
+    from vts_drive.eval.benchmarks import majority_answer_exact_match
+
+    def window(answers: list[str]) -> BenchWindow:
+        return BenchWindow(None, ["Is the light red?", "How many cars?"], WindowTruth(answers, None, "", None))
+
+    windows = [window(["yes", "2"]), window(["yes", "3"]), window(["no", "2"]), window(["Yes.", "2"])]
+    # "yes" wins the first question (3 of 4 with "Yes." scored as the same answer), "2" the second (3 of 4)
+    assert majority_answer_exact_match(windows) == pytest.approx(6 / 8)
+    assert majority_answer_exact_match([]) is None
+
+
 def test_lingoqa_groups_references_per_question(export):
     questions = lingoqa.load_lingoqa(export / "lingoqa")
     assert len(questions) == 3 * 9

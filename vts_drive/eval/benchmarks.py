@@ -9,6 +9,7 @@ prediction line, `score` turns prediction lines back into metrics against the da
 from __future__ import annotations
 
 import sys
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -150,6 +151,7 @@ class SynthBenchmark:
         return {
             "n": len(done),
             "qa_exact_match": sum(hits) / len(hits) if hits else None,
+            "qa_majority_answer": majority_answer_exact_match([window for window, _ in done]),
             **boxes,
             **{f"caption_{name}": value for name, value in captions.items()},
             "risk_by_object": risk_by_object(risky),
@@ -157,6 +159,20 @@ class SynthBenchmark:
 
     def export(self, records: list[dict], folder: Path) -> None:
         """synthdrive has no official predictions format beyond the prediction lines."""
+
+
+def majority_answer_exact_match(windows: list[BenchWindow]) -> float | None:
+    """Exact match of answering each question with its most common true answer over these windows:
+    the most a model that sees nothing could score here, knowing every answer's frequency. Learned
+    vision is what QA exact match gains over it (a model shown black frames may score far less)."""
+    pairs = [(q, a) for window in windows for q, a in zip(window.questions, window.truth.answers, strict=True)]
+    if not pairs:
+        return None
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for question, answer in pairs:
+        counts[question][answer] += 1
+    majority = {question: answers.most_common(1)[0][0] for question, answers in counts.items()}
+    return sum(exact_match(majority[q], a) for q, a in pairs) / len(pairs)
 
 
 def risk_by_object(risky: list[tuple[BenchWindow, dict]]) -> dict[str, dict[str, float]]:
