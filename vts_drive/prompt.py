@@ -84,13 +84,13 @@ class PromptBuilder:
         All text of the prefix is embedded in one lookup and interleaved with the frames' tokens
         by one gather, so a context costs a few tensor operations however many frames it holds."""
         text_ids: list[int] = []
-        frame_index: list[int] = []
-        visual_count = 0
-        source: list[int] = []  # per prefix token: its row in text_ids (>= 0) or ~its row among the visual tokens
+        frame_index: list[int] = []  # per prefix token: its frame, -1 for text
+        rows: list[int] = []  # per prefix token: its row among the text tokens, or among the visual tokens
+        visual_rows = 0
 
         def add_text(text: str) -> None:
             ids = self.text_ids(text)
-            source.extend(range(len(text_ids), len(text_ids) + len(ids)))
+            rows.extend(range(len(text_ids), len(text_ids) + len(ids)))
             text_ids.extend(ids)
             frame_index.extend([-1] * len(ids))
 
@@ -106,18 +106,16 @@ class PromptBuilder:
                 add_text(f"camera {camera}:\n")
             add_text(f"frame {newest[frame.camera] - frame.frame}:")  # age: 0 is now
             count = frame.tokens.shape[0]
-            source.extend(~row for row in range(visual_count, visual_count + count))
+            rows.extend(range(visual_rows, visual_rows + count))
             frame_index.extend([index] * count)
-            visual_count += count
+            visual_rows += count
             add_text("\n")
         text = self.embed(torch.tensor(text_ids, dtype=torch.long, device=device))  # [Lt, D]
         visual = torch.cat([frame.tokens.to(device, text.dtype) for frame in frames])  # [Lv, D]
-        order = torch.tensor([row if row >= 0 else len(text_ids) + ~row for row in source], dtype=torch.long, device=device)
-        return VisualContext(
-            embeds=torch.cat([text, visual])[order],  # [Lt + Lv, D] in prompt order
-            frame_index=torch.tensor(frame_index, dtype=torch.long, device=device),
-            head_length=head_length,
-        )
+        frame_index_tensor = torch.tensor(frame_index, dtype=torch.long, device=device)  # [Lt + Lv]
+        # rows of cat([text, visual]) in prompt order: visual rows come after the Lt text rows
+        order = torch.tensor(rows, dtype=torch.long, device=device) + len(text_ids) * (frame_index_tensor >= 0)
+        return VisualContext(embeds=torch.cat([text, visual])[order], frame_index=frame_index_tensor, head_length=head_length)
 
     def question_ids(self, question: str) -> list[int]:
         """The per-prompt suffix: the question, end of the user turn, start of the answer."""

@@ -84,7 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.testing.tiny import TINY_SIZE
 
     check_device(args.device)
-    torch.set_float32_matmul_precision("high")  # TF32 matrix products on CUDA, as synthdrive-tiny was trained
+    if args.device.startswith("cuda"):
+        torch.set_float32_matmul_precision("high")  # TF32 matrix products, as synthdrive-tiny was trained
     for name in ("routed_share", "token_dropout_share", "empty_frame_share", "vts_share"):
         if not 0.0 <= getattr(args, name) <= 1.0:
             raise InputError(f"--{name.replace('_', '-')} must be in [0, 1], got {getattr(args, name)}")
