@@ -204,12 +204,15 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
         "llm_prefill", prefill, inputs, axes, ["hidden", *kv_names("present", layers)], dims,
     ))
 
-    # llm_decode: 2 rows of 3 new tokens, each row with 4 + layer entries of its own, over the prefix above.
+    # llm_decode: 2 rows of 3 new tokens, each row with 4 + layer entries of its own, over the prefix above
+    # (batch-1 keys and values, a valid mask per row).
     # Each layer's entry counts are their own axes (a cache's layers may hold different numbers of entries),
     # and every example tensor is a separate object: the trace gives one shared axis to aliased inputs.
     with torch.no_grad():
         prefix_kv = [tensor.clone() for tensor in prefill(*inputs.values())[1:]]
     batch, new = 2, 3
+    for layer in range(layers):  # the prefix's valid mask is per row (pooled prompts: each row sees its own)
+        prefix_kv[4 * layer + 3] = prefix_kv[4 * layer + 3].expand(batch, -1).clone()
     past_kv = []
     for layer in range(layers):
         keys = prefix_kv[4 * layer]
@@ -234,7 +237,8 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
         for name in kv_names(group, layers):
             layer = name.split(".")[1]
             entries = 2 if name.endswith((".key", ".value")) else 1  # the axis that counts entries
-            axes[name] = {entries: f"{group}_{layer}"} | ({0: "batch"} if group == "past" else {})
+            per_row = group == "past" or name.endswith(".valid")
+            axes[name] = {entries: f"{group}_{layer}"} | ({0: "batch"} if per_row else {})
     definitions.append(GraphDefinition(
         "llm_decode", DecodeGraph(decoder), inputs, axes, ["hidden", *kv_names("present", layers)], dims,
     ))

@@ -10,6 +10,7 @@ OnnxRuntimeGraph (onnxruntime_runtime.py) or TensorRTEngine (tensorrt_runtime.py
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -106,6 +107,7 @@ class ExportedDecoder(Qwen2Decoder):
         else:
             batch = embeds.shape[0]
             prefix = [cache.shared[layer] or self.empty_kv(1, embeds) for layer in range(self.num_layers)]
+            prefix = [replace(kv, valid=kv.valid.expand(batch, -1)) for kv in prefix]  # the graph takes a mask per row
             past = [cache.layers[layer] or self.empty_kv(batch, embeds) for layer in range(self.num_layers)]
             inputs |= dict(zip(kv_names("prefix", self.num_layers), flatten_kv(prefix)))
             inputs |= dict(zip(kv_names("past", self.num_layers), flatten_kv(past)))

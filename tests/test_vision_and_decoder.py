@@ -2,7 +2,7 @@
 import torch
 
 from conftest import random_window
-from vts_drive.generation import SamplingConfig, generate, length_buckets
+from vts_drive.generation import SamplingConfig, generate, length_buckets, prefill_suffixes
 from vts_drive.measure import StageTimer
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.prompt import RISK_PROMPT
@@ -99,3 +99,30 @@ def test_length_buckets_bound_padding():
     assert length_buckets([10, 66, 15, 12]) == [[1], [2, 3, 0]]
     assert length_buckets([5, 5, 5]) == [[0, 1, 2]]
     assert length_buckets([40, 20, 10]) == [[0], [1], [2]]
+
+
+def test_pooled_prompt_rows_hold_each_prompt_once_without_padding(tiny_pipeline):
+    questions = ["Describe the driving scene.", RISK_PROMPT, "What should the ego car do?"]
+    context, _, _ = _full_sequence(tiny_pipeline, questions[0])
+    suffixes = [tiny_pipeline.prompts.question_ids(q) for q in questions]
+    decoder = tiny_pipeline.decoder
+    with torch.no_grad():
+        prefix = KVCache(decoder.num_layers)
+        decoder(context.embeds[None], torch.arange(context.length)[None], cache=prefix)
+        caches = []
+        for rows in length_buckets([len(s) for s in suffixes]):
+            caches.append(prefix.branch())
+            prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, caches[-1], pad_id=0)
+    order = [row for rows in length_buckets([len(s) for s in suffixes]) for row in rows]
+    pooled = KVCache.pool_rows(caches)
+    for layer in range(decoder.num_layers):
+        kv = pooled.shared[layer]
+        assert kv.keys.shape[:3] == (1, decoder.num_kv_heads, context.length + sum(map(len, suffixes)))  # no padding
+        assert kv.valid.shape == (len(suffixes), kv.keys.shape[2]) and pooled.layers[layer] is None
+        seen = kv.valid[:, context.length :]  # each row sees its own prompt and no other
+        assert seen.sum(dim=1).tolist() == [len(suffixes[row]) for row in order]
+        assert kv.valid[:, : context.length].all() and not (seen.sum(dim=0) != 1).any()
+    per_entry = prefix.nbytes() // context.length  # keys and values of one token in every layer
+    assert pooled.nbytes() == per_entry * (context.length + sum(map(len, suffixes)))
+    kept = pooled.select_rows(torch.tensor([2, 0]))
+    assert torch.equal(kept.shared[0].valid, pooled.shared[0].valid[[2, 0]]) and kept.shared[0].keys is pooled.shared[0].keys

@@ -117,7 +117,7 @@ def generate(
             cache = prefix_cache.branch()
             last_hidden.append(prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, cache, pad_id))
             caches.append(cache)
-        cache = KVCache.join_rows(caches)  # rows in bucket order
+        cache = KVCache.pool_rows(caches)  # rows in bucket order, no padding between prompts
         logits = decoder.logits(torch.cat(last_hidden))  # [P, V]
 
     text_config = decoder.config

@@ -6,13 +6,14 @@ That one rule covers everything the pipeline does to a sequence: padded rows of
 a batch, prompts branched off a shared prefix, and mixture-of-depths layers
 that store K/V only for the tokens they computed.
 
-Each layer holds two segments: `shared`, a batch-1 segment every row attends to
-(the window's visual context after `branch`, never copied per prompt), and
-`layers`, the entries of each row (prompt suffixes and generated tokens).
+Each layer holds two segments: `shared`, batch-1 keys and values every row attends
+to (the window's visual context after `branch`, never copied per prompt; after
+`pool_rows` also each row's prompt, masked to its row), and `layers`, the
+entries of each row (prompt suffixes, then generated tokens).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -22,7 +23,7 @@ class LayerKV:
     keys: torch.Tensor  # [B, H_kv, S, d], rotary embedding applied
     values: torch.Tensor  # [B, H_kv, S, d]
     positions: torch.Tensor  # [B, S] long
-    valid: torch.Tensor  # [B, S] bool
+    valid: torch.Tensor  # [B, S] bool ([R, S] in a pooled shared segment: which entries each row sees)
 
 
 class KVCache:
@@ -58,30 +59,45 @@ class KVCache:
         return new
 
     @staticmethod
-    def join_rows(caches: list["KVCache"]) -> "KVCache":
-        """The rows of caches branched off one prefix, stacked into one cache; shorter rows are
-        padded with invalid entries, which no query sees."""
-        joined = KVCache(len(caches[0].layers))
-        joined.shared = caches[0].shared
-        if any(a is not b for cache in caches for a, b in zip(cache.shared, joined.shared)):
-            raise ValueError("only caches branched off the same prefix can be joined")
-        for index in range(len(joined.layers)):
-            parts = [cache.layers[index] for cache in caches]
-            width = max(kv.keys.shape[2] for kv in parts)
-            joined.layers[index] = LayerKV(
-                keys=torch.cat([pad_entries(kv.keys, width, dim=2) for kv in parts]),
-                values=torch.cat([pad_entries(kv.values, width, dim=2) for kv in parts]),
-                positions=torch.cat([pad_entries(kv.positions, width, dim=1) for kv in parts]),
-                valid=torch.cat([pad_entries(kv.valid, width, dim=1) for kv in parts]),
+    def pool_rows(caches: list["KVCache"]) -> "KVCache":
+        """The rows of caches branched off one prefix, as one cache to decode them together.
+
+        Rows hold prompts of different lengths. Stacked as [rows, entries] they would all be
+        padded to the longest; instead each row's valid entries join the shared segment, where
+        the valid mask becomes per row [R, S] (the prefix visible to every row, a row's own
+        entries to that row alone), so no entry is padding. Tokens decoded later go to the rows'
+        own segment as usual. Rows are numbered in the order of `caches`."""
+        shared = caches[0].shared
+        if any(a is not b for cache in caches for a, b in zip(cache.shared, shared)):
+            raise ValueError("only caches branched off the same prefix can be pooled")
+        pooled = KVCache(len(shared))
+        for index, prefix in enumerate(shared):
+            keys, values, positions, owners, rows = [prefix.keys[0]], [prefix.values[0]], [prefix.positions[0]], [], 0
+            for kv in (cache.layers[index] for cache in caches):
+                keep = kv.valid  # [P, W]: the row's entries, not its padding
+                keys.append(kv.keys.transpose(0, 1)[:, keep])  # [H, n, d]
+                values.append(kv.values.transpose(0, 1)[:, keep])
+                positions.append(kv.positions[keep])  # [n]
+                owners.append((rows + torch.arange(kv.valid.shape[0], device=keep.device))[:, None].expand_as(keep)[keep])
+                rows += kv.valid.shape[0]
+            owner = torch.cat(owners)  # [N]: the row each pooled entry belongs to
+            own = owner[None, :] == torch.arange(rows, device=owner.device)[:, None]  # [R, N]
+            pooled.shared[index] = LayerKV(
+                keys=torch.cat(keys, dim=1)[None],  # [1, H, S + N, d]
+                values=torch.cat(values, dim=1)[None],
+                positions=torch.cat(positions)[None],  # [1, S + N]
+                valid=torch.cat([prefix.valid.expand(rows, -1), own], dim=1),  # [R, S + N]
             )
-        return joined
+        return pooled
 
     def select_rows(self, rows: torch.Tensor) -> "KVCache":
         """A cache whose row i is a copy of row rows[i], over the same shared prefix: one row
         per prompt of each training example (autograd needs the copies; inference shares the
         prefix with `branch`), or the rows still decoding."""
         selected = KVCache(len(self.layers))
-        selected.shared = self.shared
+        selected.shared = [  # a per-row valid mask (pooled rows) follows its rows; one row's is everyone's
+            kv if kv is None or kv.valid.shape[0] == 1 else replace(kv, valid=kv.valid.index_select(0, rows)) for kv in self.shared
+        ]
         for index, kv in enumerate(self.layers):
             if kv is not None:
                 selected.layers[index] = LayerKV(
@@ -100,13 +116,3 @@ class KVCache:
         """Bytes of keys and values held (what the cache costs in device memory)."""
         held = [kv for kv in self.layers + self.shared if kv is not None]
         return sum(kv.keys.nbytes + kv.values.nbytes for kv in held)
-
-
-def pad_entries(tensor: torch.Tensor, width: int, dim: int) -> torch.Tensor:
-    """Zero-pad `tensor` along `dim` to `width` entries (zero is an invalid flag for `valid`)."""
-    missing = width - tensor.shape[dim]
-    if missing == 0:
-        return tensor
-    shape = list(tensor.shape)
-    shape[dim] = missing
-    return torch.cat([tensor, tensor.new_zeros(shape)], dim=dim)
