@@ -14,10 +14,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from vts_drive.errors import InputError
+from vts_drive.model.weights import read_weights
 
 WEIGHTS_FILE = "keyframe_scorer.safetensors"
 CONFIG_FILE = "keyframe_scorer.json"
@@ -114,7 +115,7 @@ def load_scorer(folder: Path, device: str | torch.device = "cpu") -> KeyframeSco
         config = KeyframeConfig(**json.loads(config_path.read_text()))
         config.check()
         scorer = KeyframeScorer(config)
-        scorer.load_state_dict(load_file(str(weights)))
+        scorer.load_state_dict(read_weights(weights))
     except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:
         raise InputError(f"keyframe scorer in {folder} does not load: {str(error).splitlines()[0]}") from None
     return scorer.to(device).eval()

@@ -27,10 +27,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from vts_drive.errors import InputError
+from vts_drive.model.weights import read_weights
 
 WEIGHTS_FILE = "mod_router.safetensors"
 CONFIG_FILE = "mod_router.json"
@@ -235,7 +236,7 @@ def load_routers(folder: Path, hidden_size: int, num_layers: int, device: torch.
     try:
         config = ModConfig(**json.loads(config_path.read_text()))
         routers = Routers(hidden_size, num_layers, config)
-        routers.load_state_dict(load_file(str(weights)))
+        routers.load_state_dict(read_weights(weights))
     except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:
         raise InputError(f"routers in {folder} do not fit this model: {str(error).splitlines()[0]}") from None
     return routers.to(device).eval()

@@ -5,6 +5,7 @@ Weights are read from safetensors only: nothing is unpickled from a model folder
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -12,14 +13,32 @@ from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoTokenizer, LlavaOnevisionForConditionalGeneration, PreTrainedTokenizerBase
+from huggingface_hub.errors import StrictDataclassError
+from transformers import (
+    AutoTokenizer,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    PreTrainedTokenizerBase,
+)
 
 from vts_drive.errors import InputError
+from vts_drive.model.weights import check_weight_file
 
 REAL_MODEL_ID = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
 SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5")
+MODEL_WEIGHTS = "model.safetensors"
+MODEL_WEIGHTS_INDEX = "model.safetensors.index.json"  # a sharded checkpoint's map: tensor -> shard file
+# settings the vision tower, the pipeline's preprocessing and the context bound read: positive integers
+POSITIVE_SETTINGS = (
+    "vision_config.image_size",
+    "vision_config.patch_size",
+    "vision_config.num_hidden_layers",
+    "text_config.max_position_embeddings",
+)
+FEATURE_STRATEGIES = ("default", "full")  # vision_feature_select_strategy: drop SigLIP's first token or not
+MISSING_NAMES_SHOWN = 20
 
 transformers.utils.logging.set_verbosity_error()
 transformers.utils.logging.disable_progress_bar()
@@ -43,6 +62,12 @@ class VisionLanguageModel:
     @property
     def dtype(self) -> torch.dtype:
         return self.hf_model.dtype
+
+    @property
+    def max_positions(self) -> int:
+        """Positions the LLM was built for (max_position_embeddings): a window's prompt and its
+        answers must fit in them."""
+        return self.hf_model.config.text_config.max_position_embeddings
 
 
 def shipped_model_path(name: str) -> Path | None:
@@ -93,17 +118,91 @@ def check_checkpoint_folder(folder: Path) -> None:
         raise InputError(f"{folder} has no .safetensors weights{found}; convert the checkpoint to safetensors")
 
 
-def _read_image_statistics(folder: Path) -> tuple[tuple, tuple]:
+def _is_positive_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value > 0
+
+
+def _read_model_config(folder: Path) -> LlavaOnevisionConfig:
+    """The checkpoint's config, with the settings that no weights can make up for checked before
+    any tensor is built: a patch size of 0 would otherwise fail deep inside torch."""
+    path = folder / "config.json"
+    try:
+        config = LlavaOnevisionConfig.from_pretrained(folder)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, StrictDataclassError) as error:
+        raise InputError(f"{path} is not a usable model config: {' '.join(str(error).split())}") from None
+    for field in POSITIVE_SETTINGS:
+        section, name = field.split(".")
+        value = getattr(getattr(config, section), name, None)
+        if not _is_positive_int(value):
+            raise InputError(f"{path}: {field} must be a positive integer, got {value!r}")
+    vision = config.vision_config
+    if vision.patch_size > vision.image_size:
+        raise InputError(f"{path}: vision_config.patch_size {vision.patch_size} is larger than "
+                         f"vision_config.image_size {vision.image_size}")
+    if vision.num_channels != 3:
+        raise InputError(f"{path}: vision_config.num_channels must be 3 (camera frames are RGB), got {vision.num_channels!r}")
+    layer, layers = config.vision_feature_layer, vision.num_hidden_layers
+    if not isinstance(layer, int) or isinstance(layer, bool) or not -layers - 1 <= layer <= layers:
+        raise InputError(f"{path}: vision_feature_layer must be one layer index from {-layers - 1} to {layers}, got {layer!r}")
+    if config.vision_feature_select_strategy not in FEATURE_STRATEGIES:
+        raise InputError(f"{path}: vision_feature_select_strategy must be one of {', '.join(FEATURE_STRATEGIES)}, "
+                         f"got {config.vision_feature_select_strategy!r}")
+    return config
+
+
+def _per_channel(path: Path, field: str, values: object, positive: bool) -> tuple[float, float, float]:
+    """Three finite numbers, one per RGB channel (above 0 when `positive`), or InputError naming the field."""
+    numbers = isinstance(values, list) and len(values) == 3 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
+        for v in values
+    )
+    if not numbers:
+        kind = "finite numbers above 0" if positive else "finite numbers"
+        raise InputError(f"{path}: {field} must be 3 {kind}, one per RGB channel, got {values!r}")
+    return tuple(float(v) for v in values)
+
+
+def _read_image_statistics(folder: Path) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """Mean/std the checkpoint was trained with; SigLIP's 0.5/0.5 when the folder does not say."""
     for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
         path = folder / name
         if path.is_file():
             try:
                 stats = json.loads(path.read_text())
-                return tuple(stats["image_mean"]), tuple(stats["image_std"])
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                mean, std = stats["image_mean"], stats["image_std"]
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
                 raise InputError(f"{path} lacks valid image_mean/image_std: {error}") from None
+            return _per_channel(path, "image_mean", mean, positive=False), _per_channel(path, "image_std", std, positive=True)
     return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+
+
+def _model_weight_files(folder: Path) -> tuple[Path, list[Path]]:
+    """The file that lists the checkpoint's tensors, and the files that hold them: model.safetensors
+    itself, or else a shard index and the shards it names (which must lie in the folder)."""
+    single, index = folder / MODEL_WEIGHTS, folder / MODEL_WEIGHTS_INDEX
+    if single.is_file():
+        return single, [single]
+    if not index.is_file():
+        raise InputError(f"{folder} has no {MODEL_WEIGHTS} (nor a {MODEL_WEIGHTS_INDEX} naming its shards)")
+    try:
+        shards = set(json.loads(index.read_text())["weight_map"].values())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise InputError(f"{index} is not a readable shard index: {error}") from None
+    outside = sorted(str(shard) for shard in shards if not isinstance(shard, str) or Path(shard).name != shard)
+    if outside:
+        raise InputError(f"{index} names shard files outside {folder}: {', '.join(outside)}")
+    return index, [folder / shard for shard in sorted(shards)]
+
+
+def _check_complete(weights: Path, missing: set[str]) -> None:
+    """from_pretrained fills the tensors a file lacks with random values and only logs it; a model
+    with random layers answers with fluent nonsense, so a missing tensor is an error."""
+    if missing:
+        names = sorted(missing)
+        more = f" and {len(names) - MISSING_NAMES_SHOWN} more" if len(names) > MISSING_NAMES_SHOWN else ""
+        raise InputError(
+            f"{weights} lacks {len(names)} tensors its config needs: {', '.join(names[:MISSING_NAMES_SHOWN])}{more}"
+        )
 
 
 def _download_folder(model_id: str) -> Path:
@@ -129,17 +228,22 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None)
             raise InputError(f"model folder {name_or_path} does not exist")
         folder = _download_folder(name_or_path)
     check_checkpoint_folder(folder)
+    config = _read_model_config(folder)
+    image_mean, image_std = _read_image_statistics(folder)
+    weights, files = _model_weight_files(folder)
+    for file in files:
+        check_weight_file(file)
     try:
-        hf_model = LlavaOnevisionForConditionalGeneration.from_pretrained(
-            folder, use_safetensors=True, dtype=torch_dtype
+        hf_model, loading = LlavaOnevisionForConditionalGeneration.from_pretrained(
+            folder, config=config, use_safetensors=True, dtype=torch_dtype, output_loading_info=True
         )
     except (OSError, ValueError, RuntimeError) as error:
         raise InputError(f"could not load the weights in {folder}: {str(error).splitlines()[0]}") from None
+    _check_complete(weights, loading["missing_keys"])
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
         raise InputError(f"could not load the tokenizer in {folder}: {str(error).splitlines()[0]}") from None
-    image_mean, image_std = _read_image_statistics(folder)
     hf_model.to(device).eval().requires_grad_(False)
     return VisionLanguageModel(
         name=name_or_path,
