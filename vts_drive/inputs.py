@@ -13,23 +13,20 @@ import cv2
 import numpy as np
 
 from vts_drive.errors import InputError
+from vts_drive.image_bytes import check_pixel_count, decode_image
 from vts_drive.window import FrameWindow
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 
 def read_image(path: Path) -> np.ndarray:
-    """An RGB uint8 image [H, W, 3], or InputError naming the file."""
+    """An RGB uint8 image [H, W, 3], or InputError naming the file (too many pixels included)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"image {path} does not exist")
     if path.stat().st_size == 0:
         raise InputError(f"image {path} is empty (0 bytes)")
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-    if image is None:
-        raise InputError(f"image {path} cannot be decoded (corrupt or not an image)")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return decode_image(np.fromfile(path, dtype=np.uint8), f"image {path}")
 
 
 def camera_folders(root: Path) -> dict[str, list[Path]]:
@@ -54,13 +51,16 @@ def camera_folders(root: Path) -> dict[str, list[Path]]:
 
 
 def read_video(path: Path) -> list[np.ndarray]:
-    """All frames of a video as RGB arrays, or InputError naming the file."""
+    """All frames of a video as RGB arrays, or InputError naming the file (frames with too many
+    pixels included: the size the stream declares is checked before a frame is decoded)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"video {path} does not exist")
     capture = cv2.VideoCapture(str(path))
     frames = []
     try:
+        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        check_pixel_count(width, height, f"video {path}")
         while True:
             ok, frame = capture.read()
             if not ok:

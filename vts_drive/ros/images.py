@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from vts_drive.errors import InputError
+from vts_drive.image_bytes import decode_image
 
 # encoding -> (channels, cv2 conversion to RGB or None when already RGB)
 ENCODINGS: dict[str, tuple[int, int | None]] = {
@@ -58,13 +59,11 @@ def image_to_rgb(msg: object) -> np.ndarray:
 
 
 def compressed_to_rgb(msg: object) -> np.ndarray:
-    """A sensor_msgs/CompressedImage (jpeg or png) as RGB uint8 [H, W, 3]."""
+    """A sensor_msgs/CompressedImage (jpeg or png) as RGB uint8 [H, W, 3], its pixel count
+    bounded before decoding (decode_image)."""
     if "compressedDepth" in msg.format:
         raise InputError(f"compressed image format {msg.format!r}: depth images are not camera frames")
-    bgr = cv2.imdecode(_as_uint8(msg.data), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise InputError(f"compressed image format {msg.format!r}: data does not decode as an image")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    return decode_image(_as_uint8(msg.data), f"compressed image (format {msg.format!r})")
 
 
 def message_to_rgb(msg: object) -> np.ndarray:
