@@ -243,6 +243,14 @@ class Pipeline:
             frames = self.select_tokens(window, tokens, saliency, keyframes, present)
         self.frame_cache.keep_only(set(keys))
         context = self.prompts.context(frames, self.device)
+        # past the model's context the LLM would still run, silently degraded: refuse before any prefill
+        needed = context.length + max(len(self.prompts.question_ids(text)) for text in prompts) + self.config.max_new_tokens
+        if needed > self.model.max_positions:
+            raise InputError(
+                f"a window of {len(window.cameras)} cameras x {window.num_frames} frames needs {needed} positions "
+                f"(prompt and answers) but model {self.model_name} holds {self.model.max_positions} "
+                "(max_position_embeddings); use fewer cameras or frames, or a mode that drops tokens"
+            )
         generation = generate(
             self.decoder,
             context,
