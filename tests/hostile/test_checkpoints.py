@@ -105,3 +105,22 @@ def test_shard_index_cannot_point_outside_the_checkpoint(checkpoint, tmp_path, c
     assert code == 2, stderr
     assert "Traceback" not in stderr
     assert str(index) in stderr and "../elsewhere.safetensors" in stderr
+
+
+@pytest.mark.parametrize("file, field, value, mode", [
+    ("keyframe_scorer.json", "input_size", 0, "vts"),
+    ("mod_router.json", "keep_ratio", 5.0, "mod"),
+    ("mod_router.json", "routing", "sideways", "mod"),
+])
+def test_scorer_and_router_settings_that_cannot_work_are_named(checkpoint, tmp_path, capsys, file, field, value, mode):
+    path = checkpoint / file
+    settings = json.loads(path.read_text())
+    settings[field] = value
+    path.write_text(json.dumps(settings))
+
+    code, stderr = describe(checkpoint, tmp_path, capsys, "--mode", mode)
+
+    assert code == 2, stderr
+    assert "Traceback" not in stderr
+    error_lines = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and str(checkpoint) in error_lines[0] and field in error_lines[0], stderr

@@ -35,7 +35,9 @@ class KeyframeConfig:
     anchor: str = "first"  # the frame of each camera that is always a keyframe: "first" or "newest"
 
     def check(self) -> None:
-        """ValueError naming the first setting selection cannot work with."""
+        """ValueError naming the first setting the scorer or selection cannot work with."""
+        if not isinstance(self.input_size, int) or self.input_size < 1:
+            raise ValueError(f"input_size must be a positive integer (frames are resized to it), got {self.input_size!r}")
         if self.anchor not in ANCHORS:
             raise ValueError(f"anchor {self.anchor!r} is not one of {', '.join(ANCHORS)}")
         if self.max_keyframes < 1:

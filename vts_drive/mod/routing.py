@@ -235,6 +235,10 @@ def load_routers(folder: Path, hidden_size: int, num_layers: int, device: torch.
         )
     try:
         config = ModConfig(**json.loads(config_path.read_text()))
+        if not 0.0 < config.keep_ratio <= 1.0:
+            raise ValueError(f"keep_ratio must be in (0, 1], got {config.keep_ratio!r}")
+        if config.routing not in ROUTINGS:
+            raise ValueError(f"routing {config.routing!r} is not one of {', '.join(ROUTINGS)}")
         routers = Routers(hidden_size, num_layers, config)
         routers.load_state_dict(read_weights(weights))
     except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:
