@@ -1,5 +1,4 @@
 """`vts-drive describe` end to end, and one clear error line (exit 2) for each bad input."""
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from transformers import Qwen2Config, Qwen2ForCausalLM
 from conftest import CAMERAS
 from vts_drive.cli import main
 from vts_drive.report import validate_report
+from vts_drive.results_file import read_reports
 
 
 def write_camera_folders(root: Path, frames: int = 4, seed: int = 0) -> Path:
@@ -37,7 +37,7 @@ def test_describe_images_writes_valid_report(tiny_model_dir, tmp_path, capsys):
         capsys,
     )
     assert code == 0
-    report = json.loads(out.read_text())  # one window: the file is one JSON object
+    [report] = read_reports(out)  # one window: one report after the header
     validate_report(report)
     assert report["cameras"] == CAMERAS and report["frames_per_camera"] == 4
     assert "description:" in stdout
@@ -61,7 +61,7 @@ def test_describe_videos_and_questions(tiny_model_dir, tmp_path, capsys):
         capsys,
     )
     assert code == 0
-    reports = [json.loads(line) for line in out.read_text().splitlines()]
+    reports = read_reports(out)
     assert len(reports) == 2
     for report in reports:
         validate_report(report)
@@ -79,7 +79,7 @@ def test_bad_window_is_skipped_counted_and_others_go_on(tiny_model_dir, tmp_path
     assert code == 2
     assert "front_left/000005.jpg is empty (0 bytes)" in stderr
     assert "1 window(s) described, 1 skipped" in stderr
-    assert len(out.read_text().splitlines()) == 1
+    assert len(read_reports(out)) == 1
 
 
 @pytest.fixture

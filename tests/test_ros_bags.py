@@ -1,6 +1,5 @@
 """rosbag2 I/O and replay on real bags written here (mcap and sqlite3, Image and CompressedImage)."""
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,10 @@ from rosbags.highlevel import AnyReader
 from vts_drive.cli import main as cli_main
 from vts_drive.errors import InputError
 from vts_drive.report import validate_report
+from vts_drive.results_file import read_reports
 from vts_drive.ros.bag_reader import CameraBag
 from vts_drive.ros.bag_writer import BagWriter
-from vts_drive.ros.replay import read_finished, replay
+from vts_drive.ros.replay import replay
 from vts_drive.ros.stream import StreamConfig
 
 MS = 1_000_000
@@ -70,7 +70,7 @@ def test_replay_writes_one_valid_report_per_window(tmp_path, tiny_pipeline, stor
     bag = write_camera_bag(tmp_path / "bag", storage, compressed=compressed)
     out = tmp_path / "results.jsonl"
     summary = replay([bag], tiny_pipeline, out, SETTINGS)
-    reports = [json.loads(line) for line in out.read_text().splitlines()]
+    reports = read_reports(out)
     assert summary.described == len(reports) == 3 and summary.resumed == 0
     for report in reports:
         validate_report(report)
@@ -90,7 +90,7 @@ def test_results_bag_holds_cameras_and_reports(tmp_path, tiny_pipeline):
         times = [t for _, t, _ in reader.messages()]
     assert counts == {"/cam_front/image_raw": 6, "/cam_front_left/image_raw": 6, "/cam_front_right/image_raw": 6,
                       "/vts_drive/scene_description": 3, "/vts_drive/risk_qa": 3}
-    assert risk == out.read_text().splitlines() and times == sorted(times)
+    assert risk == out.read_text().splitlines()[1:] and times == sorted(times)  # line 1: the header
     with pytest.raises(InputError, match="already exists"):
         replay([bag], tiny_pipeline, tmp_path / "again.jsonl", SETTINGS, out_bag=out_bag)
 
@@ -104,6 +104,9 @@ class KilledAfter:
 
     def __init__(self, pipeline, n: int) -> None:
         self.pipeline, self.left = pipeline, n
+
+    def __getattr__(self, name: str):
+        return getattr(self.pipeline, name)
 
     def describe(self, window):
         if self.left == 0:
@@ -120,24 +123,24 @@ def test_killed_replay_resumes_without_duplicates(tmp_path, tiny_pipeline):
     with out.open("a") as results:
         results.write('{"schema": "vts_drive.report/1", "stamp": 17')  # the line being written when killed
     summary = replay(bags, tiny_pipeline, out, SETTINGS, out_bag=tmp_path / "bags")
-    lines = out.read_text().splitlines()
-    assert (summary.resumed, summary.described, len(lines)) == (5, 2, 7)  # 4 windows + 3 windows
-    stamps = [json.loads(line)["stamp"] for line in lines]
+    reports = read_reports(out)
+    assert (summary.resumed, summary.described, len(reports)) == (5, 2, 7)  # 4 windows + 3 windows
+    stamps = [report["stamp"] for report in reports]
     assert stamps[:4] == sorted(set(stamps[:4])) and stamps[4:] == sorted(set(stamps[4:]))
     assert sorted(p.name for p in (tmp_path / "bags").iterdir()) == ["one", "two"]
     again = replay(bags, tiny_pipeline, out, SETTINGS)
-    assert (again.resumed, again.described, len(out.read_text().splitlines())) == (7, 0, 7)
+    assert (again.resumed, again.described, len(read_reports(out))) == (7, 0, 7)
 
 
 def test_resuming_from_another_replays_results_is_refused(tmp_path, tiny_pipeline):
     out = tmp_path / "results.jsonl"
     replay([write_camera_bag(tmp_path / "bag")], tiny_pipeline, out, SETTINGS)
     other = StreamConfig(cameras=[], frames=3, stride=3, slop_s=0.02)
-    with pytest.raises(InputError, match="line 1 .* is not window 1 of this replay"):
+    with pytest.raises(InputError, match="holds reports of another run .*windows.frames: 2 in the file, 3 now"):
         replay([tmp_path / "bag"], tiny_pipeline, out, other)
     out.write_text("not json\n")
     with pytest.raises(InputError, match="line 1 is not a JSON report"):
-        read_finished(out)
+        read_reports(out)
 
 
 def test_bad_images_in_a_bag_are_skipped_and_counted(tmp_path, tiny_pipeline):
@@ -196,7 +199,7 @@ def test_cli_replay_and_its_exit_code_for_bad_input(tmp_path, tiny_model_dir, ca
     args = ["replay", str(bag), "--model", str(tiny_model_dir), "--out", str(out), "--frames", "2",
             "--stride", "2", "--max-new-tokens", "4", "--topics", "/cam_front/image_raw", "/cam_front_left/image_raw"]
     assert cli_main(args) == 0
-    assert [json.loads(line)["cameras"] for line in out.read_text().splitlines()] == [["front", "front_left"]] * 2
+    assert [report["cameras"] for report in read_reports(out)] == [["front", "front_left"]] * 2
     assert cli_main(args) == 0 and "0 window(s) described, 2 already in" in capsys.readouterr().err
     assert cli_main(["replay", str(tmp_path / "missing"), "--model", str(tiny_model_dir), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err

@@ -1,12 +1,51 @@
 """Options every pipeline-running subcommand shares, and how they become a PipelineConfig;
-the routing options the training commands share."""
+the routing options the training commands share; argparse types for numeric flags."""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
+from typing import Callable
 
 from vts_drive.errors import InputError
+
+
+def _number(text: str, convert: type, accept: Callable[[float], bool], wanted: str) -> float | int:
+    """`text` as int or float when `accept` holds for it, else an argparse error naming what is wanted."""
+    try:
+        value = convert(text)
+    except ValueError:
+        value = None
+    if value is None or not math.isfinite(value) or not accept(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (nan and inf slip past range checks such as `x < 0`)."""
+    return _number(text, float, lambda value: True, "a finite number")
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a positive finite number (frame rates, replay rates, timeouts)."""
+    return _number(text, float, lambda value: value > 0, "a positive finite number")
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (tolerances, where 0 means exact)."""
+    return _number(text, float, lambda value: value >= 0, "a finite number >= 0")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (frames, strides, scenes)."""
+    return _number(text, int, lambda value: value >= 1, "a whole number >= 1")
+
+
+def add_force_argument(parser: argparse.ArgumentParser, results: str) -> None:
+    parser.add_argument("--force", action="store_true",
+                        help=f"start {results} over when it holds the reports of another input, model, mode or settings "
+                        "(without it such a file is refused, exit 2)")
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,13 +65,13 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
                        help="folder with keyframe_scorer.* (default: the model's folder)")
     group.add_argument("--routers", type=Path, default=None, metavar="DIR",
                        help="folder with mod_router.* (default: the model's folder)")
-    group.add_argument("--skip-threshold", type=float, default=None, metavar="P",
+    group.add_argument("--skip-threshold", type=finite_float, default=None, metavar="P",
                        help="frames the keyframe CNN scores below P are not encoded (default: the scorer's setting)")
     group.add_argument("--max-keyframes", type=int, default=None, metavar="N",
                        help="keyframes per camera per window, the anchor included (default: the scorer's setting)")
     group.add_argument("--keyframe-anchor", choices=["first", "newest"], default=None,
                        help="each camera's frame that is always a keyframe, kept whole (default: the scorer's setting)")
-    group.add_argument("--keep-ratio", type=float, default=None, metavar="R",
+    group.add_argument("--keep-ratio", type=finite_float, default=None, metavar="R",
                        help="share of each frame's visual tokens a routed layer computes (default: the routers' setting)")
     group.add_argument("--free-box", action="store_true",
                        help="decode the risk box without the grammar that keeps it four ordered numbers in [0, 1]")

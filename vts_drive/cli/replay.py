@@ -5,7 +5,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from vts_drive.cli.common import add_pipeline_arguments, pipeline_config
+from vts_drive.cli.common import (
+    add_force_argument,
+    add_pipeline_arguments,
+    non_negative_float,
+    pipeline_config,
+    positive_float,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,23 +22,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "replay",
         help="replay rosbag2 bags (mcap or sqlite3) through the pipeline",
         description="Sync the bag's camera topics by header stamp, describe each window and append one "
-        "report per line to --out; a rerun resumes after the last finished window. --out-bag also writes "
+        "report per line to --out, after a header line naming the bags, model and settings; a rerun with the "
+        "same ones resumes after the last finished window, other ones are refused. --out-bag also writes "
         "a bag with the camera topics plus /vts_drive/scene_description and /vts_drive/risk_qa, "
         "for Foxglove or rviz.",
     )
     parser.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 folder(s), replayed one after another")
     parser.add_argument("--out", type=Path, required=True, help="JSON Lines file the reports are appended to")
+    add_force_argument(parser, "--out")
     parser.add_argument("--out-bag", type=Path, default=None, help="new bag (several BAGs: a folder of bags, one per BAG)")
     parser.add_argument("--topics", nargs="+", default=None,
                         help="camera topics (Image or CompressedImage; default: every image topic in the bag)")
     pace = parser.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=float, default=None, help="replay at this multiple of recorded speed")
+    pace.add_argument("--rate", type=positive_float, default=None, help="replay at this multiple of recorded speed")
     pace.add_argument("--as-fast-as-possible", action="store_true", help="no waiting between messages (the default)")
     windows = parser.add_argument_group("windows")
-    windows.add_argument("--frames", type=int, default=StreamConfig.frames, help="frames per camera per window (default: %(default)s)")
-    windows.add_argument("--stride", type=int, default=StreamConfig.stride, help="synchronised frames between window starts (default: %(default)s)")
-    windows.add_argument("--slop", type=float, default=StreamConfig.slop_s, help="largest stamp spread in seconds within one synchronised set (default: %(default)s)")
-    windows.add_argument("--stale-after", type=float, default=StreamConfig.stale_after_s, help="seconds (bag time) before a silent camera is stale (default: %(default)s)")
+    windows.add_argument("--frames", type=positive_int, default=StreamConfig.frames, help="frames per camera per window (default: %(default)s)")
+    windows.add_argument("--stride", type=positive_int, default=StreamConfig.stride, help="synchronised frames between window starts (default: %(default)s)")
+    windows.add_argument("--slop", type=non_negative_float, default=StreamConfig.slop_s, help="largest stamp spread in seconds within one synchronised set (default: %(default)s)")
+    windows.add_argument("--stale-after", type=positive_float, default=StreamConfig.stale_after_s, help="seconds (bag time) before a silent camera is stale (default: %(default)s)")
     windows.add_argument("--on-stale", choices=STALE_POLICIES, default=StreamConfig.on_stale,
                          help="continue with the other cameras or wait for it (default: %(default)s)")
     add_pipeline_arguments(parser)
@@ -48,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         stale_after_s=args.stale_after, on_stale=args.on_stale,
     )
     pipeline = Pipeline.load(args.model, pipeline_config(args))
-    summary = replay(args.bags, pipeline, args.out, settings, args.topics, args.out_bag, args.rate)
+    summary = replay(args.bags, pipeline, args.out, settings, args.topics, args.out_bag, args.rate, args.force)
     bad = sum(summary.bad_images.values())
     dropped = ", ".join(f"{count} {reason}" for reason, count in sorted(summary.dropped.items()) if count) or "none"
     print(

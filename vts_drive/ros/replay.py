@@ -2,10 +2,12 @@
 
 Bags are replayed one after another, each as its own stream (frames synced by
 header stamp, windows as in the node). Reports are appended as windows
-finish; a rerun after a crash or kill checks the finished lines against the
-windows it forms again and describes only the rest, so nothing is lost or
-written twice. With an output bag, each input bag is copied with the reports
-on /vts_drive/scene_description and /vts_drive/risk_qa beside its cameras.
+finish to a results file (results_file.py) whose header names the bags, the
+model and the settings; a rerun after a crash or kill resumes only a file of
+the same source, checks the finished lines against the windows it forms again
+and describes only the rest, so nothing is lost, written twice or mixed. With
+an output bag, each input bag is copied with the reports on
+/vts_drive/scene_description and /vts_drive/risk_qa beside its cameras.
 """
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -21,6 +23,8 @@ import numpy as np
 from tqdm import tqdm
 
 from vts_drive.errors import InputError
+from vts_drive.eval.runner import folder_identity
+from vts_drive.results_file import ResultsFile, pipeline_source
 from vts_drive.ros.bag_reader import CameraBag
 from vts_drive.ros.bag_writer import BagWriter
 from vts_drive.ros.images import message_to_rgb
@@ -35,28 +39,18 @@ class ReplaySummary:
     described: int = 0  # windows run through the pipeline now
     resumed: int = 0  # windows already in the output file
     bad_images: Counter = field(default_factory=Counter)  # topic -> messages that did not decode
+    first_errors: dict[str, str] = field(default_factory=dict)  # topic -> why its first bad message did not decode
     dropped: Counter = field(default_factory=Counter)  # sync drop reason -> frames
 
-
-def read_finished(out: Path) -> list[dict]:
-    """The reports already in `out`, dropping a last line cut short by a kill."""
-    if not out.exists():
-        return []
-    if not out.is_file():
-        raise InputError(f"results file {out} is not a file")
-    data = out.read_bytes()
-    if data and not data.endswith(b"\n"):
-        data = data[: data.rfind(b"\n") + 1]
-        out.write_bytes(data)
-    reports = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-        try:
-            reports.append(json.loads(line))
-        except json.JSONDecodeError:
-            raise InputError(f"{out} line {number} is not a JSON report; move the file away or fix that line") from None
-        if not isinstance(reports[-1], dict) or "stamp" not in reports[-1]:
-            raise InputError(f"{out} line {number} is not a report (no stamp); move the file away")
-    return reports
+    def nothing_described(self, bags: list[Path]) -> str:
+        """Why no window came out of the bags: the frames that did not decode or were dropped by sync."""
+        reasons = [f"{count} frame(s) of {topic} did not decode ({self.first_errors[topic]})"
+                   for topic, count in sorted(self.bad_images.items())]
+        if sum(self.dropped.values()):
+            counts = ", ".join(f"{count} {reason}" for reason, count in sorted(self.dropped.items()) if count)
+            reasons.append(f"{sum(self.dropped.values())} frame(s) dropped by sync ({counts})")
+        why = "; ".join(reasons) or "its cameras never gave enough synchronised frames for one window"
+        return f"no window of {', '.join(map(str, bags))} was described: {why}"
 
 
 def output_bag_paths(bags: list[Path], out_bag: Path) -> list[Path]:
@@ -78,11 +72,14 @@ def replay(
     topics: list[str] | None = None,
     out_bag: Path | None = None,
     rate: float | None = None,
+    force: bool = False,
 ) -> ReplaySummary:
     """Describe every window of every bag; `settings` gives everything but the cameras (from the topics).
-    rate: replay at this multiple of recorded speed; None: as fast as possible."""
+    rate: replay at this multiple of recorded speed; None: as fast as possible.
+    force: start `out` over when it holds the reports of other bags, model or settings (else InputError).
+    No window at all raises InputError saying why, before any results bag is written."""
     bags = [Path(bag) for bag in bags]
-    if rate is not None and rate <= 0:
+    if rate is not None and not rate > 0:
         raise InputError(f"--rate must be > 0, got {rate}")
     out_bags = output_bag_paths(bags, out_bag) if out_bag is not None else []
     total = 0
@@ -90,11 +87,13 @@ def replay(
         with CameraBag(bag, topics) as source:
             _camera_names(bag, source.topics)
             total += source.message_count
-    finished = read_finished(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    fingerprint = {"input": {"bags": [folder_identity(bag) for bag in bags], "topics": topics}, "windows": asdict(settings),
+                   **pipeline_source(pipeline)}
     summary = ReplaySummary()
     reports_per_bag = []
-    with tqdm(total=total, unit="msg", desc="replay", dynamic_ncols=True) as progress, out.open("a") as results:
+    progress = tqdm(total=total, unit="msg", desc="replay", dynamic_ncols=True)
+    with progress, ResultsFile(out, fingerprint, force) as results:
+        finished = results.finished
         for bag in bags:
             reports = []
             with CameraBag(bag, topics) as source:
@@ -108,15 +107,16 @@ def replay(
                             reports.append(finished[index])
                             summary.resumed += 1
                         else:
-                            report = pipeline.describe(window)
-                            results.write(report.to_json() + "\n")
-                            results.flush()
-                            reports.append(report.to_dict())
+                            report = pipeline.describe(window).to_dict()
+                            results.append(report)
+                            reports.append(report)
                             summary.described += 1
                         progress.set_postfix(windows=index + 1)
                 for dropped in stream.sync.dropped.values():
                     summary.dropped.update(dropped)
             reports_per_bag.append(reports)
+    if not summary.described and not summary.resumed:
+        raise InputError(summary.nothing_described(bags))
     for bag, reports, path in zip(bags, reports_per_bag, out_bags):
         write_results_bag(bag, topics, reports, path)
     return summary
@@ -146,6 +146,7 @@ def _camera_frames(
             rgb = message_to_rgb(msg)
         except InputError as error:
             if not summary.bad_images[topic]:
+                summary.first_errors[topic] = str(error)
                 tqdm.write(f"vts-drive replay: {topic}: frame skipped: {error}")
             summary.bad_images[topic] += 1
             continue
