@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vts_drive.cli.common import add_pipeline_arguments, pipeline_config
+from vts_drive.cli.common import add_pipeline_arguments, pipeline_config, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -15,10 +15,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "summary per window next to the scene's ground truth and writes the reports as JSON Lines.",
     )
     parser.add_argument("--out", type=Path, default=Path("vts_drive_demo"), help="folder for the drive and reports.jsonl (default: %(default)s)")
-    parser.add_argument("--scenes", type=int, default=3)
+    parser.add_argument("--scenes", type=positive_int, default=3)
     parser.add_argument("--seed", type=int, default=2024)
-    parser.add_argument("--frames", type=int, default=4, help="frames per camera per window (default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=2, help="frames between consecutive windows (default: %(default)s)")
+    parser.add_argument("--frames", type=positive_int, default=4, help="frames per camera per window (default: %(default)s)")
+    parser.add_argument("--stride", type=positive_int, default=2, help="frames between consecutive windows (default: %(default)s)")
     add_pipeline_arguments(parser)
     parser.set_defaults(run=run, mode="vts")  # the fastest mode that keeps dense accuracy (README, Measured figures)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vts_drive.cli.common import positive_float
 from vts_drive.errors import InputError
 
 
@@ -19,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cameras", default="front,front_left,front_right")
     parser.add_argument("--frames", type=int, default=8, help="frames per scene (default: %(default)s)")
-    parser.add_argument("--fps", type=float, default=4.0, help="frame rate (default: %(default)s)")
+    parser.add_argument("--fps", type=positive_float, default=4.0, help="frame rate (default: %(default)s)")
     parser.add_argument("--image-size", default="192x128", help="WIDTHxHEIGHT (default: %(default)s)")
     parser.add_argument("--formats", default=",".join(("synth", "drama", "lingoqa", "bags")), help="which outputs to write (default: all)")
     parser.add_argument("--storage", default="mcap", help="rosbag2 storage: mcap or sqlite3 (default: %(default)s)")
