@@ -182,7 +182,7 @@ def test_synth_majority_answer_baseline_answers_each_question_with_its_most_comm
 
 def test_lingoqa_groups_references_per_question(export):
     questions = lingoqa.load_lingoqa(export / "lingoqa")
-    assert len(questions) == 3 * 9
+    assert len(questions) == 3 * (9 + 6)  # the newest frame's questions and those about the segment
     assert all(len(q.references) == 2 for q in questions)
     assert len({q.key for q in questions}) == len(questions)
     first = questions[0]

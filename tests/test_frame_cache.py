@@ -116,3 +116,64 @@ def test_newest_anchor_skipped_by_the_gate_stands_in_with_its_predecessor(model_
     assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
     for camera, key in _frame_keys(frames, 1, -1).items():
         assert gated.frame_cache.frames[key].tokens is gated.frame_cache.frames[newest[camera]].tokens
+
+
+def _probabilities(pipeline, frames, start, size=4) -> list[list[float]]:
+    """Keyframe probability of each frame of the window starting at `start`, from the cache."""
+    window = window_at(frames, start, size)
+    return [
+        [pipeline.frame_cache.frames[frame_key(camera, stamp, image)].keyframe_probability for stamp, image in zip(stamps, images)]
+        for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images)
+    ]
+
+
+@pytest.mark.parametrize("stride", [4, 6])
+def test_a_windows_oldest_frame_is_scored_against_the_streams_previous_frame(model_with_scorer, stride):
+    """Back to back (stride = T) or with a gap, a window's oldest frame is scored as inside the
+    stream: against the newest frame the pipeline saw before it, not against itself. The stream's
+    first frame has nothing before it and is a keyframe (probability 1)."""
+    frames = stream(7, length=10)
+    config = PipelineConfig(mode="vts", max_keyframes=1, max_new_tokens=2)
+    strided = Pipeline.load(str(model_with_scorer), config)
+    strided.answer(window_at(frames, 0), ["Why?"])
+    assert [row[0] for row in _probabilities(strided, frames, 0)] == [1.0, 1.0]
+    strided.answer(window_at(frames, stride), ["Why?"])
+    oldest = [row[0] for row in _probabilities(strided, frames, stride)]
+
+    scorer = strided.keyframe_scorer
+    expected = torch.sigmoid(scorer(scorer.prepare([camera[stride] for camera in frames]), scorer.prepare([camera[3] for camera in frames])))
+    np.testing.assert_allclose(oldest, expected.tolist(), atol=1e-6)
+    if stride == 4:  # back to back: the same score as frame 4 gets inside a stride-1 stream
+        continuous = Pipeline.load(str(model_with_scorer), config)
+        for start in range(2):
+            continuous.answer(window_at(frames, start), ["Why?"])
+        np.testing.assert_allclose(oldest, [row[-1] for row in _probabilities(continuous, frames, 1)], atol=1e-6)
+
+
+def test_a_new_recording_starts_a_new_stream(model_with_scorer):
+    """Stamps that go back (another bag, a restarted camera) have no previous frame."""
+    pipeline = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, max_new_tokens=2))
+    pipeline.answer(window_at(stream(8), 4), ["Why?"])
+    other = stream(9)
+    pipeline.answer(window_at(other, 0), ["Why?"])
+    assert [row[0] for row in _probabilities(pipeline, other, 0)] == [1.0, 1.0]
+
+
+def test_frames_the_gate_leaves_empty_are_counted_in_the_report(model_with_scorer):
+    gated = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01))
+    report = gated.describe(window_at(stream(10), 0))
+    assert report.tokens["frames_skipped"] == 2 * 3  # every frame but each camera's keyframe
+    everything = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=0.0))
+    assert everything.describe(window_at(stream(10), 0)).tokens["frames_skipped"] == 0
+
+
+def test_newest_mode_runs_dense_on_each_cameras_newest_frame_only(tiny_model_dir):
+    newest = Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="newest", max_new_tokens=6))
+    dense = Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="dense", max_new_tokens=6, frame_cache=False))
+    frames = stream(11)
+    window = window_at(frames, 2)
+    result = newest.answer(window, ["Why?"])
+    assert newest.frame_cache.misses == len(CAMERAS)  # one frame per camera encoded
+    assert result.tokens["vision_dense"] == result.tokens["vision_kept"] == len(CAMERAS) * newest.vision.tokens_per_frame
+    one_frame = FrameWindow(CAMERAS, [[camera[5]] for camera in frames], [[500_000_000] for _ in CAMERAS])
+    assert result.answers == dense.answer(one_frame, ["Why?"]).answers

@@ -69,7 +69,7 @@ def test_drama_and_lingoqa_exports(small_dataset):
     table = pq.read_table(small_dataset / "lingoqa" / "val.parquet")
     assert table.column_names == ["question_id", "segment_id", "images", "question", "answer"]
     rows = table.to_pylist()
-    assert len(rows) == 3 * 9 * 2
+    assert len(rows) == 3 * (9 + 6) * 2  # the newest frame's questions and those about the segment
     assert set(Counter(row["question_id"] for row in rows).values()) == {2}
     assert len(rows[0]["images"]) == 5
     assert all((small_dataset / "lingoqa" / path).is_file() for path in rows[0]["images"])
@@ -116,7 +116,7 @@ def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
     frames, tokens = scene.frames, 16
     images = np.zeros((1, len(dataset.cameras), frames, 8, 8, 3), dtype=np.uint8)
     cells = np.zeros((1, len(dataset.cameras), frames, tokens, 2), dtype=np.uint8)
-    data = PreparedData(images, cells, [scene.truth], dataset.cameras)
+    data = PreparedData(images, cells, [scene], dataset.cameras)
     for empty_share in (0.0, 1.0):
         config = TrainConfig(token_dropout_share=1.0, empty_frame_share=empty_share, window_frames=(4,))
         (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(0))
@@ -139,7 +139,7 @@ def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_da
     images[0] += np.arange(frames, dtype=np.uint8)[None, :, None, None, None]  # pixel value = frame index
     cells = np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8)
     probabilities = np.random.default_rng(0).random((1, cameras, frames)).astype(np.float32)
-    data = PreparedData(images, cells, [scene.truth], dataset.cameras, probabilities)
+    data = PreparedData(images, cells, [scene], dataset.cameras, probabilities)
     scorer = KeyframeConfig(threshold=0.5, max_keyframes=2, skip_threshold=0.4)
     config = TrainConfig(vts_share=1.0, front_only_share=0.0, window_frames=(4,))
     for seed in range(3):
@@ -159,12 +159,12 @@ def test_risk_windows_are_front_windows_asked_only_for_the_risk_with_each_frames
     from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
 
     dataset = SynthDataset(small_dataset)
-    scene = dataset.scene(1)  # a risk object from frame 4 on: windows with and without its box
-    assert [t.risk_box is not None for t in scene.truth] == [False] * 4 + [True] * 2
+    scene = dataset.scene(1)  # a risk object until frame 3: windows with and without its box
+    assert [t.risk_box is not None for t in scene.truth] == [True] * 4 + [False] * 2
     cameras, frames = len(dataset.cameras), scene.frames
     images = np.zeros((1, cameras, frames, 8, 8, 3), dtype=np.uint8)
     images[0] += np.arange(frames, dtype=np.uint8)[None, :, None, None, None]  # pixel value = frame index
-    data = PreparedData(images, np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8), [scene.truth], dataset.cameras)
+    data = PreparedData(images, np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8), [scene], dataset.cameras)
     config = TrainConfig(vts_share=1.0, token_dropout_share=1.0, front_only_share=0.0, window_frames=(3,))
     for seed in range(8):
         (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(seed), risk_only=True)

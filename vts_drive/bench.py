@@ -61,6 +61,10 @@ class WindowTruth:
     risk_bbox: list[float] | None  # normalised, front camera; None when nothing is a risk
     risk_caption: str
     risk_object: str | None = None  # the object the risk box belongs to
+    kinds: list[str] | None = None  # per question: "present" or "temporal" (needs the window's past); None: all present
+
+    def kind(self, question: int) -> str:
+        return self.kinds[question] if self.kinds else "present"
 
 
 @dataclass
@@ -170,18 +174,21 @@ def accuracy(predictions: list[tuple[BenchWindow, WindowAnswers]], device) -> di
     labelled = [(item, result) for item, result in predictions if item.truth is not None]
     if not labelled:
         return {}
-    qa_hits, qa_total, boxes, captions, references = 0, 0, [], [], []
+    hits: dict[str, list[bool]] = {"present": [], "temporal": []}
+    boxes, captions, references = [], [], []
     for item, result in labelled:
         _, risk_answer, *answers = result.answers
-        qa_hits += sum(exact_match(a, t) for a, t in zip(answers, item.truth.answers))
-        qa_total += len(item.truth.answers)
+        for question, (answer, truth) in enumerate(zip(answers, item.truth.answers, strict=True)):
+            hits[item.truth.kind(question)].append(exact_match(answer, truth))
         if item.truth.risk_bbox is not None:
             risk = parse_risk(risk_answer, default_camera=item.window.cameras[0])
             boxes.append(box_iou(risk.bbox, item.truth.risk_bbox))
             captions.append(risk.caption)
             references.append([item.truth.risk_caption])
+    every = hits["present"] + hits["temporal"]
     return {
-        "qa_exact_match": qa_hits / qa_total if qa_total else 0.0,
+        "qa_exact_match": sum(every) / len(every) if every else 0.0,
+        **{f"qa_{kind}": sum(found) / len(found) for kind, found in hits.items() if found and hits["temporal"]},
         "bbox_miou": sum(boxes) / len(boxes) if boxes else 0.0,
         "bbox_acc50": sum(iou > 0.5 for iou in boxes) / len(boxes) if boxes else 0.0,
         "caption_cider": cider(captions, references),
@@ -232,6 +239,8 @@ TABLE_COLUMNS = [
     ("peak_mem_mb", "peak MB", "{:.0f}"),
     ("reports_per_s", "rep/s", "{:.2f}"),
     ("qa_exact_match", "qa EM", "{:.3f}"),
+    ("qa_present", "qa now", "{:.3f}"),
+    ("qa_temporal", "qa past", "{:.3f}"),
     ("bbox_acc50", "box@.5", "{:.3f}"),
     ("caption_cider", "CIDEr", "{:.3f}"),
 ]

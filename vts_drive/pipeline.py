@@ -37,9 +37,11 @@ from vts_drive.tokens.vts import SparsifierConfig
 from vts_drive.tokens.vts import select_tokens as vts_select
 from vts_drive.window import FrameWindow
 
-# mode -> (how visual tokens are reduced before the LLM, whether LLM layers route them)
+# mode -> (how visual tokens are reduced before the LLM, whether LLM layers route them);
+# "newest" is dense on each camera's newest frame only: the baseline for questions about the past
 MODE_STAGES = {
     "dense": ("none", False),
+    "newest": ("none", False),
     "vts": ("vts", False),
     "prumerge": ("prumerge", False),
     "prumerge+": ("prumerge+", False),
@@ -221,6 +223,8 @@ class Pipeline:
         if not prompts:
             raise InputError("no prompts to answer")
         start = time.perf_counter()
+        if self.config.mode == "newest":
+            window = window.newest_frames()
         timer = StageTimer(self.device)
         scored, encoded = self.frame_cache.scored, self.frame_cache.misses
         keys = [
@@ -242,6 +246,7 @@ class Pipeline:
         with timer.stage("sparsify"):
             frames = self.select_tokens(window, tokens, saliency, keyframes, present)
         self.frame_cache.keep_only(set(keys))
+        self.frame_cache.remember_newest(window)
         context = self.prompts.context(frames, self.device)
         # past the model's context the LLM would still run, silently degraded: refuse before any prefill
         needed = context.length + max(len(self.prompts.question_ids(text)) for text in prompts) + self.config.max_new_tokens
@@ -273,6 +278,7 @@ class Pipeline:
                 "vision_kept": context.num_visual,
                 "prompt": generation.prompt_tokens,
                 "generated": sum(len(ids) for ids in generation.token_ids),
+                "frames_skipped": int((~present).sum()),  # frames that entered with no visual token
             },
             kv_cache_bytes=generation.kv_cache_bytes,
             llm_prefill_flops=generation.prefill_flops,
@@ -325,17 +331,26 @@ class Pipeline:
 
     def keyframe_probabilities(self, window: FrameWindow, entries: list[FrameFeatures]) -> torch.Tensor:
         """Keyframe probability [C, T] of every frame, each computed once per stream: a frame is
-        scored against the frame before it in the window (the first against itself)."""
+        scored against the stream's frame before it, for a window's oldest frame the newest one
+        an earlier window showed (so the score does not depend on the stride); the first frame
+        of a stream has nothing to compare with and is a keyframe (probability 1)."""
         frames = window.num_frames
-        missing = [i for i, entry in enumerate(entries) if entry.keyframe_probability is None]
-        self.frame_cache.scored += len(missing)
-        if missing:
-            images = [image for camera_images in window.images for image in camera_images]
-            previous = [images[i - 1] if i % frames else images[i] for i in missing]
+        images = [image for camera_images in window.images for image in camera_images]
+        previous = {}  # frame index -> the frame before it in the stream
+        for i, entry in enumerate(entries):
+            if entry.keyframe_probability is None:
+                camera = i // frames
+                before = images[i - 1] if i % frames else self.frame_cache.previous_frame(window.cameras[camera], window.stamps_ns[camera][0])
+                if before is None:
+                    entry.keyframe_probability = 1.0
+                else:
+                    previous[i] = before
+        self.frame_cache.scored += len(previous)
+        if previous:
             scorer = self.keyframe_scorer
             with torch.no_grad():
-                logits = scorer(scorer.prepare([images[i] for i in missing]), scorer.prepare(previous))
-            for i, probability in zip(missing, torch.sigmoid(logits).tolist()):
+                logits = scorer(scorer.prepare([images[i] for i in previous]), scorer.prepare(list(previous.values())))
+            for i, probability in zip(previous, torch.sigmoid(logits).tolist()):
                 entries[i].keyframe_probability = probability
         probabilities = torch.tensor([entry.keyframe_probability for entry in entries])
         return probabilities.view(len(window.cameras), frames)

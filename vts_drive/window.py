@@ -51,6 +51,10 @@ class FrameWindow:
         """The window's stamp: its newest frame."""
         return max(stamps[-1] for stamps in self.stamps_ns)
 
+    def newest_frames(self) -> "FrameWindow":
+        """The same cameras with their newest frame only."""
+        return FrameWindow(list(self.cameras), [frames[-1:] for frames in self.images], [stamps[-1:] for stamps in self.stamps_ns])
+
     def image_size(self, camera: str) -> tuple[int, int]:
         """(width, height) of a camera's images, the frame a normalised box refers to."""
         height, width = self.images[self.cameras.index(camera)][-1].shape[:2]

@@ -152,6 +152,7 @@ class SynthBenchmark:
             "n": len(done),
             "qa_exact_match": sum(hits) / len(hits) if hits else None,
             "qa_majority_answer": majority_answer_exact_match([window for window, _ in done]),
+            "qa_by_kind": qa_by_kind(done),
             **boxes,
             **{f"caption_{name}": value for name, value in captions.items()},
             "risk_by_object": risk_by_object(risky),
@@ -161,18 +162,47 @@ class SynthBenchmark:
         """synthdrive has no official predictions format beyond the prediction lines."""
 
 
+def majority_answers(windows: list[BenchWindow]) -> dict[str, str]:
+    """Each question's most common true answer over these windows."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for window in windows:
+        for question, answer in zip(window.questions, window.truth.answers, strict=True):
+            counts[question][answer] += 1
+    return {question: answers.most_common(1)[0][0] for question, answers in counts.items()}
+
+
 def majority_answer_exact_match(windows: list[BenchWindow]) -> float | None:
     """Exact match of answering each question with its most common true answer over these windows:
     the most a model that sees nothing could score here, knowing every answer's frequency. Learned
     vision is what QA exact match gains over it (a model shown black frames may score far less)."""
-    pairs = [(q, a) for window in windows for q, a in zip(window.questions, window.truth.answers, strict=True)]
-    if not pairs:
-        return None
-    counts: dict[str, Counter] = defaultdict(Counter)
-    for question, answer in pairs:
-        counts[question][answer] += 1
-    majority = {question: answers.most_common(1)[0][0] for question, answers in counts.items()}
-    return sum(exact_match(majority[q], a) for q, a in pairs) / len(pairs)
+    majority = majority_answers(windows)
+    hits = [exact_match(majority[q], a) for window in windows for q, a in zip(window.questions, window.truth.answers)]
+    return sum(hits) / len(hits) if hits else None
+
+
+def qa_by_kind(done: list[tuple[BenchWindow, dict]]) -> dict[str, dict]:
+    """Exact match and the majority-answer baseline per kind of question (present: the newest
+    frame answers it; temporal: it needs the window's past) and per question."""
+    from vts_drive.synth.truth import QUESTION_KEYS
+
+    majority = majority_answers([window for window, _ in done])
+    rows: dict[str, dict[str, list[bool]]] = defaultdict(lambda: {"model": [], "majority": []})
+    for window, record in done:
+        for index, (question, truth) in enumerate(zip(window.questions, window.truth.answers, strict=True)):
+            kind = window.truth.kind(index)
+            for group in (kind, f"{kind}/{QUESTION_KEYS.get(question, question)}"):
+                rows[group]["model"].append(exact_match(record["answers"][index], truth))
+                rows[group]["majority"].append(exact_match(majority[question], truth))
+    table: dict[str, dict] = {"per_question": {}}
+    for group, found in sorted(rows.items()):
+        figures = {"n": len(found["model"]), "exact_match": sum(found["model"]) / len(found["model"]),
+                   "majority_answer": sum(found["majority"]) / len(found["majority"])}
+        kind, _, question = group.partition("/")
+        if question:
+            table["per_question"][question] = {"kind": kind, **figures}
+        else:
+            table[kind] = figures
+    return table
 
 
 def risk_by_object(risky: list[tuple[BenchWindow, dict]]) -> dict[str, dict[str, float]]:

@@ -77,10 +77,11 @@ class KeyframeScorer(nn.Module):
     @torch.no_grad()
     def score_streams(self, streams: torch.Tensor) -> torch.Tensor:
         """streams [C, T, 3, S, S] (each camera's frames in time order) -> probabilities [C, T].
-        A stream's first frame is compared with itself (no change)."""
+        A stream's first frame has nothing to compare with and is a keyframe (probability 1)."""
         previous = torch.cat([streams[:, :1], streams[:, :-1]], dim=1)
-        logits = self(streams.flatten(0, 1), previous.flatten(0, 1))
-        return torch.sigmoid(logits).view(streams.shape[:2])
+        probabilities = torch.sigmoid(self(streams.flatten(0, 1), previous.flatten(0, 1))).view(streams.shape[:2])
+        probabilities[:, 0] = 1.0
+        return probabilities
 
 
 def select_keyframes(probabilities: torch.Tensor, config: KeyframeConfig) -> torch.Tensor:

@@ -10,6 +10,7 @@ from pathlib import Path
 from vts_drive.bench import BenchWindow, WindowTruth
 from vts_drive.errors import InputError
 from vts_drive.synth.dataset import SynthDataset, SynthScene
+from vts_drive.synth.truth import question_kind
 
 
 def window_ends(scene_frames: int, frames: int, stride: int) -> list[int]:
@@ -21,15 +22,16 @@ def window_ends(scene_frames: int, frames: int, stride: int) -> list[int]:
 
 
 def scene_window(scene: SynthScene, end: int, frames: int, cameras: list[str]) -> BenchWindow:
-    truth = scene.truth[end]
+    truth, qa = scene.truth[end], scene.qa(end, frames)
     return BenchWindow(
         window=scene.window(end, frames, cameras),
-        questions=[question for question, _, _ in truth.qa],
+        questions=[question for question, _, _ in qa],
         truth=WindowTruth(
-            answers=[answer for _, answer, _ in truth.qa],
+            answers=[answer for _, answer, _ in qa],
             risk_bbox=truth.risk_box,
             risk_caption=truth.risk_caption,
             risk_object=truth.risk_object,
+            kinds=[question_kind(question) for question, _, _ in qa],
         ),
     )
 

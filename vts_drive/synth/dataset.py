@@ -12,7 +12,7 @@ from vts_drive.errors import InputError
 from vts_drive.inputs import read_image
 from vts_drive.synth.generate import EPOCH_NS, FORMAT_VERSION
 from vts_drive.synth.scene import Scene
-from vts_drive.synth.truth import FrameTruth
+from vts_drive.synth.truth import FrameTruth, window_qa
 from vts_drive.window import FrameWindow
 
 
@@ -28,6 +28,7 @@ class SynthScene:
         self.scene = Scene.from_dict(record["scene"])
         self.truth = [FrameTruth(**{**t, "qa": [tuple(q) for q in t["qa"]]}) for t in record["truth"]]
         self.keyframes: dict[str, list[bool]] = record["keyframes"]
+        self.visible: list[dict[str, list[int]]] = record["visible"]  # per frame: each camera's instances
 
     @property
     def scene_id(self) -> str:
@@ -36,6 +37,11 @@ class SynthScene:
     @property
     def frames(self) -> int:
         return self.scene.frames
+
+    def qa(self, end: int, frames: int) -> list[tuple[str, str, str]]:
+        """(question, answer, paraphrase) of the `frames`-frame window ending at frame `end`: the
+        end frame's present-tense questions, then those about the window (with 2 frames or more)."""
+        return self.truth[end].qa + window_qa(self.scene, self.visible, end - frames + 1, end)
 
     def image(self, camera: str, t: int) -> np.ndarray:
         return read_image(self.folder / camera / f"{t:02d}.jpg")

@@ -27,9 +27,9 @@ from vts_drive.errors import InputError
 from vts_drive.synth.camera import cameras as make_cameras
 from vts_drive.synth.render import CLASSES, render
 from vts_drive.synth.scene import sample_scene
-from vts_drive.synth.truth import frame_truth, keyframe_labels, visible_objects
+from vts_drive.synth.truth import frame_truth, keyframe_labels, visible_ids, visible_objects, window_qa
 
-FORMAT_VERSION = "synthdrive/1"
+FORMAT_VERSION = "synthdrive/2"  # 2: temporal questions, ego speed changes, roadside posts
 FORMATS = ("synth", "drama", "lingoqa", "bags")
 EPOCH_NS = 1_700_000_000_000_000_000  # the scene clock's zero, a fixed instant
 LINGOQA_FRAMES = 5
@@ -131,25 +131,27 @@ def write_scene(out: Path, config: SynthConfig, index: int) -> tuple[str, dict |
     views = [{name: visible_objects(frames[name][t].instances, min_pixels) for name in frames} for t in range(config.frames)]
     truths = [frame_truth(scene, t, views[t], config.image_size) for t in range(config.frames)]
     keyframes = {name: keyframe_labels(views, truths, name, scene) for name in frames}
+    visible = [visible_ids(view) for view in views]
     drama_entry, lingoqa_rows = None, []
     if "synth" in config.formats:
-        write_native(out / "synth" / scene.scene_id, scene, frames, truths, keyframes)
+        write_native(out / "synth" / scene.scene_id, scene, frames, truths, keyframes, visible)
     if "drama" in config.formats:
         drama_entry = write_drama_clip(out / "drama", scene, frames["front"], truths[-1], config.fps)
     if "lingoqa" in config.formats:
-        lingoqa_rows = write_lingoqa_segment(out / "lingoqa", scene, frames["front"], truths[-1])
+        segment_qa = truths[-1].qa + window_qa(scene, visible, config.frames - LINGOQA_FRAMES, config.frames - 1)
+        lingoqa_rows = write_lingoqa_segment(out / "lingoqa", scene, frames["front"], segment_qa)
     if "bags" in config.formats:
         write_bag(out / "bags" / scene.scene_id, scene, frames, config)
     return scene.scene_id, drama_entry, lingoqa_rows
 
 
-def write_native(folder: Path, scene, frames, truths, keyframes) -> None:
+def write_native(folder: Path, scene, frames, truths, keyframes, visible) -> None:
     for camera, camera_frames in frames.items():
         (folder / camera).mkdir(parents=True, exist_ok=True)
         for t, frame in enumerate(camera_frames):
             encode(folder / camera / f"{t:02d}.jpg", frame.rgb)
             encode(folder / camera / f"{t:02d}_labels.png", frame.labels, rgb=False)
-    record = {"scene": scene.to_dict(), "truth": [asdict(t) for t in truths], "keyframes": keyframes}
+    record = {"scene": scene.to_dict(), "truth": [asdict(t) for t in truths], "keyframes": keyframes, "visible": visible}
     (folder / "scene.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
@@ -178,7 +180,8 @@ def write_drama_clip(root: Path, scene, front, truth, fps: float) -> dict:
     }
 
 
-def write_lingoqa_segment(root: Path, scene, front, truth) -> list[dict]:
+def write_lingoqa_segment(root: Path, scene, front, qa: list[tuple[str, str, str]]) -> list[dict]:
+    """The segment's last frames and its questions: the newest frame's and those about the segment."""
     folder = root / "images" / "val" / scene.scene_id
     folder.mkdir(parents=True, exist_ok=True)
     images = []
@@ -186,7 +189,7 @@ def write_lingoqa_segment(root: Path, scene, front, truth) -> list[dict]:
         encode(folder / f"{i}.jpg", frame.rgb)
         images.append(f"images/val/{scene.scene_id}/{i}.jpg")
     rows = []
-    for number, (question, answer, paraphrase) in enumerate(truth.qa):
+    for number, (question, answer, paraphrase) in enumerate(qa):
         question_id = f"{scene.scene_id}_q{number}"
         for reference in (answer, paraphrase):
             rows.append({"question_id": question_id, "segment_id": scene.scene_id, "images": images, "question": question, "answer": reference})

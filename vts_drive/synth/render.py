@@ -13,11 +13,11 @@ import cv2
 import numpy as np
 
 from vts_drive.synth.camera import Camera, clip_polygon
-from vts_drive.synth.scene import CLOTHES, LANE_WIDTH, SIDEWALK_WIDTH, VEHICLE_COLOURS, Scene
+from vts_drive.synth.scene import CLOTHES, LANE_WIDTH, POST_SPACING, SIDEWALK_WIDTH, VEHICLE_COLOURS, Scene
 
 CLASSES = [
     "background", "road", "lane_marking", "sidewalk", "vehicle", "pedestrian", "cyclist",
-    "traffic_light", "light_red", "light_yellow", "light_green",
+    "traffic_light", "light_red", "light_yellow", "light_green", "post",
 ]
 CLASS_ID = {name: index for index, name in enumerate(CLASSES)}
 LIGHT_INSTANCE = 999  # instance id of the traffic light; objects use their id + 1
@@ -54,9 +54,10 @@ def box_faces(centre, half) -> list[np.ndarray]:
 
 
 def object_solids(scene: Scene, time: float) -> list[Solid]:
+    travel = scene.ego_travel(time)
     solids: list[Solid] = []
     for obj in scene.objects:
-        x, y = obj.position(time, scene.ego_speed)
+        x, y = obj.position(time, travel)
         instance = obj.id + 1
         if obj.kind == "vehicle":
             body = VEHICLE_COLOURS[obj.colour]
@@ -74,7 +75,7 @@ def object_solids(scene: Scene, time: float) -> list[Solid]:
             solids.append(Solid((x, y, 1.25), (0.25, obj.width / 2, 0.33), clothes, "cyclist", instance))
             solids.append(Solid((x, y, 1.72), (0.14, 0.14, 0.14), (240, 240, 240), "cyclist", instance))
     if scene.light is not None:
-        x, y = scene.light.position(time, scene.ego_speed)
+        x, y = scene.light.position(time, travel)
         state = scene.light.states[min(int(round(time * scene.fps)), len(scene.light.states) - 1)]
         # a stylised, oversized signal so it stays legible at the model's resolution; the pole is
         # not part of the light's instance (its box is the signal head)
@@ -85,6 +86,12 @@ def object_solids(scene: Scene, time: float) -> list[Solid]:
             colour = LAMP_COLOURS[lamp] if on else tuple(c // 5 for c in LAMP_COLOURS[lamp])
             label = f"light_{lamp}" if on else "traffic_light"
             solids.append(Solid((x - 0.27, y, height), (0.03, 0.55, 0.35), colour, label, LIGHT_INSTANCE, keep_colour=on))
+    # roadside posts on both sidewalks: static, so they stream past as fast as the ego car drives
+    first = scene.post_offset - travel
+    first -= POST_SPACING * np.floor((first + 15.0) / POST_SPACING)  # the nearest post at or beyond 15 m behind
+    for x in np.arange(first, 90.0, POST_SPACING):
+        for y in (scene.road_left + 2.2, scene.road_right - 2.2):
+            solids.append(Solid((float(x), y, 1.5), (0.12, 0.12, 1.5), (105, 105, 112), "post", 0))
     return solids
 
 
@@ -103,7 +110,7 @@ def ground_polygons(scene: Scene, time: float) -> list[tuple[np.ndarray, tuple[i
         (strip(left - 0.25, left - 0.1), (230, 230, 230), "lane_marking"),
         (strip(right + 0.1, right + 0.25), (230, 230, 230), "lane_marking"),
     ]
-    shift = (scene.ego_speed * time) % 9.0
+    shift = scene.ego_travel(time) % 9.0
     for boundary in range(1, scene.lanes):
         y = left - boundary * LANE_WIDTH
         for start in np.arange(near - 9.0, far, 9.0):

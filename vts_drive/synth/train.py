@@ -1,8 +1,9 @@
 """Train a small LlavaOnevision model on synthdrive, from scratch, on CPU or one GPU.
 
 Each step draws windows (scene, end frame, 3 cameras or the front one, 1 to 5
-frames) with the truth of their end frame, and teaches the description, the
-risk answer and a few of the frame's questions. Three things make a model this
+frames) with their truth, and teaches the description, the risk answer, a few
+of the end frame's questions and, in windows of 2 frames or more, every
+question about what changed during the window (synthdrive's temporal questions). Three things make a model this
 small learn to see in minutes (measured, see METHODS.md section 8):
 - a dense auxiliary loss: every visual token classifies what its image cell
   holds (the scene's class-id map pooled to the token grid), plus whether the
@@ -60,8 +61,8 @@ from vts_drive.pipeline import Pipeline, PipelineConfig
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, SYSTEM_PROMPT, PromptBuilder
 from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, exact_match
-from vts_drive.synth.dataset import SynthDataset
-from vts_drive.synth.truth import QUESTIONS
+from vts_drive.synth.dataset import SynthDataset, SynthScene
+from vts_drive.synth.truth import QUESTIONS, TEMPORAL_QUESTIONS, question_kind
 from vts_drive.training import AuxiliaryHeads, CoordinateTargets, TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
 from transformers import AutoTokenizer
 
@@ -74,7 +75,7 @@ class TrainConfig:
     single_frame_steps: int = 400  # first stage: one front frame per window, all its questions
     warmup_steps: int = 30
     weight_decay: float = 0.01
-    questions_per_window: int = 5
+    questions_per_window: int = 5  # of the end frame's present-tense questions (temporal ones are all asked)
     window_frames: tuple[int, ...] = (1, 2, 4, 5)  # frames per window, drawn uniformly
     front_only_share: float = 0.2
     token_dropout_share: float = 0.3
@@ -103,7 +104,7 @@ class PreparedData:
 
     images: np.ndarray  # [S, C, T, s, s, 3] uint8
     cells: np.ndarray  # [S, C, T, N, K + 1] uint8 (last channel: overlaps the risk object)
-    truths: list  # [S][T] FrameTruth
+    scenes: list[SynthScene]  # truth and window questions of each scene
     cameras: list[str]
     keyframe_probabilities: np.ndarray | None = None  # [S, C, T] from the keyframe scorer (for vts_share)
 
@@ -143,7 +144,7 @@ def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache
     if cache is not None and cache.with_suffix(".npz").is_file():
         stored = np.load(cache.with_suffix(".npz"))
         if stored["images"].shape == images_shape and stored["cells"].shape == cells_shape:
-            return PreparedData(stored["images"], stored["cells"], [s.truth for s in dataset.scenes], dataset.cameras)
+            return PreparedData(stored["images"], stored["cells"], dataset.scenes, dataset.cameras)
     images = np.zeros(images_shape, dtype=np.uint8)
     cells = np.zeros(cells_shape, dtype=np.uint8)
     all_scenes = dataset.scenes  # read once, before the threads share it
@@ -162,7 +163,7 @@ def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
         np.savez(cache.with_suffix(".npz"), images=images, cells=cells)
-    return PreparedData(images, cells, [s.truth for s in all_scenes], dataset.cameras)
+    return PreparedData(images, cells, all_scenes, dataset.cameras)
 
 
 def keyframe_probabilities(images: np.ndarray, scorer: KeyframeScorer, scenes_per_batch: int = 64) -> np.ndarray:
@@ -184,8 +185,8 @@ def risk_boxes(data: PreparedData, scene: int, camera_rows: list[int], frames: r
     for c, camera in enumerate(camera_rows):
         if data.cameras[camera] == "front":
             for t, frame in enumerate(frames):
-                if data.truths[scene][frame].risk_box is not None:
-                    boxes[c, t] = data.truths[scene][frame].risk_box
+                if data.scenes[scene].truth[frame].risk_box is not None:
+                    boxes[c, t] = data.scenes[scene].truth[frame].risk_box
     return boxes
 
 
@@ -194,7 +195,7 @@ def single_frame_examples(data: PreparedData, rows: np.ndarray, rng: np.random.G
     examples = []
     for s in rows:
         t = int(rng.integers(0, data.images.shape[2]))
-        truth = data.truths[s][t]
+        truth = data.scenes[s].truth[t]
         examples.append(
             TrainingExample(
                 cameras=["front"],
@@ -227,13 +228,14 @@ def sample_examples(
         front_only = risk_only or rng.random() < config.front_only_share
         camera_rows = [data.cameras.index("front")] if front_only else list(range(len(data.cameras)))
         window = slice(end - frames + 1, end + 1)
-        truth = data.truths[s][end]
+        truth = data.scenes[s].truth[end]
         if risk_only:
             prompts = [(RISK_PROMPT, truth.risk_answer)]
         else:
             questions = rng.choice(len(truth.qa), size=config.questions_per_window, replace=False)
             prompts = [(DESCRIPTION_PROMPT, truth.description), (RISK_PROMPT, truth.risk_answer)]
             prompts += [(truth.qa[q][0], truth.qa[q][1]) for q in questions]
+            prompts += [(question, answer) for question, answer, _ in data.scenes[s].qa(end, frames)[len(truth.qa):]]
         keep = keyframes = present = None
         if not risk_only and rng.random() < config.vts_share:
             probabilities = torch.from_numpy(data.keyframe_probabilities[s, camera_rows, window])  # [C, T]
@@ -280,33 +282,37 @@ def model_history(start: VisionLanguageModel | None, run: list[dict]) -> list[di
 
 
 def tokenizer_corpus(dataset: SynthDataset) -> list[str]:
-    corpus = [SYSTEM_PROMPT, DESCRIPTION_PROMPT, RISK_PROMPT, *QUESTIONS.values(), "<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\n"]
+    corpus = [SYSTEM_PROMPT, DESCRIPTION_PROMPT, RISK_PROMPT, *QUESTIONS.values(), *TEMPORAL_QUESTIONS.values()]
+    corpus += ["<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\n"]
     corpus += [f"camera {camera}:\n" for camera in dataset.cameras] + [f"frame {t}:" for t in range(16)]
     corpus += [f"{value / 100:.2f}" for value in range(101)] * 20  # box coordinates as whole tokens
     for scene in dataset.scenes:
-        for truth in scene.truth:
-            corpus += [truth.description, truth.risk_answer] + [f"{q} {a}" for q, a, _ in truth.qa]
+        for end, truth in enumerate(scene.truth):
+            corpus += [truth.description, truth.risk_answer] + [f"{q} {a}" for q, a, _ in scene.qa(end, min(4, end + 1))]
     return corpus
 
 
 def validate(
     model: VisionLanguageModel, dataset: SynthDataset, scenes: list[int], frames: int = 4, routers: Path | None = None
 ) -> dict[str, float]:
-    """Greedy answers on held-out windows through the real pipeline (mode mod with `routers`)."""
+    """Greedy answers on held-out windows through the real pipeline (mode mod with `routers`):
+    exact match of the present-tense and of the temporal questions, and the risk box."""
     mode = "mod" if routers else "dense"
     pipeline = Pipeline(model, PipelineConfig(mode=mode, routers=str(routers) if routers else None, max_new_tokens=48, frame_cache=False))
-    hits = total = 0
+    hits = {"present": [], "temporal": []}
     ious = []
     for index in scenes:
         scene = dataset.scene(index)
-        truth = scene.truth[-1]
-        questions = [q for q, _, _ in truth.qa]
-        answers = pipeline.answer(scene.window(scene.frames - 1, frames, dataset.cameras), [RISK_PROMPT, *questions]).answers
-        hits += sum(exact_match(a, t) for a, (_, t, _) in zip(answers[1:], truth.qa))
-        total += len(truth.qa)
+        end = scene.frames - 1
+        truth, qa = scene.truth[end], scene.qa(end, frames)
+        answers = pipeline.answer(scene.window(end, frames, dataset.cameras), [RISK_PROMPT, *(q for q, _, _ in qa)]).answers
+        for answer, (question, expected, _) in zip(answers[1:], qa):
+            hits[question_kind(question)].append(exact_match(answer, expected))
         if truth.risk_box is not None:
             ious.append(box_iou(parse_risk(answers[0], "front").bbox, truth.risk_box))
-    return {"qa_exact_match": hits / total, "bbox_acc50": float(np.mean([i > 0.5 for i in ious])) if ious else 0.0, "boxes": len(ious)}
+    figures = {f"qa_{kind}": float(np.mean(found)) for kind, found in hits.items() if found}
+    figures["qa_exact_match"] = float(np.mean(hits["present"] + hits["temporal"]))
+    return figures | {"bbox_acc50": float(np.mean([i > 0.5 for i in ious])) if ious else 0.0, "boxes": len(ious)}
 
 
 def train_synth(

@@ -1,6 +1,13 @@
-"""Ground truth of a synthdrive frame, derived from the scene graph and what each camera shows.
+"""Ground truth of a synthdrive window, derived from the scene graph and what each camera shows.
 
-"Now" is the frame a window ends on. The important object is, in this order:
+Present-tense truth belongs to the frame a window ends on ("now"); temporal
+truth (`window_qa`) to the window's first and last frames together, so no single
+frame answers it: whether the lead vehicle's gap shrinks, whether a light
+changed and from what, whether someone steps onto the road or off it, whether a
+vehicle is moving into or out of the ego lane, how the ego car's speed changes,
+and whether something came into view or left it.
+
+The important object is, in this order:
 a pedestrian on the road, a red or yellow light, a car cutting into the ego
 lane, a car close ahead in the ego lane; otherwise nothing is a risk. Only
 objects visible in the front camera qualify, since DRAMA boxes live there.
@@ -29,6 +36,20 @@ QUESTIONS = {
     "action": "What should the ego car do?",
     "reason": "Why should the ego car do that?",
 }
+TEMPORAL_QUESTIONS = {
+    "lead_vehicle": "Is the vehicle ahead in our lane approaching or pulling away?",
+    "light_change": "Did the traffic light change, and from what?",
+    "road_user": "Is a pedestrian or cyclist entering or leaving the road?",
+    "lane_change": "Is a vehicle changing lanes into or out of our lane?",
+    "ego_motion": "Is the ego car speeding up, slowing down or stopped?",
+    "appeared": "Did a vehicle, pedestrian or cyclist appear or disappear?",
+}
+QUESTION_KEYS = {text: key for key, text in (QUESTIONS | TEMPORAL_QUESTIONS).items()}
+# a window's rates of change (per second) below these count as no change
+STILL_GAP_RATE = 1.0  # m/s of the lead vehicle's gap
+STILL_ACCELERATION = 1.0  # m/s^2 of the ego car's speed
+STILL_SPEED = 0.2  # m/s: the ego car is stopped
+MIN_SIDEWAYS_SPEED = 0.5  # m/s: a road user or vehicle is moving sideways
 
 
 @dataclass
@@ -63,28 +84,39 @@ def visible_objects(instances: np.ndarray, min_pixels: int) -> dict[int, Visible
     return found
 
 
+def question_kind(question: str) -> str:
+    """"temporal" for the questions whose answer needs the window's past, else "present"."""
+    return "temporal" if question in TEMPORAL_QUESTIONS.values() else "present"
+
+
+def visible_ids(views: dict[str, dict[int, Visible]]) -> dict[str, list[int]]:
+    """The instances each camera shows, as stored with the scene."""
+    return {camera: sorted(seen) for camera, seen in views.items()}
+
+
 def _side(y: float) -> str:
     return "left" if y > 0 else "right"
 
 
 def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], image_size: tuple[int, int]) -> FrameTruth:
     time = scene.time(frame)
+    travel = scene.ego_travel(time)
     width, height = image_size
     by_instance = {obj.id + 1: obj for obj in scene.objects}
     front = views.get("front", {})
     front_objects = [by_instance[i] for i in front if i in by_instance]
 
     def lateral(obj: SceneObject) -> float:
-        return obj.position(time, scene.ego_speed)[1]
+        return obj.position(time, travel)[1]
 
     def ahead(obj: SceneObject) -> float:
-        return obj.position(time, scene.ego_speed)[0]
+        return obj.position(time, travel)[0]
 
     light = scene.light.states[frame] if scene.light is not None and LIGHT_INSTANCE in front else "none"
     road_half = (scene.road_left, scene.road_right)
     vehicles_ahead = sorted((o for o in front_objects if o.kind == "vehicle" and ahead(o) > 0), key=ahead)
     pedestrians_on_road = [o for o in front_objects if o.kind == "pedestrian" and road_half[1] < lateral(o) < road_half[0]]
-    cutting_in = [o for o in vehicles_ahead if o.hazard_start is not None and time > o.hazard_start and abs(lateral(o)) < 0.75 * LANE_WIDTH]
+    cutting_in = [o for o in vehicles_ahead if _cuts_in(o) and time > o.hazard_start and abs(lateral(o)) < 0.75 * LANE_WIDTH]
     close_ahead = [o for o in vehicles_ahead if abs(lateral(o)) < LANE_WIDTH / 2 and ahead(o) < 11.0]
 
     risk_instance, risk_object, caption, action, reason = None, None, "", "keep going", "the road is clear"
@@ -157,6 +189,91 @@ def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], 
         reason=reason,
         qa=qa,
     )
+
+
+def _cuts_in(obj: SceneObject) -> bool:
+    """A vehicle whose sideways move ends nearer the ego lane's centre than it started."""
+    return obj.hazard_start is not None and obj.hazard_y_end is not None and abs(obj.hazard_y_end) < abs(obj.world_position(obj.hazard_start)[1])
+
+
+def window_qa(scene: Scene, visible: list[dict[str, list[int]]], start: int, end: int) -> list[tuple[str, str, str]]:
+    """The temporal (question, answer, paraphrase) triples of the window from frame `start` to
+    frame `end` (`visible`: per frame, the instances each camera shows); none for one frame."""
+    if end <= start:
+        return []
+    t0, t1 = scene.time(start), scene.time(end)
+    duration = t1 - t0
+    travel0, travel1 = scene.ego_travel(t0), scene.ego_travel(t1)
+    by_instance = {obj.id + 1: obj for obj in scene.objects}
+    shown_at_end = {i for ids in visible[end].values() for i in ids}
+    front_at_end = [by_instance[i] for i in visible[end].get("front", []) if i in by_instance]
+
+    def moved_sideways(obj: SceneObject) -> float:
+        return obj.world_position(t1)[1] - obj.world_position(t0)[1]
+
+    # the nearest vehicle ahead in the ego lane, and how fast its gap changes
+    in_lane = [o for o in front_at_end if o.kind == "vehicle" and o.position(t1, travel1)[0] > 0 and abs(o.position(t1, travel1)[1]) < LANE_WIDTH / 2]
+    lead = "none"
+    if in_lane:
+        car = min(in_lane, key=lambda o: o.position(t1, travel1)[0])
+        gap_rate = (car.position(t1, travel1)[0] - car.position(t0, travel0)[0]) / duration
+        lead = "keeping its distance" if abs(gap_rate) < STILL_GAP_RATE else "approaching" if gap_rate < 0 else "pulling away"
+
+    light = "none"
+    if scene.light is not None and LIGHT_INSTANCE in visible[end].get("front", []):
+        before, now = scene.light.states[start], scene.light.states[end]
+        light = "no change" if before == now else f"{before} to {now}"
+
+    # a pedestrian or cyclist moving sideways on or beside the road: towards its middle is entering
+    middle = (scene.road_left + scene.road_right) / 2
+    road_user = "no"
+    movers = [
+        by_instance[i] for i in shown_at_end
+        if i in by_instance and by_instance[i].kind in ("pedestrian", "cyclist") and abs(moved_sideways(by_instance[i])) >= MIN_SIDEWAYS_SPEED * duration
+    ]
+    movers = [o for o in movers if any(scene.road_right - 1.5 < o.world_position(t)[1] < scene.road_left + 1.5 for t in (t0, t1))]
+    if movers:
+        mover = min(movers, key=lambda o: abs(o.position(t1, travel1)[0]))
+        towards = abs(mover.world_position(t1)[1] - middle) < abs(mover.world_position(t0)[1] - middle)
+        road_user = f"a {mover.kind} is {'entering' if towards else 'leaving'} the road"
+
+    changers = [o for o in front_at_end if o.kind == "vehicle" and abs(moved_sideways(o)) >= MIN_SIDEWAYS_SPEED * duration]
+    lane_change = "no"
+    if changers:
+        car = min(changers, key=lambda o: o.position(t1, travel1)[0])
+        lane_change = "into our lane" if abs(car.world_position(t1)[1]) < abs(car.world_position(t0)[1]) else "out of our lane"
+
+    speed0, speed1 = scene.ego_speed_at(t0), scene.ego_speed_at(t1)
+    acceleration = (speed1 - speed0) / duration
+    if max(speed0, speed1) < STILL_SPEED:
+        ego = "stopped"
+    elif abs(acceleration) < STILL_ACCELERATION:
+        ego = "keeping its speed"
+    else:
+        ego = "speeding up" if acceleration > 0 else "slowing down"
+
+    shown_at_start = {i for ids in visible[start].values() for i in ids}
+    appeared = "no"
+    for change, ids in (("appeared", shown_at_end - shown_at_start), ("disappeared", shown_at_start - shown_at_end)):
+        kinds = {by_instance[i].kind for i in ids if i in by_instance}
+        kind = next((k for k in ("vehicle", "pedestrian", "cyclist") if k in kinds), None)
+        if kind is not None:
+            appeared = f"a {kind} {change}"
+            break
+
+    return [
+        (TEMPORAL_QUESTIONS["lead_vehicle"], lead,
+         "There is no vehicle ahead in our lane." if lead == "none" else f"The vehicle ahead is {lead}."),
+        (TEMPORAL_QUESTIONS["light_change"], light,
+         "There is no traffic light." if light == "none" else "The light did not change." if light == "no change" else f"It changed from {light}."),
+        (TEMPORAL_QUESTIONS["road_user"], road_user,
+         "No one is entering or leaving the road." if road_user == "no" else f"Yes, {road_user}."),
+        (TEMPORAL_QUESTIONS["lane_change"], lane_change,
+         "No vehicle is changing lanes." if lane_change == "no" else f"Yes, a vehicle is moving {lane_change}."),
+        (TEMPORAL_QUESTIONS["ego_motion"], ego, f"The ego car is {ego}."),
+        (TEMPORAL_QUESTIONS["appeared"], appeared,
+         "Nothing appeared or disappeared." if appeared == "no" else f"Yes, {appeared}."),
+    ]
 
 
 def describe(scene: Scene, counts: dict[str, int], light: str) -> str:
