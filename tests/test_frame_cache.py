@@ -102,13 +102,13 @@ def _frame_keys(frames, start, index):
 def test_newest_anchor_skipped_by_the_gate_stands_in_with_its_predecessor(model_with_scorer):
     """With the newest frame as the anchor keyframe, a stride-1 stream still encodes only what
     the gate lets through: a new newest frame scored below the skip threshold enters whole, with
-    the tokens of the frame before it; only a window with nothing encoded before its newest
-    frame (the stream's first) encodes that frame."""
+    the tokens of the frame before it. The stream's first window encodes each camera's oldest
+    frame (it always enters, and nothing before it can stand in) and the later ones stand in."""
     frames = stream(6, length=6)
     config = PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01, keyframe_anchor="newest")
     gated = Pipeline.load(str(model_with_scorer), config)
     result = gated.answer(window_at(frames, 0), ["Why?"])
-    assert gated.frame_cache.misses == 2  # each camera's newest frame, nothing before it to stand in
+    assert gated.frame_cache.misses == 2  # each camera's first frame; the newest stands in with it
     assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
     newest = _frame_keys(frames, 0, -1)
     result = gated.answer(window_at(frames, 1), ["Why?"])

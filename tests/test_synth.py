@@ -128,7 +128,8 @@ def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
 
 def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_dataset):
     """With vts_share = 1 a window's keyframes are the scorer's pick over its frames and the
-    frames it encodes are those keyframes plus the frames scored at or above the skip threshold."""
+    frames it encodes are those keyframes, the frames scored at or above the skip threshold and
+    the window's oldest frame."""
     from vts_drive.keyframe.scorer import KeyframeConfig, select_keyframes
     from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
 
@@ -148,7 +149,9 @@ def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_da
         window = torch.from_numpy(probabilities[0][:, taken])  # [C, T]
         assert example.token_keep is None
         np.testing.assert_array_equal(example.keyframes, select_keyframes(window, scorer).numpy())
-        np.testing.assert_array_equal(example.present, example.keyframes | (window >= 0.4).numpy())
+        expected = example.keyframes | (window >= 0.4).numpy()
+        expected[:, 0] = True  # the window's oldest frame always enters
+        np.testing.assert_array_equal(example.present, expected)
         assert example.keyframes[:, 0].all() and not example.present.all()
 
 

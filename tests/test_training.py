@@ -179,7 +179,7 @@ def test_vts_training_windows_keep_the_tokens_the_pipeline_keeps(tiny_model_dir,
     present = keyframes | np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)
 
     entries = [FrameFeatures() for _ in range(12)]
-    tokens, saliency = pipeline.encode_frames(window, entries, torch.from_numpy(present), torch.from_numpy(present))
+    tokens, saliency = pipeline.encode_frames(window, entries, torch.from_numpy(present), torch.from_numpy(present), [None] * 3)
     expected = pipeline.select_tokens(window, tokens, saliency, torch.from_numpy(keyframes), torch.from_numpy(present))
 
     example = TrainingExample(window.cameras, window.images, [], keyframes=keyframes, present=present)

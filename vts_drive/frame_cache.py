@@ -8,9 +8,10 @@ more than one window. Keys are exact, so frames that arrive late or out of
 order are simply looked up (or computed) by their own stamp, and two
 recordings with the same stamps (two bags both starting at 0) never mix.
 
-It also remembers each camera's newest frame, which the keyframe CNN compares a
-later window's oldest frame with: the stream's real previous frame, whatever
-the stride between windows.
+It also remembers each camera's newest frame and its results: the stream's real
+previous frame for a later window's oldest frame, whatever the stride between
+windows. The keyframe CNN scores that frame against it, and when the CNN sees no
+change the frame takes its tokens instead of being encoded.
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class FrameCache:
         self.hits = 0  # frames whose tokens were reused
         self.misses = 0  # frames encoded
         self.scored = 0  # frames the keyframe CNN ran on
-        self.newest: dict[str, tuple[int, np.ndarray]] = {}  # camera -> (stamp, image) of its newest frame seen
+        self.newest: dict[str, tuple[int, np.ndarray, FrameFeatures]] = {}  # camera -> its newest frame seen
 
     def get(self, key: FrameKey) -> FrameFeatures:
         """The entry for a frame, created empty if the frame is new."""
@@ -68,16 +69,18 @@ class FrameCache:
         self.frames.clear()
         self.newest.clear()
 
-    def remember_newest(self, window: FrameWindow) -> None:
-        for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images):
+    def remember_newest(self, window: FrameWindow, entries: list[FrameFeatures]) -> None:
+        """Keep each camera's newest frame of `window` (`entries`: its frames' results, camera-major)."""
+        for c, (camera, stamps, images) in enumerate(zip(window.cameras, window.stamps_ns, window.images)):
             if camera not in self.newest or stamps[-1] > self.newest[camera][0]:
-                self.newest[camera] = (stamps[-1], images[-1])
+                self.newest[camera] = (stamps[-1], images[-1], entries[(c + 1) * window.num_frames - 1])
 
-    def previous_frame(self, camera: str, stamp_ns: int) -> np.ndarray | None:
-        """The camera's newest frame seen before `stamp_ns`, if it is older: None when the stream
-        starts here (nothing seen yet, or stamps went back, as when a new recording begins)."""
+    def frame_before(self, camera: str, stamp_ns: int) -> tuple[np.ndarray, FrameFeatures] | None:
+        """The camera's newest frame seen, (image, results), if it is older than `stamp_ns`: None
+        when the stream starts here (nothing seen yet, or stamps went back, as when a new
+        recording begins)."""
         seen = self.newest.get(camera)
-        return seen[1] if seen is not None and seen[0] < stamp_ns else None
+        return seen[1:] if seen is not None and seen[0] < stamp_ns else None
 
     def keep_only(self, keys: set[FrameKey]) -> None:
         """Drop every frame outside the newest window."""

@@ -233,20 +233,26 @@ class Pipeline:
             for stamp, image in zip(stamps, images)
         ]
         entries = [self.frame_cache.get(key) for key in keys]  # camera-major, like the window
+        # each camera's frame before the window in the stream (image, results), if one was seen
+        before = [self.frame_cache.frame_before(camera, stamps[0]) for camera, stamps in zip(window.cameras, window.stamps_ns)]
         keyframes = None
         present = encode = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
         if self.keyframe_scorer is not None:
             with timer.stage("keyframe"):
-                probabilities = self.keyframe_probabilities(window, entries)  # [C, T]
+                probabilities = self.keyframe_probabilities(window, entries, before)  # [C, T]
                 keyframes = select_keyframes(probabilities, self.keyframe_scorer.config)
                 encode = probabilities >= self.keyframe_scorer.config.skip_threshold
+                # keyframes and the frames the CNN lets through enter, and always the window's oldest
+                # frame: questions about the past compare it with the present
                 present = keyframes | encode
+                present[:, 0] = True
         with timer.stage("vision"):
-            tokens, saliency = self.encode_frames(window, entries, present, encode)  # [C, T, N, D], [C, T, N]
+            previous = [seen[1] if seen is not None else None for seen in before]
+            tokens, saliency = self.encode_frames(window, entries, present, encode, previous)  # [C, T, N, D], [C, T, N]
         with timer.stage("sparsify"):
             frames = self.select_tokens(window, tokens, saliency, keyframes, present)
         self.frame_cache.keep_only(set(keys))
-        self.frame_cache.remember_newest(window)
+        self.frame_cache.remember_newest(window, entries)
         context = self.prompts.context(frames, self.device)
         # past the model's context the LLM would still run, silently degraded: refuse before any prefill
         needed = context.length + max(len(self.prompts.question_ids(text)) for text in prompts) + self.config.max_new_tokens
@@ -278,7 +284,7 @@ class Pipeline:
                 "vision_kept": context.num_visual,
                 "prompt": generation.prompt_tokens,
                 "generated": sum(len(ids) for ids in generation.token_ids),
-                "frames_skipped": int((~present).sum()),  # frames that entered with no visual token
+                "frames_skipped": int((~present).sum()),  # frames gated away: no visual token enters for them
             },
             kv_cache_bytes=generation.kv_cache_bytes,
             llm_prefill_flops=generation.prefill_flops,
@@ -293,24 +299,33 @@ class Pipeline:
         """Every frame of every camera through the vision tower, bypassing the frame cache."""
         fresh = [FrameFeatures() for _ in range(len(window.cameras) * window.num_frames)]
         everything = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
-        return self.encode_frames(window, fresh, everything, everything)
+        return self.encode_frames(window, fresh, everything, everything, [None] * len(window.cameras))
 
     def encode_frames(
-        self, window: FrameWindow, entries: list[FrameFeatures], present: torch.Tensor, encode: torch.Tensor
+        self,
+        window: FrameWindow,
+        entries: list[FrameFeatures],
+        present: torch.Tensor,
+        encode: torch.Tensor,
+        previous: list[FrameFeatures | None],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Tokens [C, T, N, D] and saliency [C, T, N] of the frames marked `present` [C, T] (the
         others stay zero). Frames marked `encode` go through the vision tower unless their cache
         entry has tokens already. A frame not marked `encode` (the keyframe CNN saw no change)
-        takes its predecessor's tokens as its stand-in, so a present one, such as a keyframe,
-        costs no encoding; only a present frame with nothing before it to stand in is encoded."""
+        takes the tokens of the stream's frame before it as its stand-in (for a window's oldest
+        frame, `previous`: each camera's frame before the window), so a present one, such as a
+        keyframe, costs no encoding; only a present frame with nothing before it to stand in is
+        encoded."""
         images = [image for camera_images in window.images for image in camera_images]
         present_flags, encode_flags = present.flatten().tolist(), encode.flatten().tolist()
         encoded = self.encode_into(images, entries, [i for i, e in enumerate(entries) if encode_flags[i] and e.tokens is None])
-        fill_stand_ins(entries, encode_flags, window.num_frames)
-        late = self.encode_into(images, entries, [i for i, e in enumerate(entries) if present_flags[i] and e.tokens is None])
-        if late:  # the frames after a late one can stand in with it
-            fill_stand_ins(entries, encode_flags, window.num_frames)
-        encoded += late
+        fill_stand_ins(entries, encode_flags, window.num_frames, previous)
+        while True:  # each camera's earliest present frame with nothing to stand in, then its followers stand in
+            late = {i // window.num_frames: i for i, e in reversed(list(enumerate(entries))) if present_flags[i] and e.tokens is None}
+            if not late:
+                break
+            encoded += self.encode_into(images, entries, sorted(late.values()))
+            fill_stand_ins(entries, encode_flags, window.num_frames, previous)
         for i, is_present in enumerate(present_flags):
             if is_present:
                 self.frame_cache.count(hit=i not in encoded)
@@ -329,22 +344,25 @@ class Pipeline:
                 entries[i].tokens, entries[i].saliency = tokens[row], saliency[row]
         return frames
 
-    def keyframe_probabilities(self, window: FrameWindow, entries: list[FrameFeatures]) -> torch.Tensor:
+    def keyframe_probabilities(
+        self, window: FrameWindow, entries: list[FrameFeatures], before: list[tuple[np.ndarray, FrameFeatures] | None]
+    ) -> torch.Tensor:
         """Keyframe probability [C, T] of every frame, each computed once per stream: a frame is
-        scored against the stream's frame before it, for a window's oldest frame the newest one
-        an earlier window showed (so the score does not depend on the stride); the first frame
-        of a stream has nothing to compare with and is a keyframe (probability 1)."""
+        scored against the stream's frame before it, for a window's oldest frame the camera's
+        frame in `before` (the newest an earlier window showed), so the score does not depend on
+        the stride; the first frame of a stream has nothing to compare with and is a keyframe
+        (probability 1)."""
         frames = window.num_frames
         images = [image for camera_images in window.images for image in camera_images]
         previous = {}  # frame index -> the frame before it in the stream
         for i, entry in enumerate(entries):
             if entry.keyframe_probability is None:
-                camera = i // frames
-                before = images[i - 1] if i % frames else self.frame_cache.previous_frame(window.cameras[camera], window.stamps_ns[camera][0])
-                if before is None:
+                seen = before[i // frames]
+                image = images[i - 1] if i % frames else seen[0] if seen is not None else None
+                if image is None:
                     entry.keyframe_probability = 1.0
                 else:
-                    previous[i] = before
+                    previous[i] = image
         self.frame_cache.scored += len(previous)
         if previous:
             scorer = self.keyframe_scorer
@@ -358,7 +376,8 @@ class Pipeline:
     def score_keyframes(self, window: FrameWindow) -> torch.Tensor:
         """Keyframe flags [C, T] of a window on its own (no frame cache)."""
         fresh = [FrameFeatures() for _ in range(len(window.cameras) * window.num_frames)]
-        return select_keyframes(self.keyframe_probabilities(window, fresh), self.keyframe_scorer.config)
+        probabilities = self.keyframe_probabilities(window, fresh, [None] * len(window.cameras))
+        return select_keyframes(probabilities, self.keyframe_scorer.config)
 
     def select_tokens(
         self,
@@ -386,10 +405,15 @@ class Pipeline:
         return [FrameTokens(window.cameras[c], t, kept[c][t]) for c in cameras for t in frames]
 
 
-def fill_stand_ins(entries: list[FrameFeatures], encode_flags: list[bool], frames_per_camera: int) -> None:
-    """Each frame not to be encoded that has no tokens yet takes its predecessor's (in time order,
-    so a stand-in can come from a stand-in). Cached with the frame, the stand-in also serves
-    later windows."""
+def fill_stand_ins(
+    entries: list[FrameFeatures], encode_flags: list[bool], frames_per_camera: int, previous: list[FrameFeatures | None]
+) -> None:
+    """Each frame not to be encoded that has no tokens yet takes those of the stream's frame before
+    it (in time order, so a stand-in can come from a stand-in; for a camera's oldest frame in the
+    window, `previous[camera]`). Cached with the frame, the stand-in also serves later windows."""
     for i, entry in enumerate(entries):
-        if not encode_flags[i] and entry.tokens is None and i % frames_per_camera and entries[i - 1].tokens is not None:
-            entry.tokens, entry.saliency = entries[i - 1].tokens, entries[i - 1].saliency
+        if encode_flags[i] or entry.tokens is not None:
+            continue
+        before = entries[i - 1] if i % frames_per_camera else previous[i // frames_per_camera]
+        if before is not None and before.tokens is not None:
+            entry.tokens, entry.saliency = before.tokens, before.saliency

@@ -241,6 +241,7 @@ def sample_examples(
             probabilities = torch.from_numpy(data.keyframe_probabilities[s, camera_rows, window])  # [C, T]
             keyframes = select_keyframes(probabilities, scorer_config).numpy()
             present = keyframes | (probabilities >= scorer_config.skip_threshold).numpy()
+            present[:, 0] = True  # the window's oldest frame always enters, as in the pipeline
         elif not risk_only and rng.random() < config.token_dropout_share:
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
             if config.empty_frame_share > 0:
