@@ -109,6 +109,7 @@ def test_bad_inputs(tmp_path, capsys):
 def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
     """Token dropout thins non-first frames; with empty_frame_share = 1 they keep no token (as
     VTS leaves a frame that repeats its keyframe) while the first frame keeps all of them."""
+    from vts_drive.keyframe.scorer import KeyframeConfig
     from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
 
     dataset = SynthDataset(small_dataset)
@@ -124,6 +125,13 @@ def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
         assert keep[:, 0].all()
         kept_later = keep[:, 1:].sum(axis=-1)
         assert (kept_later == 0).all() if empty_share == 1.0 else (0 < kept_later).all() and (kept_later < tokens).all()
+    # with the newest frame as the anchor, the oldest frame is thinned but never empty: it always enters
+    tokens = 64  # thinning at 20 % leaves a frame of 64 tokens empty with probability 0.8^64
+    data = PreparedData(images, np.zeros((1, len(dataset.cameras), frames, tokens, 2), dtype=np.uint8), [scene], dataset.cameras)
+    config = TrainConfig(token_dropout_share=1.0, empty_frame_share=1.0, window_frames=(4,))
+    (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(0), KeyframeConfig(anchor="newest"))
+    kept = example.token_keep.sum(axis=-1)  # [C, T]
+    assert (kept[:, -1] == tokens).all() and (kept[:, 1:-1] == 0).all() and (0 < kept[:, 0]).all()
 
 
 def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_dataset):

@@ -244,8 +244,8 @@ def sample_examples(
             present[:, 0] = True  # the window's oldest frame always enters, as in the pipeline
         elif not risk_only and rng.random() < config.token_dropout_share:
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
-            if config.empty_frame_share > 0:
-                keep &= rng.random((len(camera_rows), frames, 1)) >= config.empty_frame_share
+            if config.empty_frame_share > 0:  # never the oldest frame, which always enters in the pipeline
+                keep[:, 1:] &= rng.random((len(camera_rows), frames - 1, 1)) >= config.empty_frame_share
             keep[:, (scorer_config or KeyframeConfig()).anchor_index] = True  # the anchor keyframe keeps every token
         examples.append(
             TrainingExample(
