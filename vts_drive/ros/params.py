@@ -9,6 +9,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Callable
 
 import yaml
 
@@ -30,6 +31,7 @@ class NodeParams:
     frames_per_window: int = StreamConfig.frames
     window_stride: int = StreamConfig.stride
     sync_slop_s: float = StreamConfig.slop_s
+    max_stamp_jump_s: float = StreamConfig.max_stamp_jump_s  # a camera whose stamp jumps further starts afresh
     stale_after_s: float = StreamConfig.stale_after_s
     on_stale_camera: str = StreamConfig.on_stale  # continue | wait
     model: str = ""  # "": the default model (synthdrive-tiny when shipped)
@@ -82,6 +84,7 @@ class NodeParams:
             frames=self.frames_per_window,
             stride=self.window_stride,
             slop_s=self.sync_slop_s,
+            max_stamp_jump_s=self.max_stamp_jump_s,
             stale_after_s=self.stale_after_s,
             on_stale=self.on_stale_camera,
         )
@@ -133,6 +136,21 @@ def declarations() -> list[tuple[str, object, str]]:
     return [(f.name, getattr(NodeParams(), f.name), ROS_TYPES[hints[f.name]]) for f in fields(NodeParams)]
 
 
+def params_from_ros_node(node: object, descriptor: Callable[..., object], source: str) -> NodeParams:
+    """Declare every parameter on an rclpy node and read them back as checked NodeParams.
+
+    descriptor: rcl_interfaces' ParameterDescriptor. The parameters are declared with dynamic typing:
+    with a fixed type rclpy raises InvalidParameterTypeException for a value of another type (a launch
+    file's `sync_slop_s:=1` is an integer) before the node can coerce it or say which one is wrong."""
+    values = {
+        name: node.declare_parameter(
+            name, default, descriptor(dynamic_typing=True, additional_constraints=f"expects {ros_type}")
+        ).value
+        for name, default, ros_type in declarations()
+    }
+    return params_from_dict(values, source)
+
+
 def params_from_dict(values: dict, source: str = "parameters") -> NodeParams:
     """A checked NodeParams from {name: value}; unknown names and wrong types raise InputError."""
     hints = typing.get_type_hints(NodeParams)
@@ -149,6 +167,7 @@ def params_from_dict(values: dict, source: str = "parameters") -> NodeParams:
 
 
 def _typed(name: str, value: object, kind: type, source: str) -> object:
+    """The value as the parameter's type where nothing is lost (an int for a float); else an error naming it."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind == list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vts_drive.errors import InputError
-from vts_drive.ros.sync import ApproximateSync, Frame
+from vts_drive.ros.sync import MAX_JUMP_S, ApproximateSync, Frame
 from vts_drive.window import FrameWindow
 
 STALE_POLICIES = ("continue", "wait")
@@ -24,6 +24,7 @@ class StreamConfig:
     frames: int = 4  # T: frames per camera per window
     stride: int = 2  # synchronised sets between window starts
     slop_s: float = 0.05  # largest stamp spread within one synchronised set
+    max_stamp_jump_s: float = MAX_JUMP_S  # a camera whose stamp jumps further, forward or back, starts afresh
     stale_after_s: float = 1.0  # a camera silent this long is stale
     on_stale: str = "continue"  # continue: windows of the other cameras; wait: no windows until it is back
     queue_size: int = 16  # frames queued per camera while waiting for the others
@@ -35,6 +36,8 @@ class StreamConfig:
             raise InputError(f"frames per window ({self.frames}) and window stride ({self.stride}) must be at least 1")
         if self.slop_s < 0 or self.stale_after_s <= 0:
             raise InputError(f"sync slop ({self.slop_s} s) must be >= 0 and stale timeout ({self.stale_after_s} s) > 0")
+        if self.max_stamp_jump_s <= 0:
+            raise InputError(f"max_stamp_jump_s: the largest stamp jump must be > 0 s, got {self.max_stamp_jump_s}")
         if self.on_stale not in STALE_POLICIES:
             raise InputError(f"stale camera policy {self.on_stale!r}: expected one of {', '.join(STALE_POLICIES)}")
         if self.queue_size < 1:
@@ -49,7 +52,9 @@ class FrameStream:
         None: from the first frame."""
         config.check()
         self.config = config
-        self.sync = ApproximateSync(config.cameras, round(config.slop_s * 1e9), config.queue_size)
+        self.sync = ApproximateSync(
+            config.cameras, round(config.slop_s * 1e9), config.queue_size, round(config.max_stamp_jump_s * 1e9)
+        )
         self.received = Counter()  # camera -> frames handed in
         self.last_seen_ns: dict[str, int] = {}  # camera -> now_ns of its newest frame
         self.last_stamp_ns: dict[str, int] = {}  # camera -> stamp of its newest frame
@@ -82,8 +87,9 @@ class FrameStream:
         return [c for c in self.sync.cameras if now_ns - self.last_seen_ns.get(c, self._start_ns) > limit]
 
     def _push(self, frames: dict[str, Frame]) -> FrameWindow | None:
-        """Append a synchronised set; a change of cameras starts the windows afresh."""
-        if self._history and list(self._history[-1]) != list(frames):
+        """Append a synchronised set; a change of cameras or a stamp jump starts the windows afresh
+        (no window mixes cameras or clocks)."""
+        if self._history and (list(self._history[-1]) != list(frames) or self._jumped(self._history[-1], frames)):
             self._history.clear()
             self._since_window = None
         self._history.append(frames)
@@ -100,3 +106,8 @@ class FrameStream:
             images=[[s[c][1] for s in self._history] for c in cameras],
             stamps_ns=[[s[c][0] for s in self._history] for c in cameras],
         )
+
+    def _jumped(self, previous: dict[str, Frame], frames: dict[str, Frame]) -> bool:
+        """Whether the set's stamps are not after the previous set's, or too far after them to share a window."""
+        step_ns = max(stamp for stamp, _ in frames.values()) - max(stamp for stamp, _ in previous.values())
+        return not 0 < step_ns <= self.config.max_stamp_jump_s * 1e9
