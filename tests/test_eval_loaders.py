@@ -167,6 +167,29 @@ def test_synth_scores_the_risk_per_kind_of_object(export):
     assert kind["named"] == pytest.approx(1 - 1 / perfect[window.truth.risk_object]["n"]) and kind["bbox_acc50"] == 1.0
 
 
+def test_synth_scores_present_and_temporal_questions_apart(export):
+    """qa_by_kind: exact match and the majority baseline of the newest frame's questions and of
+    those about the window's past, and of each question."""
+    from vts_drive.synth.truth import TEMPORAL_QUESTIONS
+
+    benchmark = load_benchmark("synth", export, frames=4, stride=1)
+    records = {}
+    for item, window in zip(benchmark.items, benchmark.windows):
+        temporal = [window.truth.kind(q) == "temporal" for q in range(len(window.questions))]
+        assert sum(temporal) == len(TEMPORAL_QUESTIONS) and not any(temporal[: -len(TEMPORAL_QUESTIONS)])
+        # right about the present, "no idea" about the past
+        answers = ["no idea" if past else truth for truth, past in zip(window.truth.answers, temporal)]
+        records[item.key] = {"object": None, "bbox": None, "caption": "", "answers": answers}
+    metrics = benchmark.score(records)
+    kinds = metrics["qa_by_kind"]
+    assert metrics["qa_present"] == kinds["present"]["exact_match"] == 1.0
+    assert metrics["qa_temporal"] == kinds["temporal"]["exact_match"] == 0.0
+    assert kinds["temporal"]["n"] == len(TEMPORAL_QUESTIONS) * len(records)
+    assert set(kinds["per_question"]) >= set(TEMPORAL_QUESTIONS) | {"light", "action"}
+    assert kinds["per_question"]["ego_motion"]["kind"] == "temporal" and kinds["per_question"]["light"]["kind"] == "present"
+    assert 0.0 < kinds["temporal"]["majority_answer"] <= 1.0
+
+
 def test_synth_majority_answer_baseline_answers_each_question_with_its_most_common_truth():
     from vts_drive.bench import BenchWindow, WindowTruth
     from vts_drive.eval.benchmarks import majority_answer_exact_match

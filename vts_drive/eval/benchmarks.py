@@ -122,7 +122,7 @@ class SynthBenchmark:
     against the scene graph's truth: exact-match answers, the risk box and caption."""
 
     name = "synth"
-    accuracy_metrics = ("qa_exact_match", "bbox_miou", "bbox_acc50", "caption_bleu4", "caption_cider")
+    accuracy_metrics = ("qa_exact_match", "qa_present", "qa_temporal", "bbox_miou", "bbox_acc50", "caption_bleu4", "caption_cider")
     primary_metric = "qa_exact_match"
 
     def __init__(self, data: Path, cameras: list[str], frames: int, stride: int, limit: int | None = None) -> None:
@@ -148,11 +148,13 @@ class SynthBenchmark:
         risky = [(window, record) for window, record in done if window.truth.risk_bbox is not None]
         boxes = localisation_metrics([record["bbox"] for _, record in risky], [window.truth.risk_bbox for window, _ in risky])
         captions = caption_metrics([record["caption"] for _, record in risky], [[window.truth.risk_caption] for window, _ in risky])
+        by_kind = qa_by_kind(done)
         return {
             "n": len(done),
             "qa_exact_match": sum(hits) / len(hits) if hits else None,
+            **{f"qa_{kind}": by_kind[kind]["exact_match"] if kind in by_kind else None for kind in ("present", "temporal")},
             "qa_majority_answer": majority_answer_exact_match([window for window, _ in done]),
-            "qa_by_kind": qa_by_kind(done),
+            "qa_by_kind": by_kind,
             **boxes,
             **{f"caption_{name}": value for name, value in captions.items()},
             "risk_by_object": risk_by_object(risky),
