@@ -15,32 +15,31 @@ from types import SimpleNamespace
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 from vts_drive.errors import EXIT_INPUT_ERROR, InputError
 from vts_drive.ros.diagnostics import to_diagnostic_array
 from vts_drive.ros.node_core import NodeCore, Outputs
-from vts_drive.ros.params import NODE_NAME, declarations, params_from_dict
+from vts_drive.ros.params import NODE_NAME, params_from_ros_node
 
 ROS_DIAGNOSTIC_TYPES = SimpleNamespace(
     Time=Time, Header=Header, KeyValue=KeyValue, DiagnosticStatus=DiagnosticStatus,
     DiagnosticArray=DiagnosticArray, level=lambda level: bytes([level]),
 )
 RELIABLE_DEPTH = 10  # ROS's default profile: reliable, volatile, keep last 10
+# Questions: keep all, so a burst is held back by the publisher rather than overwritten; each gets a reply.
+QUESTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
 
 class VtsDriveNode(Node):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
-        for name, default, kind in declarations():
-            self.declare_parameter(name, default, ParameterDescriptor(type=getattr(ParameterType, f"PARAMETER_{kind}")))
-        values = {name: self.get_parameter(name).value for name, _, _ in declarations()}
-        params = params_from_dict(values, source=f"node {self.get_fully_qualified_name()}")
+        params = params_from_ros_node(self, ParameterDescriptor, source=f"node {self.get_fully_qualified_name()}")
 
         from vts_drive.pipeline import Pipeline
 
@@ -66,7 +65,7 @@ class VtsDriveNode(Node):
         qos = qos_profile_sensor_data if params.qos == "sensor_data" else RELIABLE_DEPTH
         for camera, topic in zip(params.cameras, params.subscribed_topics):
             self.create_subscription(image_type, topic, partial(self.core.on_message, camera), qos)
-        self.create_subscription(String, "~/question", lambda msg: self.core.on_question(msg.data), RELIABLE_DEPTH)
+        self.create_subscription(String, "~/question", lambda msg: self.core.on_question(msg.data), QUESTION_QOS)
         self.core.start()
         self.get_logger().info(
             f"cameras {', '.join(params.subscribed_topics)} ({params.qos}), model {pipeline.model_name}, mode {params.mode}"

@@ -3,11 +3,18 @@
 Topics, types and QoS are what rmw_cyclonedds uses, so ROS 2 nodes on the same
 domain see this node as one of their own: cameras are read best-effort
 (ROS's sensor_data profile) or reliable, outputs are written reliable,
-volatile, keep-last 10 (ROS's default profile).
+volatile, keep-last 10 (ROS's default profile). Questions are read reliable,
+keep-all: a burst is held back by the writer rather than overwritten, so
+every question reaches the node, which answers or rejects each one.
+
+Samples are taken one at a time, so one that does not deserialize (a string
+that is not UTF-8) is counted and dropped alone and the others go on.
 """
 from __future__ import annotations
 
+import logging
 import threading
+from typing import Callable, Iterator
 
 from cyclonedds.core import DDSException, InstanceState, Qos, Policy, ReadCondition, SampleState, ViewState, WaitSet
 from cyclonedds.domain import DomainParticipant
@@ -29,8 +36,16 @@ RELIABLE_QOS = Qos(
     Policy.History.KeepLast(10),
     Policy.Durability.Volatile,
 )
+QUESTION_QOS = Qos(
+    Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)),
+    Policy.History.KeepAll,
+    Policy.ResourceLimits(max_samples=64),  # beyond it the writer waits (reliable), nothing is lost
+    Policy.Durability.Volatile,
+)
 CAMERA_QOS = {"sensor_data": SENSOR_DATA_QOS, "reliable": RELIABLE_QOS}
 TAKE_BATCH = 16  # samples taken per reader per wake-up
+
+log = logging.getLogger("vts_drive.node")
 
 
 class DdsTransport:
@@ -48,7 +63,7 @@ class DdsTransport:
             (camera, self._reader(topic, image_type, CAMERA_QOS[params.qos]))
             for camera, topic in zip(params.cameras, params.subscribed_topics)
         ]
-        self.questions = self._reader(output_topic("question", node_name), String_, RELIABLE_QOS)
+        self.questions = self._reader(output_topic("question", node_name), String_, QUESTION_QOS)
         self._description = self._writer(output_topic("scene_description", node_name), String_)
         self._report = self._writer(output_topic("risk_qa", node_name), String_)
         self._answer = self._writer(output_topic("answer", node_name), String_)
@@ -87,9 +102,9 @@ class DdsTransport:
         while not stop.is_set():
             self.waitset.wait(duration(milliseconds=100))
             for camera, reader in self.cameras:
-                for msg in _valid(reader.take(N=TAKE_BATCH)):
+                for msg in _take(reader, lambda error, camera=camera: core.on_bad_image(camera, error)):
                     core.on_message(camera, msg)
-            for msg in _valid(self.questions.take(N=TAKE_BATCH)):
+            for msg in _take(self.questions, core.on_bad_question):
                 core.on_question(msg.data)
 
     def close(self) -> None:
@@ -100,6 +115,20 @@ class DdsTransport:
         self.participant.__del__()
 
 
-def _valid(samples: list) -> list:
-    """Data samples only: a writer leaving the domain shows up as an InvalidSample (no data)."""
-    return [sample for sample in samples if not isinstance(sample, InvalidSample)]
+def _take(reader: DataReader, on_bad: Callable[[Exception], None]) -> Iterator[object]:
+    """Up to TAKE_BATCH data samples, taken one at a time: cyclonedds deserializes a whole take at
+    once, so one sample that does not deserialize would lose the others taken with it. A writer
+    leaving the domain shows up as an InvalidSample (no data) and is skipped."""
+    for _ in range(TAKE_BATCH):
+        try:
+            samples = reader.take(N=1)
+        except DDSException as error:  # the reader itself failed, not a sample: try again on the next wake-up
+            log.warning("taking from %s failed: %s", reader.topic.name, error)
+            return
+        except Exception as error:  # the sample was taken, but its bytes do not deserialize
+            on_bad(error)
+            continue
+        if not samples:
+            return
+        if not isinstance(samples[0], InvalidSample):
+            yield samples[0]

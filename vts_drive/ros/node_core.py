@@ -5,6 +5,10 @@ receive threads and hand in the functions that publish. Receiving only syncs
 frames and queues windows; one worker thread runs the pipeline. When the
 pipeline falls behind, the oldest queued window is dropped and counted, so
 receivers never block and memory stays bounded.
+
+No sample stops the node: a frame that does not decode is counted and dropped,
+and every question gets one reply on ~/answer, its answer or the reason it has
+none (rejected, not decodable, the model failed, the node stopped).
 """
 from __future__ import annotations
 
@@ -75,11 +79,17 @@ class NodeCore:
         """A sensor_msgs Image or CompressedImage of any binding; bad ones are dropped and counted."""
         try:
             rgb = message_to_rgb(msg)
-        except InputError as error:
-            self.bad_images[camera] += 1
-            log.warning("camera %s: frame dropped: %s", camera, error)
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+        except Exception as error:  # whatever the sample holds, the receive thread goes on
+            self.on_bad_image(camera, error)
             return
-        self.on_image(camera, stamp_to_ns(msg.header.stamp), rgb)
+        self.on_image(camera, stamp_ns, rgb)
+
+    def on_bad_image(self, camera: str, error: Exception) -> None:
+        """A camera sample that did not decode (here or in the transport): counted and dropped."""
+        with self._lock:
+            self.bad_images[camera] += 1
+        log.warning("camera %s: frame dropped: %s", camera, _describe_error(error))
 
     def on_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> None:
         with self._lock:
@@ -110,7 +120,23 @@ class NodeCore:
                 self._lock.notify()
                 return
             self.counts["questions_rejected"] += 1
-        self.outputs.answer(json.dumps({"question": question, "answer": None, "stamp": None, "error": reason}))
+        self._reply(question, error=reason)
+
+    def on_bad_question(self, error: Exception) -> None:
+        """A question sample the transport could not decode (not UTF-8, say): rejected, its text unknown."""
+        with self._lock:
+            self.counts["bad_questions"] += 1
+            self.counts["questions_rejected"] += 1
+        self._reply(None, error=f"question does not decode: {_describe_error(error)}")
+
+    def _reply(self, question: str | None, answer: str | None = None, stamp_ns: int | None = None,
+               error: str | None = None) -> None:
+        """Publish the one reply a question gets on ~/answer; a failing publisher is logged, not raised."""
+        stamp = None if stamp_ns is None else stamp_ns / 1e9
+        try:
+            self.outputs.answer(json.dumps({"question": question, "answer": answer, "stamp": stamp, "error": error}))
+        except Exception:
+            log.exception("publishing the reply to %r failed", question)
 
     # -- lifecycle
 
@@ -119,13 +145,18 @@ class NodeCore:
             thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        """Stop after the window being described, if any; queued work is abandoned."""
+        """Stop after the window being described, if any; queued windows are abandoned and
+        queued questions rejected."""
         self._stopping.set()
         with self._lock:
             self._lock.notify_all()
         for thread in self._threads:
             if thread.is_alive():
                 thread.join(timeout_s)
+        with self._lock:
+            left, self._questions = list(self._questions), deque()
+        for question in left:
+            self._reply(question, error="the node stopped before answering")
 
     # -- the worker
 
@@ -147,9 +178,11 @@ class NodeCore:
                     self._answer(*payload)
                 else:
                     self._describe(*payload)
-            except Exception:  # a bad window or a model error must not stop the node
+            except Exception as error:  # a bad window or a model error must not stop the node
                 self.counts["errors"] += 1
                 log.exception("%s failed", kind)
+                if kind == "question":
+                    self._reply(payload[0], error=f"the model failed to answer: {_describe_error(error)}")
 
     def _describe(self, window: FrameWindow, enqueued_ns: int) -> None:
         queue_wait_ms = (self.clock_ns() - enqueued_ns) / 1e6
@@ -162,7 +195,7 @@ class NodeCore:
     def _answer(self, question: str, window: FrameWindow) -> None:
         (answer,) = self.pipeline.ask(window, [question])
         self.counts["questions_answered"] += 1
-        self.outputs.answer(json.dumps({"question": question, "answer": answer, "stamp": window.stamp_ns / 1e9, "error": None}))
+        self._reply(question, answer, window.stamp_ns)
 
     # -- diagnostics
 
@@ -185,7 +218,8 @@ class NodeCore:
                 "backend": self.params.backend,
                 "device": self.params.device,
                 **{name: str(counts.get(name, 0)) for name in (
-                    "windows_described", "windows_dropped", "questions_answered", "questions_rejected", "errors")},
+                    "windows_described", "windows_dropped", "questions_answered", "questions_rejected", "bad_questions",
+                    "errors")},
                 "windows_queued": str(queued),
                 "questions_queued": str(questions),
                 "stale_cameras": ",".join(stale),
@@ -195,23 +229,41 @@ class NodeCore:
         return [pipeline] + [self._camera_status(camera, camera in stale, now) for camera in self.stream.sync.cameras]
 
     def _camera_status(self, camera: str, stale: bool, now_ns: int) -> Status:
+        """STALE when silent; WARN once its stamps jumped or a frame did not decode; else OK."""
         seen = self.stream.last_seen_ns.get(camera)
         age = "never" if seen is None else f"{(now_ns - seen) / 1e9:.2f}"
-        dropped = self.stream.sync.dropped[camera]
+        sync = self.stream.sync
+        jumps, bad = sync.jumps[camera], self.bad_images[camera]
+        last_jump = " to ".join(f"{stamp / 1e9:.3f} s" for stamp in sync.last_jump.get(camera, ()))
+        problems = [f"no frame for {age} s"] if stale else []
+        if jumps:
+            problems.append(f"stamp jumped {jumps} time(s), last from {last_jump}")
+        if bad:
+            problems.append(f"{bad} frame(s) did not decode")
         return Status(
             name=f"{self.node_name}: camera {camera}",
-            level=STALE if stale else OK,
-            message=f"no frame for {age} s" if stale else "ok",
+            level=STALE if stale else WARN if problems else OK,
+            message="; ".join(problems) or "ok",
             hardware_id=camera,
             values={
                 "frames_received": str(self.stream.received[camera]),
                 "seconds_since_last_frame": age,
                 "last_stamp_ns": str(self.stream.last_stamp_ns.get(camera, "")),
-                "bad_images": str(self.bad_images[camera]),
-                **{f"dropped_{reason}": str(dropped[reason]) for reason in DROP_REASONS},
+                "bad_images": str(bad),
+                "stamp_jumps": str(jumps),
+                "last_stamp_jump": last_jump,
+                **{f"dropped_{reason}": str(sync.dropped[camera][reason]) for reason in DROP_REASONS},
             },
         )
 
     def _publish_diagnostics(self) -> None:
         while not self._stopping.wait(self.params.diagnostics_period_s):
-            self.outputs.diagnostics(self.diagnostics())
+            try:
+                self.outputs.diagnostics(self.diagnostics())
+            except Exception:  # a failed publish must not end the diagnostics for good
+                log.exception("publishing diagnostics failed")
+
+
+def _describe_error(error: Exception) -> str:
+    """An InputError's message as it is; any other error with its type, which its message may not name."""
+    return str(error) if isinstance(error, InputError) else f"{type(error).__name__}: {error}"
