@@ -133,7 +133,7 @@ def test_bad_images_are_dropped_and_counted_and_a_failing_window_does_not_stop_t
     core, out = make_core(pipeline, window_queue_size=10)
     good = msgs.image_message(0, "front", IMAGE)
     core.on_message("front", msgs.Image_(header=good.header, height=8, width=8, encoding="rgb8", step=24, data=b"\0" * 10))
-    core.on_message("front", msgs.Image_(header=good.header, height=8, width=8, encoding="yuv422", step=16, data=b"\0" * 128))
+    core.on_message("front", msgs.Image_(header=good.header, height=8, width=8, encoding="16UC1", step=16, data=b"\0" * 128))
     core.on_message("front_left", msgs.CompressedImage_(header=good.header, format="jpeg", data=b"not a jpeg"))
     for t in range(3):
         for camera in CAMERAS:

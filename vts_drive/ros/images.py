@@ -29,7 +29,14 @@ ENCODINGS: dict[str, tuple[int, int | None]] = {
     "bayer_bggr8": (1, cv2.COLOR_BayerRG2RGB),
     "bayer_gbrg8": (1, cv2.COLOR_BayerGR2RGB),
     "bayer_grbg8": (1, cv2.COLOR_BayerGB2RGB),
+    # Packed 4:2:2, two bytes a pixel, each pair of pixels sharing its chroma: U Y V Y or Y U Y V.
+    "yuv422": (2, cv2.COLOR_YUV2RGB_UYVY),
+    "uyvy": (2, cv2.COLOR_YUV2RGB_UYVY),
+    "yuyv": (2, cv2.COLOR_YUV2RGB_YUYV),
+    "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUYV),
 }
+# Semi-planar 4:2:0: `height` rows of Y, then height / 2 rows of interleaved chroma (U V for nv12, V U for nv21).
+YUV420_ENCODINGS: dict[str, int] = {"nv12": cv2.COLOR_YUV2RGB_NV12, "nv21": cv2.COLOR_YUV2RGB_NV21}
 
 
 def _as_uint8(data: object) -> np.ndarray:
@@ -42,20 +49,40 @@ def _as_uint8(data: object) -> np.ndarray:
 def image_to_rgb(msg: object) -> np.ndarray:
     """A sensor_msgs/Image as RGB uint8 [H, W, 3]."""
     height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding)
-    if encoding not in ENCODINGS:
-        raise InputError(f"image encoding {encoding!r}: unsupported, expected one of {sorted(ENCODINGS)}")
-    channels, conversion = ENCODINGS[encoding]
-    data = _as_uint8(msg.data)
+    name = f"image {width}x{height} {encoding}"
+    if encoding not in ENCODINGS and encoding not in YUV420_ENCODINGS:
+        supported = sorted([*ENCODINGS, *YUV420_ENCODINGS])
+        raise InputError(f"image encoding {encoding!r}: unsupported, expected one of {supported}")
     if height <= 0 or width <= 0:
         raise InputError(f"image {width}x{height}: width and height must be positive")
-    if step < width * channels:
-        raise InputError(f"image {width}x{height} {encoding}: step {step} is below width x channels {width * channels}")
-    if data.size != step * height:
-        raise InputError(f"image {width}x{height} {encoding} step {step}: expected {step * height} bytes, got {data.size}")
-    pixels = data.reshape(height, step)[:, : width * channels].reshape(height, width, channels)  # [H, W, ch]
+    if encoding in YUV420_ENCODINGS:
+        _check_even(name, width=width, height=height)
+        rows = _rows(msg.data, name, step, height * 3 // 2, width)  # [H * 3/2, W]: Y plane, then chroma
+        return cv2.cvtColor(rows, YUV420_ENCODINGS[encoding])
+    channels, conversion = ENCODINGS[encoding]
+    if channels == 2:
+        _check_even(name, width=width)
+    pixels = _rows(msg.data, name, step, height, width * channels).reshape(height, width, channels)  # [H, W, ch]
     if conversion is None:
         return np.ascontiguousarray(pixels)
     return cv2.cvtColor(pixels[:, :, 0] if channels == 1 else pixels, conversion)
+
+
+def _rows(data: object, name: str, step: int, rows: int, row_bytes: int) -> np.ndarray:
+    """The data buffer as [rows, row_bytes] uint8, the padding at the end of each step-byte row left out."""
+    data = _as_uint8(data)
+    if step < row_bytes:
+        raise InputError(f"{name}: step {step} is below the {row_bytes} bytes of a row")
+    if data.size != step * rows:
+        raise InputError(f"{name} step {step}: expected {step * rows} bytes, got {data.size}")
+    return data.reshape(rows, step)[:, :row_bytes]
+
+
+def _check_even(name: str, **sizes: int) -> None:
+    """Chroma shared by pixel pairs (4:2:2) or 2 x 2 blocks (4:2:0) needs even sizes."""
+    for size, value in sizes.items():
+        if value % 2:
+            raise InputError(f"{name}: {size} {value} must be even (chroma is shared by pixel pairs)")
 
 
 def compressed_to_rgb(msg: object) -> np.ndarray:
