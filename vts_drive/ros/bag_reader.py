@@ -1,7 +1,9 @@
 """Camera images from a rosbag2 bag (mcap or sqlite3), read with rosbags.
 
 A missing or corrupt bag, or a requested topic the bag lacks, raises
-InputError naming the bag and listing the topics it has.
+InputError naming the bag and listing the topics it has. A folder holding
+metadata.yaml is read as rosbag2 whatever its name (rosbags would take one
+named *.bag for a ROS 1 bag file).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Iterator
 
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection
+from rosbags.rosbag2 import Reader as Rosbag2Reader
 from rosbags.rosbag2 import ReaderError
 
 from vts_drive.errors import InputError
@@ -36,6 +39,8 @@ class CameraBag:
     def __enter__(self) -> CameraBag:
         try:
             self._reader = AnyReader([self.path], default_typestore=TYPESTORE)
+            if not self._reader.is2 and (self.path / "metadata.yaml").is_file():  # named *.bag, yet rosbag2
+                self._reader.is2, self._reader.readers = True, [Rosbag2Reader(self.path)]
             self._reader.open()
         except BAG_ERRORS as error:
             raise InputError(f"bag {self.path} cannot be read (not a rosbag2 bag, or corrupt): {error}") from None
