@@ -53,7 +53,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
     group = parser.add_argument_group("model and pipeline")
     group.add_argument("--model", default=default_model(), help="shipped model name, checkpoint folder or hub id (default: %(default)s)")
-    group.add_argument("--mode", default="dense", help="dense | vts | prumerge | mod | vts+mod (default: %(default)s)")
+    group.add_argument("--mode", default="dense", help="dense | newest | vts | prumerge | prumerge+ | mod | vts+mod (default: %(default)s)")
     group.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (default: %(default)s)")
     group.add_argument("--engines", type=Path, default=None, metavar="DIR",
                        help="graphs written by `vts-drive export`, run by the onnxruntime and tensorrt backends")

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", default=None,
                         help="shipped model name, checkpoint folder or hub id (default: synthdrive-tiny when shipped, "
                         "else the real checkpoint's hub id)")
-    parser.add_argument("--mode", default="dense", help="dense | vts | prumerge | mod | vts+mod (default: %(default)s)")
+    parser.add_argument("--mode", default="dense", help="dense | newest | vts | prumerge | prumerge+ | mod | vts+mod (default: %(default)s)")
     parser.add_argument("--out", type=Path, required=True, metavar="engines/NAME",
                         help="folder to write the graphs into")
     parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or above (default: %(default)s)")
