@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Rebuilds the shipped synthdrive-tiny model from scratch: data, the model, its keyframe scorer and its
-# MoD routers, then copies the result into the package. Everything before the last stage takes about six
-# and a half hours on 2 CPU cores; the last stage, at 128 pixels, about 6 minutes on one H200 GPU
-# (DEVICE=cuda, the default) or about 7 hours on 2 CPU cores (DEVICE=cpu).
+# MoD routers, then copies the result into the package. Everything before the 128-pixel stage takes about
+# six and a half hours on 2 CPU cores; that stage about 6 minutes on one H200 GPU (DEVICE=cuda, the
+# default) or about 7 hours on 2 CPU cores (DEVICE=cpu); the temporal stage about 3 hours on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WORK=${WORK:-data}
@@ -59,6 +59,17 @@ vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout
     --steps 950 --single-frame-steps 0 --lr 5e-4 --routed-share 0.5 --token-dropout-share 0.5 --empty-frame-share 0.7 \
     --vts-share 0.5 --box-weight 1 --coordinate-sigma 1.0 --risk-windows 32 --device "$DEVICE"
 
+# synthdrive v2's questions about the window's past (README: synthdrive): a keyframe CNN trained on the
+# v2 streams, then 500 steps that ask every temporal question in every window of 2 frames or more; the
+# token-dropout windows keep the oldest frame, which the pipeline always lets in
+TEMPORAL=$WORK/models/synthdrive-tiny-temporal
+rm -rf "$TEMPORAL-start" && cp -r "$FINAL" "$TEMPORAL-start" && rm -f "$TEMPORAL-start"/keyframe_scorer.*
+vts-drive train-keyframe --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --out "$TEMPORAL-start" --steps 800 \
+    --skip-threshold 0.3 --anchor newest --max-keyframes 1
+vts-drive train-synth --data "$WORK/synth-train" --val-data "$WORK/synth-heldout" --val-scenes 48 --out "$TEMPORAL" \
+    --init "$TEMPORAL-start" --steps 500 --single-frame-steps 0 --lr 5e-4 --routed-share 0.5 --token-dropout-share 0.5 \
+    --empty-frame-share 0.7 --vts-share 0.5 --box-weight 1 --coordinate-sigma 1.0 --risk-windows 16 --device "$DEVICE"
+
 rm -rf vts_drive/models/synthdrive-tiny && mkdir -p vts_drive/models/synthdrive-tiny
-find "$FINAL" -maxdepth 1 -type f -exec cp {} vts_drive/models/synthdrive-tiny/ \;
+find "$TEMPORAL" -maxdepth 1 -type f -exec cp {} vts_drive/models/synthdrive-tiny/ \;
 du -sh vts_drive/models/synthdrive-tiny
