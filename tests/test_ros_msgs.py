@@ -13,25 +13,22 @@ from vts_drive.ros.typestore import TYPESTORE, header
 RGB = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 STAMP_NS = 1_700_000_000_123_456_789
 DDS_TYPES = [msgs.Time_, msgs.Header_, msgs.Image_, msgs.CompressedImage_, msgs.String_,
-             msgs.KeyValue_, msgs.DiagnosticStatus_, msgs.DiagnosticArray_]
-
-
-def ros_name(dds_type: type) -> str:
-    """sensor_msgs::msg::dds_::Image_ -> sensor_msgs/msg/Image"""
-    package, _, _, name = dds_type.__idl_typename__.split("::")
-    return f"{package}/msg/{name.removesuffix('_')}"
+             msgs.KeyValue_, msgs.DiagnosticStatus_, msgs.DiagnosticArray_,
+             msgs.Point_, msgs.Quaternion_, msgs.Pose_, msgs.PoseWithCovariance_, msgs.Point2D_, msgs.Pose2D_,
+             msgs.BoundingBox2D_, msgs.ObjectHypothesis_, msgs.ObjectHypothesisWithPose_, msgs.Detection2D_,
+             msgs.Detection2DArray_]
 
 
 @pytest.mark.parametrize("dds_type", DDS_TYPES, ids=lambda t: t.__name__)
 def test_type_names_and_fields_follow_the_msg_definitions(dds_type):
     typename = dds_type.__idl_typename__
     assert typename.split("::")[1:3] == ["msg", "dds_"] and typename.endswith("_")
-    _, ros_fields = TYPESTORE.fielddefs[ros_name(dds_type)]
+    _, ros_fields = TYPESTORE.fielddefs[msgs.ros_type_name(dds_type)]
     hints = typing.get_type_hints(dds_type)
     assert [name for name, _ in ros_fields] == [f.name for f in dataclasses.fields(dds_type)]
     for name, (kind, detail) in ros_fields:
         if kind.name == "NAME":  # a nested message: its DDS struct
-            assert issubclass(hints[name], IdlStruct) and ros_name(hints[name]) == detail
+            assert issubclass(hints[name], IdlStruct) and msgs.ros_type_name(hints[name]) == detail
 
 
 def rosbags_cdr(msgtype: str, **fields) -> bytes:

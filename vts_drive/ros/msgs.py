@@ -3,8 +3,8 @@
 ROS 2 maps a message `pkg/msg/Name` to the DDS type `pkg::msg::dds_::Name_`
 and a topic `/a/b` to the DDS topic `rt/a/b`; samples are plain CDR. Field
 order and types follow the .msg definitions (sensor_msgs, std_msgs,
-diagnostic_msgs, builtin_interfaces), so the bytes match what rclpy and
-rosbag2 produce.
+diagnostic_msgs, builtin_interfaces, geometry_msgs, vision_msgs 4.x), so the
+bytes match what rclpy and rosbag2 produce.
 
 cyclonedds would turn every byte of an image into a Python int, so the two
 image types encode and decode through rosbags' CDR codec instead (numpy
@@ -21,6 +21,7 @@ import numpy as np
 from cyclonedds.idl import IdlStruct, types
 
 from vts_drive.ros import typestore
+from vts_drive.ros.detections import message_types
 from vts_drive.ros.images import rgb_to_image_fields, rgb_to_jpeg
 
 
@@ -109,6 +110,93 @@ DDS_DIAGNOSTIC_TYPES = SimpleNamespace(
     Time=Time_, Header=Header_, KeyValue=KeyValue_, DiagnosticStatus=DiagnosticStatus_,
     DiagnosticArray=DiagnosticArray_, level=int,
 )
+
+
+@dataclass
+class Point_(IdlStruct, typename="geometry_msgs::msg::dds_::Point_"):
+    x: types.float64 = 0.0
+    y: types.float64 = 0.0
+    z: types.float64 = 0.0
+
+
+@dataclass
+class Quaternion_(IdlStruct, typename="geometry_msgs::msg::dds_::Quaternion_"):
+    x: types.float64 = 0.0
+    y: types.float64 = 0.0
+    z: types.float64 = 0.0
+    w: types.float64 = 1.0
+
+
+@dataclass
+class Pose_(IdlStruct, typename="geometry_msgs::msg::dds_::Pose_"):
+    position: Point_ = field(default_factory=Point_)
+    orientation: Quaternion_ = field(default_factory=Quaternion_)
+
+
+@dataclass
+class PoseWithCovariance_(IdlStruct, typename="geometry_msgs::msg::dds_::PoseWithCovariance_"):
+    pose: Pose_ = field(default_factory=Pose_)
+    covariance: types.array[types.float64, 36] = field(default_factory=lambda: [0.0] * 36)
+
+
+@dataclass
+class Point2D_(IdlStruct, typename="vision_msgs::msg::dds_::Point2D_"):
+    x: types.float64 = 0.0
+    y: types.float64 = 0.0
+
+
+@dataclass
+class Pose2D_(IdlStruct, typename="vision_msgs::msg::dds_::Pose2D_"):
+    position: Point2D_ = field(default_factory=Point2D_)
+    theta: types.float64 = 0.0
+
+
+@dataclass
+class BoundingBox2D_(IdlStruct, typename="vision_msgs::msg::dds_::BoundingBox2D_"):
+    center: Pose2D_ = field(default_factory=Pose2D_)
+    size_x: types.float64 = 0.0
+    size_y: types.float64 = 0.0
+
+
+@dataclass
+class ObjectHypothesis_(IdlStruct, typename="vision_msgs::msg::dds_::ObjectHypothesis_"):
+    class_id: str = ""
+    score: types.float64 = 0.0
+
+
+@dataclass
+class ObjectHypothesisWithPose_(IdlStruct, typename="vision_msgs::msg::dds_::ObjectHypothesisWithPose_"):
+    hypothesis: ObjectHypothesis_ = field(default_factory=ObjectHypothesis_)
+    pose: PoseWithCovariance_ = field(default_factory=PoseWithCovariance_)
+
+
+@dataclass
+class Detection2D_(IdlStruct, typename="vision_msgs::msg::dds_::Detection2D_"):
+    header: Header_ = field(default_factory=Header_)
+    results: types.sequence[ObjectHypothesisWithPose_] = field(default_factory=list)
+    bbox: BoundingBox2D_ = field(default_factory=BoundingBox2D_)
+    id: str = ""
+
+
+@dataclass
+class Detection2DArray_(IdlStruct, typename="vision_msgs::msg::dds_::Detection2DArray_"):
+    header: Header_ = field(default_factory=Header_)
+    detections: types.sequence[Detection2D_] = field(default_factory=list)
+
+
+def ros_type_name(dds_type: type) -> str:
+    """sensor_msgs::msg::dds_::Image_ -> sensor_msgs/msg/Image"""
+    package, _, _, name = dds_type.__idl_typename__.split("::")
+    return f"{package}/msg/{name.removesuffix('_')}"
+
+
+# The constructors vts_drive.ros.detections fills, by ROS type name.
+DDS_DETECTION_TYPES = message_types({
+    ros_type_name(struct): struct for struct in (
+        Time_, Header_, Point_, Quaternion_, Pose_, PoseWithCovariance_, Point2D_, Pose2D_, BoundingBox2D_,
+        ObjectHypothesis_, ObjectHypothesisWithPose_, Detection2D_, Detection2DArray_,
+    )
+}.__getitem__)
 
 
 def dds_topic(ros_topic: str) -> str:
