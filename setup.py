@@ -49,7 +49,8 @@ setup(
         "pycocoevalcap>=1.2",
         "pillow>=9",
     ],
-    extras_require={"dev": ["pytest>=8"]},
+    # mcap readers: tests read results bags back with a reader other than rosbags
+    extras_require={"dev": ["pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5"]},
     entry_points={
         "console_scripts": [
             "vts-drive = vts_drive.cli:main",

@@ -14,6 +14,8 @@ from vts_drive.ros.bag_reader import CameraBag
 from vts_drive.ros.bag_writer import BagWriter
 from vts_drive.ros.replay import replay
 from vts_drive.ros.stream import StreamConfig
+from vts_drive.ros.typestore import stamp_to_ns
+from vts_drive.synth.generate import SynthConfig, generate_dataset
 
 MS = 1_000_000
 START_NS = 1_700_000_000_000_000_000
@@ -89,7 +91,8 @@ def test_results_bag_holds_cameras_and_reports(tmp_path, tiny_pipeline):
         risk = [reader.deserialize(d, c.msgtype).data for c, _, d in reader.messages() if c.topic == "/vts_drive/risk_qa"]
         times = [t for _, t, _ in reader.messages()]
     assert counts == {"/cam_front/image_raw": 6, "/cam_front_left/image_raw": 6, "/cam_front_right/image_raw": 6,
-                      "/vts_drive/scene_description": 3, "/vts_drive/risk_qa": 3}
+                      "/vts_drive/scene_description": 3, "/vts_drive/risk_qa": 3, "/vts_drive/risk_detections": 3,
+                      "/vts_drive/overlay": 3}
     assert risk == out.read_text().splitlines()[1:] and times == sorted(times)  # line 1: the header
     with pytest.raises(InputError, match="already exists"):
         replay([bag], tiny_pipeline, tmp_path / "again.jsonl", SETTINGS, out_bag=out_bag)
@@ -176,7 +179,7 @@ def test_missing_corrupt_and_topicless_bags_raise_clear_errors(tmp_path, tiny_pi
         for connection, log_time, data in source.raw_messages():
             writer.add_serialized(connection.topic, connection.msgtype, log_time, data)
         writer.add_image("/cam_front/image_raw/compressed", START_NS, "front", np.zeros((8, 8, 3), np.uint8), compressed=True)
-    with pytest.raises(InputError, match="image_raw, /cam_front/image_raw/compressed name the same camera"):
+    with pytest.raises(InputError, match="image_raw, /cam_front/image_raw/compressed are all camera 'front'"):
         replay([both], tiny_pipeline, out, SETTINGS)
     assert not out.exists()
     with pytest.raises(InputError, match="share folder names"):
@@ -203,6 +206,91 @@ def test_cli_replay_and_its_exit_code_for_bad_input(tmp_path, tiny_model_dir, ca
     assert cli_main(args) == 0 and "0 window(s) described, 2 already in" in capsys.readouterr().err
     assert cli_main(["replay", str(tmp_path / "missing"), "--model", str(tiny_model_dir), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def synthdrive_bag(folder: Path) -> Path:
+    """One synthdrive scene as a rosbag2 bag: /cam_<camera>/image_raw, frame_id cam_<camera>, 192 x 128."""
+    generate_dataset(folder, SynthConfig(scenes=1, seed=3, frames=6, formats=("bags",)))
+    return folder / "bags" / "scene_00000"
+
+
+def boxes_of(array) -> list[tuple[str, list[float]]]:
+    """(class, [x1, y1, x2, y2] pixels) of each Detection2D, from its center and size."""
+    boxes = []
+    for detection in array.detections:
+        center, bbox = detection.bbox.center.position, detection.bbox
+        boxes.append((detection.results[0].hypothesis.class_id,
+                      [center.x - bbox.size_x / 2, center.y - bbox.size_y / 2,
+                       center.x + bbox.size_x / 2, center.y + bbox.size_y / 2]))
+    return boxes
+
+
+def test_replay_of_a_synthdrive_bag_writes_the_reports_boxes_as_detections(tmp_path):
+    """The shipped model names and boxes the risk; the results bag read back with rosbags (types from the
+    bag itself) and with the mcap library gives each report's box, in pixels of its camera's frame."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    from vts_drive.pipeline import Pipeline, PipelineConfig
+
+    bag, out, out_bag = synthdrive_bag(tmp_path / "synth"), tmp_path / "results.jsonl", tmp_path / "results_bag"
+    replay([bag], Pipeline.load("synthdrive-tiny", PipelineConfig()), out, SETTINGS, out_bag=out_bag)
+    reports = read_reports(out)
+    expected = [[(r["risk"]["object"], [v * size for v, size in zip(r["risk"]["bbox"], (192, 128, 192, 128))])]
+                if r["risk"]["bbox"] and r["risk"]["camera"] in r["cameras"] else [] for r in reports]
+    assert sum(map(len, expected)) >= 2  # the shipped model boxes most risks: the comparison is not vacuous
+
+    with AnyReader([out_bag]) as reader:  # no typestore given: vision_msgs comes from the bag's own definitions
+        by_topic = {}
+        for connection, log_time, data in reader.messages():
+            by_topic.setdefault(connection.topic, []).append((log_time, reader.deserialize(data, connection.msgtype)))
+    detections = [msg for _, msg in by_topic["/vts_drive/risk_detections"]]
+    assert [boxes_of(msg) for msg in detections] == [
+        [(name, pytest.approx(box, abs=1e-9)) for name, box in boxes] for boxes in expected]
+    for report, msg, (overlay_time, overlay) in zip(reports, detections, by_topic["/vts_drive/overlay"]):
+        camera = report["risk"]["camera"] if report["risk"]["camera"] in report["cameras"] else report["cameras"][0]
+        assert msg.header.frame_id == overlay.header.frame_id == f"cam_{camera}"
+        assert msg.header.stamp == overlay.header.stamp and overlay_time == stamp_to_ns(overlay.header.stamp)
+        assert (overlay.width, overlay.height, overlay.encoding) == (192, 128, "rgb8")
+        assert report["stamp"] == stamp_to_ns(msg.header.stamp) / 1e9  # synthdrive's cameras share stamps
+
+    (mcap_file,) = out_bag.glob("*.mcap")
+    with mcap_file.open("rb") as stream:
+        decoded = [(schema.name, msg) for schema, _, _, msg in make_reader(stream, decoder_factories=[DecoderFactory()])
+                   .iter_decoded_messages(topics=["/vts_drive/risk_detections"])]
+    assert {name for name, _ in decoded} == {"vision_msgs/msg/Detection2DArray"}
+    assert [boxes_of(msg) for _, msg in decoded] == [boxes_of(msg) for msg in detections]
+
+
+def write_image_transport_bag(path: Path) -> Path:
+    """Three cameras as image_transport's compressed topics: /camera/<name>/compressed, all ending in the same word."""
+    rng = np.random.default_rng(5)
+    with BagWriter(path) as bag:
+        for t in range(4):
+            for i, camera in enumerate(["front", "left", "right"]):
+                bag.add_image(f"/camera/{camera}/compressed", START_NS + t * 100 * MS + i * MS, f"{camera}_optical",
+                              rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), compressed=True)
+    return path
+
+
+def test_image_transport_topics_name_their_cameras_or_take_the_names_given(tmp_path, tiny_model_dir, capsys):
+    bag = write_image_transport_bag(tmp_path / "bag")
+    base = ["replay", str(bag), "--model", str(tiny_model_dir), "--frames", "2", "--stride", "2", "--max-new-tokens", "4"]
+    assert cli_main([*base, "--out", str(tmp_path / "derived.jsonl"), "--out-bag", str(tmp_path / "derived")]) == 0
+    assert [r["cameras"] for r in read_reports(tmp_path / "derived.jsonl")] == [["front", "left", "right"]] * 2
+    with AnyReader([tmp_path / "derived"]) as reader:
+        frames = {reader.deserialize(d, c.msgtype).header.frame_id
+                  for c, _, d in reader.messages() if c.topic == "/vts_drive/risk_detections"}
+    assert frames <= {"front_optical", "left_optical", "right_optical"} and frames
+
+    named = ["--topics", "ahead=/camera/front/compressed", "/camera/left/compressed"]
+    assert cli_main([*base, "--out", str(tmp_path / "named.jsonl"), *named]) == 0
+    assert [r["cameras"] for r in read_reports(tmp_path / "named.jsonl")] == [["ahead", "left"]] * 2
+    capsys.readouterr()
+    clash = ["--topics", "left=/camera/front/compressed", "/camera/left/compressed"]
+    assert cli_main([*base, "--out", str(tmp_path / "clash.jsonl"), *clash]) == 2
+    assert "--topics: /camera/front/compressed, /camera/left/compressed are all camera 'left'" in capsys.readouterr().err
+    assert not (tmp_path / "clash.jsonl").exists()
 
 
 def test_rate_paces_messages_by_their_log_times(monkeypatch):

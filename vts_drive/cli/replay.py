@@ -24,15 +24,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Sync the bag's camera topics by header stamp, describe each window and append one "
         "report per line to --out, after a header line naming the bags, model and settings; a rerun with the "
         "same ones resumes after the last finished window, other ones are refused. --out-bag also writes "
-        "a bag with the camera topics plus /vts_drive/scene_description and /vts_drive/risk_qa, "
-        "for Foxglove or rviz.",
+        "a bag with the camera topics plus /vts_drive/scene_description, /vts_drive/risk_qa, "
+        "/vts_drive/risk_detections (vision_msgs/Detection2DArray) and /vts_drive/overlay (the risk camera's "
+        "frame with the box and caption drawn), for Foxglove or rviz.",
     )
     parser.add_argument("bags", nargs="+", type=Path, metavar="BAG", help="rosbag2 folder(s), replayed one after another")
     parser.add_argument("--out", type=Path, required=True, help="JSON Lines file the reports are appended to")
     add_force_argument(parser, "--out")
     parser.add_argument("--out-bag", type=Path, default=None, help="new bag (several BAGs: a folder of bags, one per BAG)")
-    parser.add_argument("--topics", nargs="+", default=None,
-                        help="camera topics (Image or CompressedImage; default: every image topic in the bag)")
+    parser.add_argument("--topics", nargs="+", default=None, metavar="[NAME=]TOPIC",
+                        help="camera topics (Image or CompressedImage; default: every image topic in the bag), each "
+                        "named after its last part less image_raw, compressed and the like (/camera/front/compressed "
+                        "is front), or as given: front=/camera/front/compressed")
     pace = parser.add_mutually_exclusive_group()
     pace.add_argument("--rate", type=positive_float, default=None, help="replay at this multiple of recorded speed")
     pace.add_argument("--as-fast-as-possible", action="store_true", help="no waiting between messages (the default)")

@@ -83,8 +83,11 @@ class CameraBag:
         """(topic, log time ns, message) in log-time order; a message that does not deserialize
         comes as an InputError in its place, for the caller to count and skip."""
         for connection, log_time_ns, data in self.raw_messages():
-            try:
-                msg = self._reader.deserialize(data, connection.msgtype)
-            except BAG_ERRORS as error:
-                msg = InputError(f"bag {self.path} topic {connection.topic} at {log_time_ns} ns: {error}")
-            yield connection.topic, log_time_ns, msg
+            yield connection.topic, log_time_ns, self.deserialize(connection, log_time_ns, data)
+
+    def deserialize(self, connection: Connection, log_time_ns: int, data: bytes) -> object | InputError:
+        """One message of raw_messages(), or an InputError naming it when it does not deserialize."""
+        try:
+            return self._reader.deserialize(data, connection.msgtype)
+        except BAG_ERRORS as error:
+            return InputError(f"bag {self.path} topic {connection.topic} at {log_time_ns} ns: {error}")

@@ -7,14 +7,19 @@ model and the settings; a rerun after a crash or kill resumes only a file of
 the same source, checks the finished lines against the windows it forms again
 and describes only the rest, so nothing is lost, written twice or mixed. With
 an output bag, each input bag is copied with the reports on
-/vts_drive/scene_description and /vts_drive/risk_qa beside its cameras.
+/vts_drive/scene_description and /vts_drive/risk_qa, their risk boxes on
+/vts_drive/risk_detections and the risk camera's frame with the report drawn
+on /vts_drive/overlay, beside its cameras: what the node publishes, for rviz
+and Foxglove.
+
+Cameras are named from their topics (cameras.py) or explicitly, `NAME=TOPIC`.
 """
 from __future__ import annotations
 
 import json
 import shutil
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterator
@@ -27,8 +32,11 @@ from vts_drive.eval.runner import folder_identity
 from vts_drive.results_file import ResultsFile, pipeline_source
 from vts_drive.ros.bag_reader import CameraBag
 from vts_drive.ros.bag_writer import BagWriter
+from vts_drive.ros.cameras import camera_names, parse_camera_topic
+from vts_drive.ros.detections import RiskDetection, risk_detection
 from vts_drive.ros.images import message_to_rgb
-from vts_drive.ros.params import camera_name, output_topic
+from vts_drive.ros.overlay import draw_overlay
+from vts_drive.ros.params import output_topic
 from vts_drive.ros.stream import FrameStream, StreamConfig
 from vts_drive.ros.typestore import stamp_to_ns
 from vts_drive.window import FrameWindow
@@ -75,6 +83,7 @@ def replay(
     force: bool = False,
 ) -> ReplaySummary:
     """Describe every window of every bag; `settings` gives everything but the cameras (from the topics).
+    topics: the camera topics, each `TOPIC` or `NAME=TOPIC` (cameras.py); None: every image topic.
     rate: replay at this multiple of recorded speed; None: as fast as possible.
     force: start `out` over when it holds the reports of other bags, model or settings (else InputError).
     No window at all raises InputError saying why, before any results bag is written."""
@@ -82,24 +91,27 @@ def replay(
     if rate is not None and not rate > 0:
         raise InputError(f"--rate must be > 0, got {rate}")
     out_bags = output_bag_paths(bags, out_bag) if out_bag is not None else []
+    bag_topics = None if topics is None else [parse_camera_topic(item, "--topics")[0] for item in topics]
     total = 0
     for bag in bags:  # every bag and topic is checked before any work starts
-        with CameraBag(bag, topics) as source:
-            _camera_names(bag, source.topics)
+        with CameraBag(bag, bag_topics) as source:
+            _cameras(bag, topics, source.topics)
             total += source.message_count
     fingerprint = {"input": {"bags": [folder_identity(bag) for bag in bags], "topics": topics}, "windows": asdict(settings),
                    **pipeline_source(pipeline)}
     summary = ReplaySummary()
-    reports_per_bag = []
+    results_per_bag: list[tuple[dict[str, str], list[dict], list[RiskDetection]]] = []
     progress = tqdm(total=total, unit="msg", desc="replay", dynamic_ncols=True)
     with progress, ResultsFile(out, fingerprint, force) as results:
         finished = results.finished
         for bag in bags:
-            reports = []
-            with CameraBag(bag, topics) as source:
-                cameras = _camera_names(bag, source.topics)
+            reports, detections = [], []
+            frame_ids: dict[str, str] = {}  # camera -> frame_id of its newest frame
+            with CameraBag(bag, bag_topics) as source:
+                cameras = _cameras(bag, topics, source.topics)
                 stream = FrameStream(replace(settings, cameras=list(cameras.values())))
-                for topic, stamp_ns, rgb, log_time_ns in _camera_frames(source, rate, summary, progress):
+                for topic, stamp_ns, frame_id, rgb, log_time_ns in _camera_frames(source, rate, summary, progress):
+                    frame_ids[cameras[topic]] = frame_id
                     for window in stream.add(cameras[topic], stamp_ns, rgb, log_time_ns):
                         index = summary.resumed + summary.described
                         if index < len(finished):
@@ -111,31 +123,30 @@ def replay(
                             results.append(report)
                             reports.append(report)
                             summary.described += 1
+                        detections.append(risk_detection(reports[-1], window, frame_ids))
                         progress.set_postfix(windows=index + 1)
                 for dropped in stream.sync.dropped.values():
                     summary.dropped.update(dropped)
-            reports_per_bag.append(reports)
+            results_per_bag.append((cameras, reports, detections))
     if not summary.described and not summary.resumed:
         raise InputError(summary.nothing_described(bags))
-    for bag, reports, path in zip(bags, reports_per_bag, out_bags):
-        write_results_bag(bag, topics, reports, path)
+    for bag, (cameras, reports, detections), path in zip(bags, results_per_bag, out_bags):
+        write_results_bag(bag, cameras, reports, detections, path)
     return summary
 
 
-def _camera_names(bag: Path, topics: list[str]) -> dict[str, str]:
-    """topic -> camera name; two topics of one camera (raw and compressed, say) need --topics."""
-    cameras = {topic: camera_name(topic) for topic in topics}
-    shared = sorted(topic for topic in topics if list(cameras.values()).count(cameras[topic]) > 1)
-    if shared:
-        raise InputError(f"bag {bag}: topics {', '.join(shared)} name the same camera; pick one per camera with --topics")
-    return cameras
+def _cameras(bag: Path, topics: list[str] | None, bag_topics: list[str]) -> dict[str, str]:
+    """topic -> camera name of the --topics items, or of every image topic of the bag when none are given."""
+    if topics is not None:
+        return camera_names(topics, "--topics")
+    return camera_names(bag_topics, f"bag {bag} (choose and name its camera topics with --topics)")
 
 
 def _camera_frames(
     source: CameraBag, rate: float | None, summary: ReplaySummary, progress: tqdm
-) -> Iterator[tuple[str, int, np.ndarray, int]]:
-    """(topic, header stamp ns, RGB [H, W, 3], log time ns) of each camera message that decodes;
-    the others are counted in the summary and skipped."""
+) -> Iterator[tuple[str, int, str, np.ndarray, int]]:
+    """(topic, header stamp ns, header frame_id, RGB [H, W, 3], log time ns) of each camera message
+    that decodes; the others are counted in the summary and skipped."""
     pace = _Pace(rate)
     for topic, log_time_ns, msg in source.messages():
         progress.update()
@@ -150,7 +161,7 @@ def _camera_frames(
                 tqdm.write(f"vts-drive replay: {topic}: frame skipped: {error}")
             summary.bad_images[topic] += 1
             continue
-        yield topic, stamp_to_ns(msg.header.stamp), rgb, log_time_ns
+        yield topic, stamp_to_ns(msg.header.stamp), msg.header.frame_id, rgb, log_time_ns
 
 
 def _check_resumed(out: Path, index: int, report: dict, window: FrameWindow) -> None:
@@ -178,25 +189,40 @@ class _Pace:
         time.sleep(max(0.0, due - time.monotonic()))
 
 
-def write_results_bag(bag: Path, topics: list[str] | None, reports: list[dict], path: Path) -> None:
-    """A copy of the bag's camera topics with each report's description and JSON at its window stamp.
+def write_results_bag(
+    bag: Path, cameras: dict[str, str], reports: list[dict], detections: list[RiskDetection], path: Path
+) -> None:
+    """A copy of the bag's camera topics (cameras: topic -> camera name) with, at each report's window
+    stamp, its description, its JSON and its Detection2DArray, and each report's overlay logged beside
+    the frame it is drawn on (decoded again here: holding every window's frame would not fit in memory).
     Written beside the target and renamed when complete, so a kill leaves no half bag at `path`."""
     partial = path.with_name(path.name + ".partial")
     if partial.exists():
         shutil.rmtree(partial)
-    pending = sorted(reports, key=lambda report: report["stamp"])
-    description_topic, report_topic = output_topic("scene_description"), output_topic("risk_qa")
-    with CameraBag(bag, topics) as source, BagWriter(partial) as writer:
+    pending = sorted(zip(reports, detections), key=lambda pair: pair[0]["stamp"])
+    topic_of = {camera: topic for topic, camera in cameras.items()}
+    overlays: dict[tuple[str, int], list[RiskDetection]] = defaultdict(list)  # (topic, stamp ns) -> drawn on it
+    for detection in detections:
+        overlays[(topic_of[detection.camera], detection.stamp_ns)].append(detection)
+    overlay_topics = {topic for topic, _ in overlays}
+    with CameraBag(bag, list(cameras)) as source, BagWriter(partial) as writer:
 
         def write_reports_until(log_time_ns: float) -> None:
-            while pending and round(pending[0]["stamp"] * 1e9) <= log_time_ns:
-                report = pending.pop(0)
+            while pending and round(pending[0][0]["stamp"] * 1e9) <= log_time_ns:
+                report, detection = pending.pop(0)
                 stamp_ns = round(report["stamp"] * 1e9)
-                writer.add_string(description_topic, stamp_ns, report["description"])
-                writer.add_string(report_topic, stamp_ns, json.dumps(report, separators=(",", ":")))
+                writer.add_string(output_topic("scene_description"), stamp_ns, report["description"])
+                writer.add_string(output_topic("risk_qa"), stamp_ns, json.dumps(report, separators=(",", ":")))
+                writer.add_detections(output_topic("risk_detections"), stamp_ns, detection)
 
         for connection, log_time_ns, data in source.raw_messages():
             write_reports_until(log_time_ns)
             writer.add_serialized(connection.topic, connection.msgtype, log_time_ns, data)
+            if connection.topic in overlay_topics:
+                msg = source.deserialize(connection, log_time_ns, data)
+                if not isinstance(msg, InputError):
+                    for detection in overlays.pop((connection.topic, stamp_to_ns(msg.header.stamp)), []):
+                        writer.add_image(output_topic("overlay"), detection.stamp_ns, detection.frame_id,
+                                         draw_overlay(message_to_rgb(msg), detection), log_time_ns=log_time_ns)
         write_reports_until(float("inf"))
     partial.rename(path)
