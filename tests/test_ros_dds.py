@@ -55,7 +55,8 @@ def publish(domain: int, seconds: float) -> None:
 
 
 def subscribe(domain: int, seconds: float) -> None:
-    """Collect reports, descriptions, diagnostics and answers; ask two questions once reports flow.
+    """Collect reports, descriptions, diagnostics, answers, risk detections and overlays (a reader of
+    ~/overlay is what makes the node draw them); ask two questions once reports flow.
     Prints one JSON object and exits when it has all it waits for (diagnostics counting the
     malformed frames included) or time is up."""
     from cyclonedds.domain import DomainParticipant
@@ -65,6 +66,7 @@ def subscribe(domain: int, seconds: float) -> None:
 
     from vts_drive.ros import msgs
     from vts_drive.ros.dds_transport import RELIABLE_QOS
+    from vts_drive.ros.typestore import stamp_to_ns
 
     participant = DomainParticipant(domain)
 
@@ -76,6 +78,8 @@ def subscribe(domain: int, seconds: float) -> None:
         "descriptions": reader("rt/vts_drive/scene_description", msgs.String_),
         "answers": reader("rt/vts_drive/answer", msgs.String_),
         "diagnostics": reader("rt/diagnostics", msgs.DiagnosticArray_),
+        "detections": reader("rt/vts_drive/risk_detections", msgs.Detection2DArray_),
+        "overlays": reader("rt/vts_drive/overlay", msgs.Image_),
     }
     questions = DataWriter(participant, Topic(participant, "rt/vts_drive/question", msgs.String_), qos=RELIABLE_QOS)
     got = {name: [] for name in readers}
@@ -87,13 +91,20 @@ def subscribe(domain: int, seconds: float) -> None:
                 if name == "diagnostics":
                     got[name].append([{"name": s.name, "level": s.level, "values": {kv.key: kv.value for kv in s.values}}
                                       for s in msg.status])
+                elif name == "detections":
+                    got[name].append({"frame_id": msg.header.frame_id, "stamp": stamp_to_ns(msg.header.stamp),
+                                      "classes": [d.results[0].hypothesis.class_id for d in msg.detections]})
+                elif name == "overlays":
+                    got[name].append({"frame_id": msg.header.frame_id, "stamp": stamp_to_ns(msg.header.stamp),
+                                      "size": [msg.width, msg.height], "encoding": msg.encoding})
                 elif hasattr(msg, "data"):
                     got[name].append(msg.data)
         if got["reports"] and not asked and questions.get_publication_matched_status().current_count:
             questions.write(msgs.String_(data="Is anyone crossing?"))
             questions.write(msgs.String_(data=LONG_QUESTION))
             asked = True
-        if len(got["reports"]) >= 2 and len(got["answers"]) >= 2 and got["diagnostics"] and _saw_bad_frames(got["diagnostics"][-1]):
+        if (len(got["reports"]) >= 2 and len(got["answers"]) >= 2 and len(got["detections"]) >= 2 and got["overlays"]
+                and got["diagnostics"] and _saw_bad_frames(got["diagnostics"][-1])):
             break
         time.sleep(0.05)
     print(json.dumps(got))
@@ -138,6 +149,14 @@ def test_node_over_dds_reports_answers_and_diagnoses(tmp_path, tiny_model_dir):
     answers = {a["question"][:10]: a for a in map(json.loads, got["answers"])}
     assert answers["Is anyone "]["error"] is None and isinstance(answers["Is anyone "]["answer"], str)
     assert answers[LONG_QUESTION[:10]]["error"] == f"question is {len(LONG_QUESTION.strip())} characters, the limit is 200"
+
+    # each report's detection array sits on its risk camera's frame (the publisher stamps all cameras alike)
+    for report, detection in zip(reports, got["detections"]):
+        camera = report["risk"]["camera"] if report["risk"]["camera"] in CAMERAS else "front"
+        assert (detection["frame_id"], detection["stamp"] / 1e9) == (camera, report["stamp"])
+    overlay = got["overlays"][0]
+    assert (overlay["size"], overlay["encoding"]) == ([32, 32], "rgb8")
+    assert (overlay["frame_id"], overlay["stamp"]) in {(d["frame_id"], d["stamp"]) for d in got["detections"]}
 
     statuses = {s["name"]: s for s in got["diagnostics"][-1]}
     assert statuses["vts_drive: pipeline"]["values"]["mode"] == "dense"

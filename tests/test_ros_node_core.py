@@ -26,9 +26,10 @@ class GatedPipeline:
 
     model_name = "gated-stand-in"
 
-    def __init__(self, fail_first: bool = False) -> None:
+    def __init__(self, fail_first: bool = False, risk: Risk | None = None) -> None:
         self.gate = threading.Event()
         self.fail_first = fail_first
+        self.risk = risk or Risk(present=False, object=None, camera=None, bbox=None, caption="", raw="none")
         self.described: list[int] = []
 
     def describe(self, window):
@@ -37,9 +38,8 @@ class GatedPipeline:
             self.described.append(-1)
             raise RuntimeError("model failure")
         self.described.append(window.stamp_ns)
-        risk = Risk(present=False, object=None, camera=None, bbox=None, caption="", raw="none")
         return SceneReport(window.stamp_ns / 1e9, window.cameras, window.num_frames, "dense", self.model_name,
-                           f"window {window.stamp_ns}", risk, [QA("q?", "a")], {"vision": 1.5, "total": 3.0}, {})
+                           f"window {window.stamp_ns}", self.risk, [QA("q?", "a")], {"vision": 1.5, "total": 3.0}, {})
 
     def ask(self, window, questions):
         self.gate.wait()
@@ -47,10 +47,16 @@ class GatedPipeline:
 
 
 class Recorder:
+    """Records what the core publishes; `overlay_subscribers` says whether ~/overlay has any."""
+
     def __init__(self) -> None:
         self.descriptions, self.reports, self.answers, self.diagnostics = [], [], [], []
+        self.detections, self.overlays = [], []
+        self.overlay_subscribers = False
         self.outputs = Outputs(self.descriptions.append, self.reports.append,
-                               lambda text: self.answers.append(json.loads(text)), self.diagnostics.append)
+                               lambda text: self.answers.append(json.loads(text)), self.diagnostics.append,
+                               self.detections.append, lambda rgb, detection: self.overlays.append((rgb, detection)),
+                               lambda: self.overlay_subscribers)
 
 
 class Clock:
@@ -173,6 +179,30 @@ def test_diagnostics_are_published_periodically_and_stop_stops_the_threads():
     core.stop()
     assert not any(thread.is_alive() for thread in core._threads)
     assert [s.name for s in out.diagnostics[0]][:2] == ["vts_drive: pipeline", "vts_drive: camera front"]
+
+
+def test_each_report_gives_its_risk_box_and_an_overlay_only_while_someone_subscribes():
+    risk = Risk(present=True, object="cyclist", camera="front_left", bbox=[0.25, 0.5, 0.75, 1.0], caption="crossing",
+                raw="object: cyclist; ...")
+    pipeline = GatedPipeline(risk=risk)
+    pipeline.gate.set()
+    core, out = make_core(pipeline, window_queue_size=10)
+    wide = np.full((20, 40, 3), 7, np.uint8)  # front_left is 40 x 20, the others 8 x 8
+    for t in range(2):
+        for i, camera in enumerate(CAMERAS):
+            image = wide if camera == "front_left" else IMAGE
+            core.on_message(camera, msgs.image_message(t * 100 * MS + i * MS, f"{camera}_optical", image))
+        wait_until(lambda: len(out.detections) == t + 1)
+        out.overlay_subscribers = True  # someone subscribes after the first report
+    wait_until(lambda: len(out.overlays) == 1)
+    core.stop()
+    first, second = out.detections
+    assert (second.camera, second.frame_id, second.stamp_ns) == ("front_left", "front_left_optical", 100 * MS + MS)
+    assert (second.width, second.height, second.box, second.object) == (40, 20, (10.0, 10.0, 30.0, 20.0), "cyclist")
+    assert first.stamp_ns == MS
+    (rgb, drawn), = out.overlays  # none while nobody subscribed
+    assert drawn == second and rgb.shape == wide.shape and not np.array_equal(rgb, wide)
+    assert np.array_equal(wide, np.full((20, 40, 3), 7, np.uint8))  # the frame in the window is not drawn on
 
 
 def test_real_pipeline_reports_and_answers(tiny_pipeline):

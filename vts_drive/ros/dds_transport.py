@@ -3,9 +3,10 @@
 Topics, types and QoS are what rmw_cyclonedds uses, so ROS 2 nodes on the same
 domain see this node as one of their own: cameras are read best-effort
 (ROS's sensor_data profile) or reliable, outputs are written reliable,
-volatile, keep-last 10 (ROS's default profile). Questions are read reliable,
-keep-all: a burst is held back by the writer rather than overwritten, so
-every question reaches the node, which answers or rejects each one.
+volatile, keep-last 10 (ROS's default profile); qos.py names them. Questions
+are read reliable, keep-all: a burst is held back by the writer rather than
+overwritten, so every question reaches the node, which answers or rejects
+each one. ~/overlay is drawn only while a reader is matched to its writer.
 
 Samples are taken one at a time, so one that does not deserialize (a string
 that is not UTF-8) is counted and dropped alone and the others go on.
@@ -25,24 +26,40 @@ from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
 from vts_drive.errors import InputError
+from vts_drive.ros.detections import to_detection_array
 from vts_drive.ros.diagnostics import Status, to_diagnostic_array
-from vts_drive.ros.msgs import DDS_DIAGNOSTIC_TYPES, CompressedImage_, DiagnosticArray_, Image_, String_, dds_topic
+from vts_drive.ros.msgs import (
+    DDS_DETECTION_TYPES,
+    DDS_DIAGNOSTIC_TYPES,
+    CompressedImage_,
+    Detection2DArray_,
+    DiagnosticArray_,
+    Image_,
+    String_,
+    dds_topic,
+    image_message,
+)
 from vts_drive.ros.node_core import NodeCore, Outputs
 from vts_drive.ros.params import NODE_NAME, NodeParams, output_topic
+from vts_drive.ros.qos import QosSpec, qos_spec
 
-SENSOR_DATA_QOS = Qos(Policy.Reliability.BestEffort, Policy.History.KeepLast(5), Policy.Durability.Volatile)
-RELIABLE_QOS = Qos(
-    Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)),
-    Policy.History.KeepLast(10),
-    Policy.Durability.Volatile,
-)
+RELIABLE_BLOCKING = duration(milliseconds=100)  # longest a reliable write waits for a slow reader
+
+
+def dds_qos(spec: QosSpec) -> Qos:
+    """The Cyclone DDS QoS of a QosSpec, as rmw_cyclonedds sets it for the same ROS profile."""
+    reliability = Policy.Reliability.Reliable(max_blocking_time=RELIABLE_BLOCKING) if spec.reliable else Policy.Reliability.BestEffort
+    return Qos(reliability, Policy.History.KeepLast(spec.depth), Policy.Durability.Volatile)
+
+
+SENSOR_DATA_QOS = dds_qos(qos_spec("sensor_data"))
+RELIABLE_QOS = dds_qos(qos_spec("reliable"))
 QUESTION_QOS = Qos(
-    Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)),
+    Policy.Reliability.Reliable(max_blocking_time=RELIABLE_BLOCKING),
     Policy.History.KeepAll,
     Policy.ResourceLimits(max_samples=64),  # beyond it the writer waits (reliable), nothing is lost
     Policy.Durability.Volatile,
 )
-CAMERA_QOS = {"sensor_data": SENSOR_DATA_QOS, "reliable": RELIABLE_QOS}
 TAKE_BATCH = 16  # samples taken per reader per wake-up
 
 log = logging.getLogger("vts_drive.node")
@@ -59,14 +76,18 @@ class DdsTransport:
                 f"DDS domain {domain_id}: cannot join ({error}); check --domain-id (0-232) and CYCLONEDDS_URI"
             ) from None
         image_type = CompressedImage_ if params.compressed else Image_
+        camera_qos = dds_qos(qos_spec(params.qos, parameter="qos"))
         self.cameras = [
-            (camera, self._reader(topic, image_type, CAMERA_QOS[params.qos]))
+            (camera, self._reader(topic, image_type, camera_qos))
             for camera, topic in zip(params.cameras, params.subscribed_topics)
         ]
         self.questions = self._reader(output_topic("question", node_name), String_, QUESTION_QOS)
+        self._output_qos = RELIABLE_QOS
         self._description = self._writer(output_topic("scene_description", node_name), String_)
         self._report = self._writer(output_topic("risk_qa", node_name), String_)
         self._answer = self._writer(output_topic("answer", node_name), String_)
+        self._detections = self._writer(output_topic("risk_detections", node_name), Detection2DArray_)
+        self._overlay = self._writer(output_topic("overlay", node_name), Image_)
         self._diagnostics = self._writer("/diagnostics", DiagnosticArray_)
         self.waitset = WaitSet(self.participant)
         self._conditions = []
@@ -82,7 +103,7 @@ class DdsTransport:
         return DataReader(self.participant, self._topic(ros_topic, data_type), qos=qos)
 
     def _writer(self, ros_topic: str, data_type: type) -> DataWriter:
-        return DataWriter(self.participant, self._topic(ros_topic, data_type), qos=RELIABLE_QOS)
+        return DataWriter(self.participant, self._topic(ros_topic, data_type), qos=self._output_qos)
 
     def outputs(self, clock_ns) -> Outputs:
         """Publishing functions for NodeCore; clock_ns stamps /diagnostics (wall time)."""
@@ -95,6 +116,9 @@ class DdsTransport:
             report=lambda text: self._report.write(String_(data=text)),
             answer=lambda text: self._answer.write(String_(data=text)),
             diagnostics=diagnostics,
+            detections=lambda detection: self._detections.write(to_detection_array(detection, DDS_DETECTION_TYPES)),
+            overlay=lambda rgb, detection: self._overlay.write(image_message(detection.stamp_ns, detection.frame_id, rgb)),
+            overlay_wanted=lambda: self._overlay.get_publication_matched_status().current_count > 0,
         )
 
     def spin(self, core: NodeCore, stop: threading.Event) -> None:

@@ -1,7 +1,9 @@
 """The node without ROS: frames in, reports, answers and diagnostics out.
 
 Transports (rclpy, DDS) call on_message / on_image / on_question from their
-receive threads and hand in the functions that publish. Receiving only syncs
+receive threads and hand in the functions that publish. Each report also goes
+out as its risk box (detections.py) and, while someone subscribes to it, as
+the risk camera's frame with the report drawn on it (overlay.py). Receiving only syncs
 frames and queues windows; one worker thread runs the pipeline. When the
 pipeline falls behind, the oldest queued window is dropped and counted, so
 receivers never block and memory stays bounded.
@@ -23,8 +25,10 @@ from typing import Callable
 import numpy as np
 
 from vts_drive.errors import InputError
+from vts_drive.ros.detections import RiskDetection, risk_detection
 from vts_drive.ros.diagnostics import OK, STALE, WARN, Status
 from vts_drive.ros.images import message_to_rgb
+from vts_drive.ros.overlay import draw_overlay
 from vts_drive.ros.params import NODE_NAME, NodeParams
 from vts_drive.ros.stream import FrameStream
 from vts_drive.ros.sync import DROP_REASONS
@@ -37,12 +41,17 @@ log = logging.getLogger("vts_drive.node")
 @dataclass
 class Outputs:
     """What the transport publishes: text on ~/scene_description, report JSON on ~/risk_qa,
-    answer JSON on ~/answer, statuses on /diagnostics."""
+    answer JSON on ~/answer, statuses on /diagnostics, the risk box on ~/risk_detections, and
+    on ~/overlay the frame drawn on (RGB [H, W, 3]) with its detection (stamp, frame_id);
+    overlay_wanted says whether ~/overlay has subscribers, since drawing costs a frame copy."""
 
     description: Callable[[str], None]
     report: Callable[[str], None]
     answer: Callable[[str], None]
     diagnostics: Callable[[list[Status]], None]
+    detections: Callable[[RiskDetection], None]
+    overlay: Callable[[np.ndarray, RiskDetection], None]
+    overlay_wanted: Callable[[], bool]
 
 
 class NodeCore:
@@ -62,6 +71,7 @@ class NodeCore:
         self.stream = FrameStream(params.stream_config(), start_ns=clock_ns())
         self.counts = Counter()  # windows_described, windows_dropped, questions_answered, ...
         self.bad_images = Counter()  # camera -> frames whose message did not decode
+        self.frame_ids: dict[str, str] = {}  # camera -> header frame_id of its newest frame
         self.last_timings_ms: dict[str, float] = {}
         self._latest: FrameWindow | None = None  # newest window assembled, what questions are asked about
         self._windows: deque[tuple[FrameWindow, int]] = deque()  # (window, enqueued at clock_ns)
@@ -79,11 +89,11 @@ class NodeCore:
         """A sensor_msgs Image or CompressedImage of any binding; bad ones are dropped and counted."""
         try:
             rgb = message_to_rgb(msg)
-            stamp_ns = stamp_to_ns(msg.header.stamp)
+            stamp_ns, frame_id = stamp_to_ns(msg.header.stamp), str(msg.header.frame_id)
         except Exception as error:  # whatever the sample holds, the receive thread goes on
             self.on_bad_image(camera, error)
             return
-        self.on_image(camera, stamp_ns, rgb)
+        self.on_image(camera, stamp_ns, rgb, frame_id)
 
     def on_bad_image(self, camera: str, error: Exception) -> None:
         """A camera sample that did not decode (here or in the transport): counted and dropped."""
@@ -91,8 +101,9 @@ class NodeCore:
             self.bad_images[camera] += 1
         log.warning("camera %s: frame dropped: %s", camera, _describe_error(error))
 
-    def on_image(self, camera: str, stamp_ns: int, rgb: np.ndarray) -> None:
+    def on_image(self, camera: str, stamp_ns: int, rgb: np.ndarray, frame_id: str = "") -> None:
         with self._lock:
+            self.frame_ids[camera] = frame_id
             for window in self.stream.add(camera, stamp_ns, rgb, self.clock_ns()):
                 self._latest = window
                 if len(self._windows) >= self.params.window_queue_size:
@@ -191,6 +202,13 @@ class NodeCore:
         self.counts["windows_described"] += 1
         self.outputs.description(report.description)
         self.outputs.report(report.to_json())
+        with self._lock:
+            frame_ids = dict(self.frame_ids)
+        detection = risk_detection(report.to_dict(), window, frame_ids)
+        self.outputs.detections(detection)
+        if self.outputs.overlay_wanted():
+            frame = window.images[window.cameras.index(detection.camera)][-1]
+            self.outputs.overlay(draw_overlay(frame, detection), detection)
 
     def _answer(self, question: str, window: FrameWindow) -> None:
         (answer,) = self.pipeline.ask(window, [question])
