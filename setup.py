@@ -55,6 +55,7 @@ setup(
         "console_scripts": [
             "vts-drive = vts_drive.cli:main",
             "vts_drive_node = vts_drive.ros_nodes.vts_drive_node:main",
+            "vts_drive_lifecycle_node = vts_drive.ros_nodes.vts_drive_node:main_lifecycle",
         ]
     },
     zip_safe=False,
