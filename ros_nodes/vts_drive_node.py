@@ -101,8 +101,15 @@ def subscribe(node: Node, params: NodeParams, core: NodeCore) -> list:
         for camera, topic in zip(params.cameras, params.subscribed_topics)
     ]
     subscriptions.append(node.create_subscription(String, "~/question", lambda msg: core.on_question(msg.data), QUESTION_QOS))
-    node.get_logger().info(f"cameras {', '.join(params.subscribed_topics)} ({params.qos}), mode {params.mode}")
+    node.get_logger().info(f"cameras {', '.join(params.subscribed_topics)} ({params.qos})")
     return subscriptions
+
+
+def load_pipeline(params: NodeParams):
+    """The pipeline the parameters ask for (imports torch, so only once the node starts or configures)."""
+    from vts_drive.pipeline import Pipeline
+
+    return Pipeline.load(params.model_name(), params.pipeline_config())
 
 
 OUTPUT_QOS = ros_qos(qos_spec("reliable"))  # ROS's default profile: reliable, volatile, keep last 10
@@ -112,10 +119,7 @@ class VtsDriveNode(Node):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
         params = params_from_ros_node(self, ParameterDescriptor, source=f"node {self.get_fully_qualified_name()}")
-
-        from vts_drive.pipeline import Pipeline
-
-        pipeline = Pipeline.load(params.model_name(), params.pipeline_config())
+        pipeline = load_pipeline(params)
         outputs, _ = create_outputs(self, self.create_publisher, OUTPUT_QOS)
         self.core = NodeCore(pipeline, params, outputs, node_name=self.get_name())
         subscribe(self, params, self.core)
@@ -144,12 +148,10 @@ class VtsDriveLifecycleNode(LifecycleNode):
 
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         """Read the parameters, load the model and create the (inactive) publishers."""
-        from vts_drive.pipeline import Pipeline
-
         try:
             values = {name: self.get_parameter(name).value for name, _, _ in declarations()}
             self.params = params_from_dict(values, self._source)
-            self.pipeline = Pipeline.load(self.params.model_name(), self.params.pipeline_config())
+            self.pipeline = load_pipeline(self.params)
         except InputError as error:
             self.get_logger().error(str(error))
             return TransitionCallbackReturn.FAILURE
