@@ -42,7 +42,7 @@ from vts_drive.ros.diagnostics import to_diagnostic_array
 from vts_drive.ros.images import rgb_to_image_fields
 from vts_drive.ros.node_core import NodeCore, Outputs
 from vts_drive.ros.params import NODE_NAME, NodeParams, declarations, params_from_dict, params_from_ros_node
-from vts_drive.ros.qos import QosSpec, qos_spec
+from vts_drive.ros.qos import QosSpec, input_qos, output_qos
 
 ROS_DIAGNOSTIC_TYPES = SimpleNamespace(
     Time=Time, Header=Header, KeyValue=KeyValue, DiagnosticStatus=DiagnosticStatus,
@@ -95,7 +95,7 @@ def create_outputs(node: Node, create_publisher: Callable[..., object], qos: QoS
 def subscribe(node: Node, params: NodeParams, core: NodeCore) -> list:
     """The camera and question subscriptions, feeding `core`."""
     image_type = CompressedImage if params.compressed else Image
-    camera_qos = ros_qos(qos_spec(params.qos, parameter="qos"))
+    camera_qos = ros_qos(input_qos(params))
     subscriptions = [
         node.create_subscription(image_type, topic, partial(core.on_message, camera), camera_qos)
         for camera, topic in zip(params.cameras, params.subscribed_topics)
@@ -112,15 +112,12 @@ def load_pipeline(params: NodeParams):
     return Pipeline.load(params.model_name(), params.pipeline_config())
 
 
-OUTPUT_QOS = ros_qos(qos_spec("reliable"))  # ROS's default profile: reliable, volatile, keep last 10
-
-
 class VtsDriveNode(Node):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
         params = params_from_ros_node(self, ParameterDescriptor, source=f"node {self.get_fully_qualified_name()}")
         pipeline = load_pipeline(params)
-        outputs, _ = create_outputs(self, self.create_publisher, OUTPUT_QOS)
+        outputs, _ = create_outputs(self, self.create_publisher, ros_qos(output_qos(params)))
         self.core = NodeCore(pipeline, params, outputs, node_name=self.get_name())
         subscribe(self, params, self.core)
         self.core.start()
@@ -155,7 +152,9 @@ class VtsDriveLifecycleNode(LifecycleNode):
         except InputError as error:
             self.get_logger().error(str(error))
             return TransitionCallbackReturn.FAILURE
-        self.outputs, self._output_publishers = create_outputs(self, self.create_lifecycle_publisher, OUTPUT_QOS)
+        self.outputs, self._output_publishers = create_outputs(
+            self, self.create_lifecycle_publisher, ros_qos(output_qos(self.params))
+        )
         self.get_logger().info(f"configured: model {self.pipeline.model_name}")
         return super().on_configure(state)
 

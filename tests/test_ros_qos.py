@@ -37,3 +37,12 @@ def test_dds_qos_sets_reliability_history_and_volatile_durability():
     reliable = dds_qos(QosSpec(reliable=True, depth=10))
     assert isinstance(reliable[Policy.Reliability], Policy.Reliability.Reliable)
     assert reliable[Policy.History] == Policy.History.KeepLast(10)
+
+
+def test_the_node_reads_cameras_by_its_qos_parameter_and_publishes_reliably():
+    from vts_drive.ros.params import NodeParams
+    from vts_drive.ros.qos import input_qos, output_qos
+
+    assert input_qos(NodeParams(qos="reliable")) == QosSpec(reliable=True, depth=10)
+    assert input_qos(NodeParams()) == QosSpec(reliable=False, depth=5)
+    assert output_qos(NodeParams()) == QosSpec(reliable=True, depth=10)

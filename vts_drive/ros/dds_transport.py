@@ -41,7 +41,7 @@ from vts_drive.ros.msgs import (
 )
 from vts_drive.ros.node_core import NodeCore, Outputs
 from vts_drive.ros.params import NODE_NAME, NodeParams, output_topic
-from vts_drive.ros.qos import QosSpec, qos_spec
+from vts_drive.ros.qos import QosSpec, input_qos, output_qos, qos_spec
 
 RELIABLE_BLOCKING = duration(milliseconds=100)  # longest a reliable write waits for a slow reader
 
@@ -76,13 +76,13 @@ class DdsTransport:
                 f"DDS domain {domain_id}: cannot join ({error}); check --domain-id (0-232) and CYCLONEDDS_URI"
             ) from None
         image_type = CompressedImage_ if params.compressed else Image_
-        camera_qos = dds_qos(qos_spec(params.qos, parameter="qos"))
+        camera_qos = dds_qos(input_qos(params))
         self.cameras = [
             (camera, self._reader(topic, image_type, camera_qos))
             for camera, topic in zip(params.cameras, params.subscribed_topics)
         ]
         self.questions = self._reader(output_topic("question", node_name), String_, QUESTION_QOS)
-        self._output_qos = RELIABLE_QOS
+        self._output_qos = dds_qos(output_qos(params))
         self._description = self._writer(output_topic("scene_description", node_name), String_)
         self._report = self._writer(output_topic("risk_qa", node_name), String_)
         self._answer = self._writer(output_topic("answer", node_name), String_)

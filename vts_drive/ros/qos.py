@@ -11,8 +11,12 @@ keeps the profile's own. Each transport turns the QosSpec into its QoS type.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from vts_drive.errors import InputError
+
+if TYPE_CHECKING:
+    from vts_drive.ros.params import NodeParams
 
 PROFILE_DEPTH = {"sensor_data": 5, "best_effort": 5, "reliable": 10}  # the depth ROS's profile keeps
 QOS_PROFILES = tuple(PROFILE_DEPTH)
@@ -31,3 +35,13 @@ def qos_spec(profile: str, depth: int = 0, parameter: str = "qos") -> QosSpec:
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
         raise InputError(f"parameter {parameter}_depth: must be a whole number >= 0 (0: the profile's), got {depth!r}")
     return QosSpec(reliable=profile == "reliable", depth=depth or PROFILE_DEPTH[profile])
+
+
+def input_qos(params: NodeParams) -> QosSpec:
+    """The camera subscriptions' QoS (questions are always reliable, keep-all)."""
+    return qos_spec(params.qos, parameter="qos")
+
+
+def output_qos(params: NodeParams) -> QosSpec:
+    """The QoS of everything the node publishes: ROS's default profile."""
+    return qos_spec("reliable")
