@@ -218,11 +218,18 @@ def write_results_bag(
         for connection, log_time_ns, data in source.raw_messages():
             write_reports_until(log_time_ns)
             writer.add_serialized(connection.topic, connection.msgtype, log_time_ns, data)
-            if connection.topic in overlay_topics:
-                msg = source.deserialize(connection, log_time_ns, data)
-                if not isinstance(msg, InputError):
-                    for detection in overlays.pop((connection.topic, stamp_to_ns(msg.header.stamp)), []):
-                        writer.add_image(output_topic("overlay"), detection.stamp_ns, detection.frame_id,
-                                         draw_overlay(message_to_rgb(msg), detection), log_time_ns=log_time_ns)
+            if connection.topic not in overlay_topics:
+                continue
+            msg = source.deserialize(connection, log_time_ns, data)
+            key = None if isinstance(msg, InputError) else (connection.topic, stamp_to_ns(msg.header.stamp))
+            if key not in overlays:
+                continue
+            try:
+                rgb = message_to_rgb(msg)
+            except InputError:  # skipped by the replay too; the frame it used has the same stamp and comes later
+                continue
+            for detection in overlays.pop(key):
+                writer.add_image(output_topic("overlay"), detection.stamp_ns, detection.frame_id,
+                                 draw_overlay(rgb, detection), log_time_ns=log_time_ns)
         write_reports_until(float("inf"))
     partial.rename(path)
