@@ -48,8 +48,15 @@ ROS_DIAGNOSTIC_TYPES = SimpleNamespace(
     Time=Time, Header=Header, KeyValue=KeyValue, DiagnosticStatus=DiagnosticStatus,
     DiagnosticArray=DiagnosticArray, level=lambda level: bytes([level]),
 )
-# "vision_msgs/msg/Detection2D" -> vision_msgs.msg.Detection2D
-ROS_DETECTION_TYPES = message_types(lambda name: getattr(import_module(name.rsplit("/", 1)[0].replace("/", ".")), name.rsplit("/", 1)[1]))
+
+
+def ros_message_class(name: str) -> type:
+    """rclpy's class of a ROS type name: vision_msgs/msg/Detection2D -> vision_msgs.msg.Detection2D."""
+    module, _, message = name.rpartition("/")
+    return getattr(import_module(module.replace("/", ".")), message)
+
+
+ROS_DETECTION_TYPES = message_types(ros_message_class)
 # Questions: keep all, so a burst is held back by the publisher rather than overwritten; each gets a reply.
 QUESTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=ReliabilityPolicy.RELIABLE)
 
@@ -70,7 +77,7 @@ def overlay_message(rgb: np.ndarray, detection: RiskDetection) -> Image:
     return Image(header=Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=detection.frame_id), **fields)
 
 
-def create_outputs(node: Node, create_publisher: Callable[..., object], qos: QoSProfile) -> tuple[Outputs, list]:
+def create_outputs(create_publisher: Callable[..., object], qos: QoSProfile) -> tuple[Outputs, list]:
     """The node's publishers (made with create_publisher: plain or lifecycle) and NodeCore's Outputs on them."""
     description = create_publisher(String, "~/scene_description", qos)
     report = create_publisher(String, "~/risk_qa", qos)
@@ -117,7 +124,7 @@ class VtsDriveNode(Node):
         super().__init__(NODE_NAME)
         params = params_from_ros_node(self, ParameterDescriptor, source=f"node {self.get_fully_qualified_name()}")
         pipeline = load_pipeline(params)
-        outputs, _ = create_outputs(self, self.create_publisher, ros_qos(output_qos(params)))
+        outputs, _ = create_outputs(self.create_publisher, ros_qos(output_qos(params)))
         self.core = NodeCore(pipeline, params, outputs, node_name=self.get_name())
         subscribe(self, params, self.core)
         self.core.start()
@@ -153,7 +160,7 @@ class VtsDriveLifecycleNode(LifecycleNode):
             self.get_logger().error(str(error))
             return TransitionCallbackReturn.FAILURE
         self.outputs, self._output_publishers = create_outputs(
-            self, self.create_lifecycle_publisher, ros_qos(output_qos(self.params))
+            self.create_lifecycle_publisher, ros_qos(output_qos(self.params))
         )
         self.get_logger().info(f"configured: model {self.pipeline.model_name}")
         return super().on_configure(state)
