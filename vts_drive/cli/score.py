@@ -44,7 +44,11 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.judge:
             raise InputError("--judge applies to lingoqa only")
-        samples = drama.load_drama(args.data, args.split).samples
+        data = drama.load_drama(args.data, args.split)
+        if data.skipped:
+            reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(data.skipped.items()))
+            print(f"vts-drive score: {sum(data.skipped.values())} DRAMA entries skipped ({reasons})", file=sys.stderr)
+        samples = data.samples
         predictions = drama.read_predictions(args.predictions)
         expected = {s.key for s in samples}
         score = partial(drama.score_drama, samples, predictions)

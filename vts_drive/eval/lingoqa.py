@@ -4,15 +4,19 @@ val.parquet has one row per (question, reference answer): columns question_id, s
 images (5 frame paths, relative to the parquet's folder), question, answer. Rows of one
 (question_id, segment_id) are one question with its references. The model sees a segment's
 frames once and answers all of that segment's questions from the shared visual context.
+An image path that leads outside the parquet's folder (`..`, absolute, a symlink) is an
+InputError naming the question: the loader reads nothing outside its data.
 """
 from __future__ import annotations
 
 import csv
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
 from vts_drive.errors import InputError
 from vts_drive.eval import judge
+from vts_drive.eval.files import inside_folder, read_utf8
 from vts_drive.eval.metrics import caption_metrics
 from vts_drive.inputs import read_image
 from vts_drive.window import FrameWindow
@@ -57,17 +61,24 @@ def load_lingoqa(data: Path) -> list[LingoQuestion]:
     if missing:
         raise InputError(f"{path} lacks column(s) {', '.join(missing)}; LingoQA needs {', '.join(COLUMNS)}")
     questions: dict[tuple[str, str], LingoQuestion] = {}
-    for row in table.select(list(COLUMNS)).to_pylist():
+    for number, row in enumerate(table.select(list(COLUMNS)).to_pylist(), 1):
         key = (str(row["question_id"]), str(row["segment_id"]))
         if key not in questions:
-            images = [path.parent / image for image in row["images"] or []]
-            if not images:
-                raise InputError(f"{path}: question {key[0]} of segment {key[1]} has no images")
-            questions[key] = LingoQuestion(*key, str(row["question"]), images, [])
+            where = f"{path} row {number} (question {key[0]} of segment {key[1]})"
+            questions[key] = LingoQuestion(*key, str(row["question"]), segment_images(path.parent, row["images"], where), [])
         questions[key].references.append(str(row["answer"]))
     if not questions:
         raise InputError(f"{path} holds no questions")
     return list(questions.values())
+
+
+def segment_images(folder: Path, images, where: str) -> list[Path]:
+    """A row's `images` (paths relative to the parquet's folder), each resolved inside that folder."""
+    if not images:
+        raise InputError(f"{where} has no images")
+    if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
+        raise InputError(f"{where}: images must be a list of paths, found {type(images).__name__} {str(images)[:80]!r}")
+    return [inside_folder(folder, folder / image, where) for image in images]
 
 
 def segment_window(images: list[Path]) -> FrameWindow:
@@ -84,16 +95,26 @@ def write_predictions(path: Path, rows: list[dict]) -> None:
 
 
 def read_predictions(path: Path) -> dict[tuple[str, str], str]:
-    """{(question_id, segment_id): answer} from a predictions CSV."""
+    """{(question_id, segment_id): answer} from a UTF-8 predictions CSV. A question answered twice is
+    an InputError naming both lines (which answer counts would be a guess), and so is a line the csv
+    module refuses, such as a field over its limit of 131072 characters."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"predictions file {path} does not exist")
-    with path.open(newline="") as source:
-        reader = csv.DictReader(source)
+    reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
+    predictions, line_of = {}, {}
+    try:
         missing = [c for c in PREDICTION_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise InputError(f"predictions file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_COLUMNS)}")
-        return {(row["question_id"], row["segment_id"]): row["answer"] or "" for row in reader}
+        for row in reader:
+            key = (row["question_id"], row["segment_id"])
+            if key in line_of:
+                raise InputError(f"predictions file {path} line {reader.line_num} repeats the question and segment of line {line_of[key]}: {key}")
+            predictions[key], line_of[key] = row["answer"] or "", reader.line_num
+    except csv.Error as error:
+        raise InputError(f"predictions file {path} line {reader.line_num + 1}: {error}") from None  # the row after the last one read
+    return predictions
 
 
 def score_lingoqa(
