@@ -1,5 +1,6 @@
 """`vts-drive eval` and `vts-drive score` on a synthdrive export with the tiny model: modes side by
 side, resume without recomputation, restart on changed settings, blind baseline, clear errors."""
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -9,6 +10,7 @@ import torch
 
 from test_eval_judge import tiny_judge
 from vts_drive.cli import main
+from vts_drive.eval import lingoqa
 from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
 from vts_drive.mod.routing import ModConfig, Routers, save_routers
 from vts_drive.pipeline import Pipeline
@@ -122,15 +124,18 @@ def test_lingoqa_eval_then_score_the_official_csv(export, model, tmp_path, capsy
     out = tmp_path / "lingo"
     assert main(["eval", "lingoqa", "--data", str(export / "lingoqa"), "--model", str(model), "--modes", "dense,vts",
                  "--limit", "1", "--out", str(out), "--max-new-tokens", "4", "--judge", str(judge)]) == 0
-    csv_lines = lines(out / "dense" / "predictions.csv")
-    assert csv_lines[0] == "question_id,segment_id,answer" and len(csv_lines) == 1 + 9  # one segment, nine questions
+    questions = lingoqa.load_lingoqa(export / "lingoqa")
+    asked = sum(q.segment_id == questions[0].segment_id for q in questions)  # --limit 1: the first segment's questions
+    with (out / "dense" / "predictions.csv").open(newline="") as rows:  # an answer may hold a line break
+        csv_rows = list(csv.reader(rows))
+    assert csv_rows[0] == ["question_id", "segment_id", "answer"] and len(csv_rows) == 1 + asked
     evaluated = json.loads((out / "vts" / "metrics.json").read_text())["metrics"]
-    assert evaluated["n"] == 9 and 0.0 <= evaluated["lingo_judge"] <= 1.0
+    assert evaluated["n"] == asked and 0.0 <= evaluated["lingo_judge"] <= 1.0
 
     scored = tmp_path / "scored.json"
     assert main(["score", "--benchmark", "lingoqa", "--predictions", str(out / "vts" / "predictions.csv"),
                  "--data", str(export / "lingoqa"), "--judge", str(judge), "--json", str(scored)]) == 0
-    assert "9 of 27 samples have a prediction" in capsys.readouterr().err
+    assert f"{asked} of {len(questions)} samples have a prediction" in capsys.readouterr().err
     again = json.loads(scored.read_text())
     assert again == {name: evaluated[name] for name in again}
 

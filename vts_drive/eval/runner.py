@@ -7,12 +7,16 @@
     R/<mode>/metrics.json       accuracy and efficiency over the finished windows
     R/report.md, R/pareto.png   every mode side by side, ratios to dense
 
-A rerun resumes each mode after its last finished window. The model is loaded once and
-shared by every mode's pipeline. Efficiency figures come from the prediction lines, so a
-resumed run reports the same kind of numbers as one that ran through: reports_per_s is
-windows per second of pipeline time (frames already decoded, one warm-up window per run not
-counted), vision_tokens the visual tokens entering the LLM per window, peak_mem_mb the
-largest memory rise during one window (CUDA allocator on GPU, resident set on CPU).
+A rerun resumes each mode after its last finished window. A last prediction line that is not a
+record (a run killed while writing it) is dropped, saying so, and its window computed again;
+any other such line, or a key given twice, stops the run: foreign or doubled lines would mix
+into the metrics. The model is loaded once and shared by every mode's pipeline.
+
+Efficiency figures come from the prediction lines, so a resumed run reports the same kind of
+numbers as one that ran through: reports_per_s is windows per second of pipeline time (frames
+already decoded, one warm-up window per run not counted), vision_tokens the visual tokens
+entering the LLM per window, peak_mem_mb the largest memory rise during one window (CUDA
+allocator on GPU, resident set on CPU).
 """
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from tqdm import tqdm
 from vts_drive.bench import ModeSpec, plot_tradeoff
 from vts_drive.errors import InputError
 from vts_drive.eval.benchmarks import Benchmark, EvalItem, file_identity
+from vts_drive.eval.files import finite_number
 from vts_drive.measure import PeakMemory, synchronize
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.naive import answer_naively
@@ -36,6 +41,7 @@ from vts_drive.pipeline import Pipeline, PipelineConfig, WindowAnswers
 from vts_drive.window import FrameWindow
 
 EFFICIENCY_METRICS = ("reports_per_s", "vision_tokens", "peak_mem_mb")
+RECORD_NUMBERS = ("seconds", "vision_tokens", "peak_mem_mb")  # with "key", what every prediction line holds
 Answer = Callable[[FrameWindow, list[str]], WindowAnswers]
 
 
@@ -74,21 +80,39 @@ def fingerprint(model: VisionLanguageModel, spec: ModeSpec, config: PipelineConf
     )
 
 
+def parse_record(line: bytes) -> dict | None:
+    """A prediction line as its record, or None when it is not one: not UTF-8 JSON, not an object, or
+    without a string "key" and the finite numbers every line holds."""
+    try:
+        record = json.loads(line)
+    except ValueError:  # not JSON, or not UTF-8
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+        return None
+    return record if all(finite_number(record.get(name)) for name in RECORD_NUMBERS) else None
+
+
 def read_records(path: Path) -> dict[str, dict]:
-    """Prediction lines by key; a line cut short by a kill (the last one) is dropped."""
+    """Prediction lines by key. A last line that is not a record was cut short by a kill: it is
+    dropped from the file, saying so. Any other line that is not a record, or repeats a key, is an
+    InputError: it was not written by this mode's run, and scoring it would mix results."""
     if not path.is_file():
         return {}
-    lines = path.read_text().splitlines()
-    records = {}
+    lines = path.read_bytes().splitlines()
+    records, line_of = {}, {}
     for number, line in enumerate(lines, 1):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number < len(lines):
-                raise InputError(f"{path} line {number} is not JSON; delete the file to recompute this mode") from None
-            path.write_text("".join(f"{kept}\n" for kept in lines[:-1]))
+        record = parse_record(line)
+        if record is None and number == len(lines):
+            log(f"{path} line {number} is not a finished prediction; dropped (a run killed while writing it), its window is computed again")
+            path.write_bytes(b"".join(kept + b"\n" for kept in lines[:-1]))
             break
-        records[record["key"]] = record
+        if record is None:
+            raise InputError(f"{path} line {number} is not a prediction record (a JSON object with key and "
+                             f"{', '.join(RECORD_NUMBERS)}); delete the file to recompute this mode")
+        if record["key"] in line_of:
+            raise InputError(f"{path} line {number} repeats the key of line {line_of[record['key']]} ({record['key']!r}); "
+                             "delete the file to recompute this mode")
+        records[record["key"]], line_of[record["key"]] = record, number
     return records
 
 
