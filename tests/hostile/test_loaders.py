@@ -132,3 +132,14 @@ def test_lingoqa_images_of_the_wrong_type_name_the_row(lingoqa_export, tmp_path,
     assert code == 2
     assert f"row 1 (question {row['question_id']} of segment {row['segment_id']})" in err
     assert "images must be a list of paths" in err
+
+
+def test_drama_key_frame_that_does_not_decode_is_skipped_and_counted(drama_folder, capsys):
+    """Clipping needs the key frame's size: one that cannot be read is counted, not scored."""
+    (drama_folder / "clips" / "c2").mkdir()
+    (drama_folder / "clips" / "c2" / "frame_000010.png").write_bytes(b"not a png")
+    (drama_folder / drama.ANNOTATIONS).write_text(json.dumps([entry(KEY_FRAME), entry("clips/c2/frame_000010.png")]))
+    predictions = [{"key": key, "caption": "a car brakes", "bbox": None} for key in (KEY_FRAME, "clips/c2/frame_000010.png")]
+    code, err = score_drama(drama_folder, predictions, capsys)
+    assert code == 0
+    assert "1 DRAMA entries skipped (unreadable_key_frame: 1)" in err
