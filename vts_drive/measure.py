@@ -1,12 +1,17 @@
 """Honest wall-clock and memory measurement for pipeline stages.
 
 CUDA work is asynchronous, so a stage's clock is read only after
-synchronising the device. Peak memory is the CUDA allocator's peak on GPU; on
-CPU it is the peak resident set size above the level when measuring began,
-sampled by a background thread (torch's CPU allocator keeps no peak).
+synchronising the device. Peak memory is what a block allocated beyond the level
+when it began: on GPU the CUDA allocator's peak (its statistics reset per block);
+on CPU the bytes handed out by the C heap, which torch's CPU tensors come from
+(glibc's mallinfo2), sampled by a background thread since torch's CPU allocator
+keeps no peak. Not the resident set: pages that one block freed stay resident, so
+the next block reuses them without a rise, and whatever ran first would be charged
+for all. Where libc has no mallinfo2 (not glibc 2.33+), the resident set is used.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 import time
@@ -50,6 +55,25 @@ def resident_bytes() -> int:
         return int(statm.read().split()[1]) * _PAGE_BYTES
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+
+_mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)
+if _mallinfo2 is not None:
+    _mallinfo2.restype = _MallInfo2
+
+
+def heap_bytes() -> int:
+    """Bytes the C heap has handed out and not yet taken back (in its arenas and mmapped
+    chunks); the resident set where libc has no mallinfo2."""
+    if _mallinfo2 is None:
+        return resident_bytes()
+    info = _mallinfo2()
+    return info.uordblks + info.hblkhd
+
+
 class PeakMemory:
     """`with PeakMemory(device) as peak: ...; peak.mb` is the peak extra memory used inside the block."""
 
@@ -65,7 +89,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
         else:
-            self._base = resident_bytes()
+            self._base = heap_bytes()
             self._peak = self._base
             self._thread = threading.Thread(target=self._sample, daemon=True)
             self._thread.start()
@@ -73,7 +97,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self._peak = max(self._peak, resident_bytes())
+            self._peak = max(self._peak, heap_bytes())
             time.sleep(self.interval_s)
 
     def __exit__(self, *exc: object) -> None:
@@ -83,5 +107,5 @@ class PeakMemory:
         else:
             self._stop.set()
             self._thread.join()
-            peak = max(self._peak, resident_bytes())
+            peak = max(self._peak, heap_bytes())
         self.mb = max(0.0, (peak - self._base) / 2**20)
