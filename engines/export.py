@@ -50,7 +50,7 @@ from vts_drive.engines.manifest import (
 )
 from vts_drive.errors import InputError
 from vts_drive.mod.routing import RoutingPlan
-from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.pipeline import Pipeline
 from vts_drive.prompt import FrameTokens
 
 DEFAULT_OPSET = 18  # torch.onnx's own opset; it cannot always convert down to 17
@@ -93,7 +93,12 @@ def export_engines(
     shapes.check()
     if opset < 17:
         raise InputError(f"opset {opset} is below 17, the lowest the engines support")
-    pipeline = Pipeline.load(model, PipelineConfig(mode=mode, dtype=dtype, mod_keep_ratio=keep_ratio))
+    overrides: dict[str, object] = {"mode": mode}
+    if dtype is not None:
+        overrides["dtype"] = dtype
+    if keep_ratio is not None:
+        overrides["mod.keep_ratio"] = keep_ratio
+    pipeline = Pipeline.load(model, overrides)
     routers = pipeline.decoder.routers
     if routers is not None and routers.config.routing == "random":
         raise InputError("random routing draws new scores on every pass and cannot be exported: "

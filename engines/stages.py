@@ -22,7 +22,7 @@ from vts_drive.engines.graphs import PLAN_INPUTS, flatten_kv, kv_names, router_s
 from vts_drive.engines.manifest import Manifest, read_manifest, verify_model
 from vts_drive.errors import InputError
 from vts_drive.keyframe.scorer import KeyframeScorer
-from vts_drive.model.decoder import Qwen2Decoder
+from vts_drive.model.decoder import AttentionProbe, Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.model.vision import VisionEncoder
@@ -69,10 +69,11 @@ class ExportedDecoder(Qwen2Decoder):
     """
 
     def __init__(self, language_model: nn.Module, lm_head: nn.Linear, graphs: dict[str, Graph],
-                 keep_ratio: float | None) -> None:
-        super().__init__(language_model, lm_head)
+                 routers: Routers | None) -> None:
+        super().__init__(language_model, lm_head, routers)
         self.graphs = graphs
-        self.keep_ratio = keep_ratio  # the exported routed layers' r; None: llm_prefill does not route
+        # the exported routed layers' r (check_export found it the routers'); None: llm_prefill does not route
+        self.keep_ratio = routers.config.keep_ratio if routers is not None else None
 
     def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
         embeds = self.graphs["llm_embed"]({"token_ids": token_ids.reshape(-1)})["embeds"]
@@ -90,9 +91,10 @@ class ExportedDecoder(Qwen2Decoder):
         cache: KVCache | None = None,
         plan: RoutingPlan | None = None,
         trace: list[RoutingTrace] | None = None,
+        probe: AttentionProbe | None = None,
     ) -> torch.Tensor:
-        if cache is None or trace is not None:
-            raise ValueError("exported graphs run inference on a KV cache, without routing traces")
+        if cache is None or trace is not None or probe is not None:
+            raise ValueError("exported graphs run inference on a KV cache, without routing traces or probes")
         if valid is None:
             valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
         inputs = {"embeds": embeds, "positions": positions, "valid": valid}
@@ -145,7 +147,7 @@ def load_exported_stages(
         from vts_drive.engines.tensorrt_runtime import load_engines as load_graphs
     graphs = load_graphs(folder, model.device)
     language_model, lm_head = model.hf_model.model.language_model, model.hf_model.lm_head
-    decoder = ExportedDecoder(language_model, lm_head, graphs, manifest.mod_keep_ratio if routers else None)
+    decoder = ExportedDecoder(language_model, lm_head, graphs, routers)
     scorer = ExportedKeyframeScorer(keyframe_scorer, graphs["keyframe_scorer"]) if keyframe_scorer else None
     return ExportedVisionEncoder(model, graphs["vision"]), decoder, scorer
 

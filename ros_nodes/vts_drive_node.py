@@ -116,7 +116,7 @@ def load_pipeline(params: NodeParams):
     """The pipeline the parameters ask for (imports torch, so only once the node starts or configures)."""
     from vts_drive.pipeline import Pipeline
 
-    return Pipeline.load(params.model_name(), params.pipeline_config())
+    return Pipeline.load(params.model_name(), params.settings)
 
 
 class VtsDriveNode(Node):

@@ -11,6 +11,9 @@ import torch
 from vts_drive.window import FrameWindow
 
 CAMERAS = ["front", "front_left", "front_right"]
+# the keyframe selection tests use unless they say otherwise: up to 3 keyframes per camera, the
+# oldest frame the anchor, no frame gated away (the shipped model keeps 1, anchors the newest, gates)
+TEST_SELECTION = dict(max_keyframes=3, skip_threshold=0.0, anchor="first")
 
 torch.set_num_threads(2)
 
@@ -24,9 +27,9 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_pipeline(tiny_model_dir: Path):
-    from vts_drive.pipeline import Pipeline, PipelineConfig
+    from vts_drive.pipeline import Pipeline
 
-    return Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=8))
+    return Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 8})
 
 
 def random_window(

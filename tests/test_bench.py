@@ -8,8 +8,10 @@ import torch
 from vts_drive.bench import parse_mode_specs
 from vts_drive.cli import main
 from vts_drive.errors import InputError
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
-from vts_drive.mod.routing import ModConfig, Routers, save_routers
+from conftest import TEST_SELECTION
+from vts_drive.config import KeyframeConfig, ModConfig
+from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
+from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.synth.generate import SynthConfig, generate_dataset
 
 PER_MODE = (
@@ -22,7 +24,7 @@ PER_MODE = (
 def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
     generate_dataset(tmp_path / "synth", SynthConfig(scenes=1, frames=6, image_size=(64, 48), formats=("synth",)))
     torch.manual_seed(0)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), tmp_path / "scorer")
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), tmp_path / "scorer")
     save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[0, 1])), tmp_path / "routers")
     out = tmp_path / "bench.json"
     modes = f"naive,dense,vts,mod[routers={tmp_path / 'routers'}],vts+mod[routers={tmp_path / 'routers'},skip=1.01]"
@@ -48,9 +50,13 @@ def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
 
 def test_mode_specs_name_a_mode_and_known_settings():
     (spec,) = parse_mode_specs("vts+mod[r=0.1,routers=/a/b,skip=0.2]")
-    assert (spec.mode, spec.settings) == ("vts+mod", {"r": "0.1", "routers": "/a/b", "skip": "0.2"})
+    assert (spec.mode, spec.settings) == ("vts+mod", {"mod.keep_ratio": "0.1", "routers": "/a/b", "keyframe.skip_threshold": "0.2"})
+    (dotted,) = parse_mode_specs("vts+mod[mod.keep_ratio=0.1,routers=/a/b,keyframe.skip_threshold=0.2]")
+    assert dotted.settings == spec.settings
     with pytest.raises(InputError, match="unknown setting"):
         parse_mode_specs("mod[speed=11]")
+    with pytest.raises(InputError, match="mod.keep_ratio must be in"):
+        parse_mode_specs("mod[r=1.5]")
     with pytest.raises(InputError, match="expected MODE"):
         parse_mode_specs("fast")
 
@@ -60,22 +66,52 @@ def test_modes_take_turns_window_by_window_after_each_warms_up(tiny_model_dir):
     so drift in the machine's speed during a run cannot favour the modes run early."""
     from conftest import random_window
     from vts_drive.bench import BenchWindow, run_bench
-    from vts_drive.pipeline import Pipeline, PipelineConfig
+    from vts_drive.pipeline import Pipeline
     from vts_drive.model.loading import load_model
 
     model = load_model(str(tiny_model_dir))
     calls = []
 
-    def load(config: PipelineConfig) -> Pipeline:
-        pipeline = Pipeline(model, config)
+    def load(overrides) -> Pipeline:
+        pipeline = Pipeline(model, overrides)
         answer = pipeline.answer
-        pipeline.answer = lambda window, prompts: calls.append((config.mode, window.stamp_ns)) or answer(window, prompts)
+        mode = pipeline.config.mode
+        pipeline.answer = lambda window, prompts, meter=None: calls.append((mode, window.stamp_ns)) or answer(window, prompts, meter)
         return pipeline
 
     windows = [BenchWindow(random_window(seed, frames=2), ["Why?"]) for seed in range(3)]
     for index, item in enumerate(windows):
         item.window.stamps_ns = [[stamp + index for stamp in camera] for camera in item.window.stamps_ns]
-    results = run_bench(load, PipelineConfig(max_new_tokens=2), parse_mode_specs("dense,prumerge"), windows)
+    results = run_bench(load, {"max_new_tokens": 2}, parse_mode_specs("dense,prumerge"), windows)
     stamps = [item.window.stamp_ns for item in windows]
     assert calls == [("dense", stamps[0]), ("prumerge", stamps[0])] + [(mode, s) for s in stamps for mode in ("dense", "prumerge")]
     assert results["modes"]["prumerge"]["reports_per_s"] > 0
+
+
+def test_naive_and_the_pipeline_are_metered_alike(tiny_model_dir):
+    """One prompt, the same answer, no system turn kept between windows: naive (plain transformers
+    generate) and the dense pipeline count the same prefill and decode FLOPs and hold the same K/V,
+    since both report through one GenerationMeter."""
+    from conftest import random_window
+    from vts_drive.generation import GenerationMeter
+    from vts_drive.model.loading import load_model
+    from vts_drive.naive import answer_naively
+    from vts_drive.pipeline import Pipeline
+
+    pipeline = Pipeline(load_model(str(tiny_model_dir)), {"max_new_tokens": 6})
+    pipeline.head_cache = None  # naive keeps nothing between windows either
+    window, prompts = random_window(seed=9), ["What should the ego car do?"]
+    dense_meter, naive_meter = (GenerationMeter(pipeline.decoder.config) for _ in range(2))
+    dense = pipeline.answer(window, prompts, dense_meter)
+    naive = answer_naively(pipeline, window, prompts, naive_meter)
+    assert naive.answers == dense.answers and dense.tokens["generated"] > 1
+    assert naive_meter.prefill_flops == pytest.approx(dense_meter.prefill_flops)
+    assert naive_meter.decode_flops == pytest.approx(dense_meter.decode_flops)
+    assert naive_meter.kv_cache_bytes == dense_meter.kv_cache_bytes
+    assert naive_meter.first_token_time is not None and dense_meter.first_token_time is not None
+    # two prompts: each naive prompt holds the whole window again, the pipeline shares it
+    two = [*prompts, "Why?"]
+    dense_meter, naive_meter = (GenerationMeter(pipeline.decoder.config) for _ in range(2))
+    pipeline.answer(window, two, dense_meter)
+    answer_naively(pipeline, window, two, naive_meter)
+    assert naive_meter.kv_cache_bytes > dense_meter.kv_cache_bytes

@@ -109,9 +109,11 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
         ([*model, "--images", str(good), "--frames", "9"], "need at least 9 frames"),
         ([*model, "--images", str(good), "--questions", str(tmp_path / "q.txt")], "questions file .*q.txt does not exist"),
         ([*model, "--images", str(good), "--mode", "turbo"], "mode 'turbo' is not available"),
-        ([*model, "--images", str(good), "--skip-threshold", "-0.1"], "skip threshold must be at least 0"),
-        ([*model, "--images", str(good), "--keep-ratio", "0"], r"keep ratio must be in \(0, 1\]"),
-        ([*model, "--images", str(good), "--max-keyframes", "0"], "max keyframes must be at least 1"),
+        ([*model, "--images", str(good), "--skip-threshold", "-0.1"], "--skip-threshold: keyframe.skip_threshold must be at least 0"),
+        ([*model, "--images", str(good), "--keep-ratio", "0"], r"--keep-ratio: mod.keep_ratio must be in \(0, 1\]"),
+        ([*model, "--images", str(good), "--max-keyframes", "0"], "--max-keyframes: keyframe.max_keyframes must be at least 1"),
+        ([*model, "--images", str(good), "--set", "vts.budjet=0.3"], "unknown setting 'vts.budjet' .did you mean vts.budget"),
+        ([*model, "--images", str(good), "--set", "mod.gate=maybe"], "--set mod.gate=maybe: mod.gate must be true or false"),
     ]
     import re
 
@@ -129,17 +131,18 @@ def test_console_script_help():
 
 
 def test_pipeline_settings_reach_the_pipeline_config():
+    """Each pipeline flag is short for one dotted key; --set sets any key and wins over the flags;
+    a flag left out leaves the model's setting alone (it is not an override)."""
     import argparse
 
-    from vts_drive.cli.common import add_pipeline_arguments, pipeline_config
+    from vts_drive.cli.common import add_pipeline_arguments, pipeline_overrides
 
     parser = argparse.ArgumentParser()
     add_pipeline_arguments(parser)
-    argv = ["--skip-threshold", "0.4", "--keep-ratio", "0.3", "--keyframe-anchor", "first", "--max-keyframes", "1", "--free-box"]
-    config = pipeline_config(parser.parse_args(argv))
-    assert (config.keyframe_skip_threshold, config.mod_keep_ratio, config.keyframe_anchor, config.max_keyframes, config.box_grammar) == (
-        0.4, 0.3, "first", 1, False)
-    defaults = pipeline_config(parser.parse_args([]))
-    # None: the model's own settings
-    assert (defaults.keyframe_skip_threshold, defaults.mod_keep_ratio, defaults.keyframe_anchor, defaults.max_keyframes, defaults.box_grammar) == (
-        None, None, None, None, True)
+    argv = ["--skip-threshold", "0.4", "--keep-ratio", "0.3", "--keyframe-anchor", "first", "--max-keyframes", "1", "--free-box",
+            "--set", "vts.budget=0.3", "--set", "keyframe.max_keyframes=2"]
+    overrides = pipeline_overrides(parser.parse_args(argv))
+    assert overrides == {"keyframe.skip_threshold": 0.4, "mod.keep_ratio": 0.3, "keyframe.anchor": "first",
+                         "keyframe.max_keyframes": "2", "box_grammar": False, "vts.budget": "0.3", "device": "cpu"}
+    defaults = pipeline_overrides(parser.parse_args([]))
+    assert defaults == {"device": "cpu"}

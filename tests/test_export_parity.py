@@ -11,17 +11,19 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from conftest import random_window
+from conftest import TEST_SELECTION, random_window
 from vts_drive.cli import main
 from vts_drive.engines.check_onnx import check_model, check_onnx_file
 from vts_drive.engines.export import export_engines, legalize_for_tensorrt
 from vts_drive.engines.manifest import model_hash, read_manifest, write_manifest
 from vts_drive.errors import InputError
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
+from vts_drive.config import KeyframeConfig, ModConfig, resolve_config
+from vts_drive.generation import GenerationMeter
+from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.model.loading import load_model
-from vts_drive.mod.routing import ModConfig, Routers, save_routers
-from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.mod.routing import Routers, save_routers
+from vts_drive.pipeline import Pipeline
 
 MODES = ["dense", "vts", "mod", "vts+mod"]
 
@@ -33,7 +35,7 @@ def model_dir(tiny_model_dir, tmp_path_factory):
     torch.manual_seed(0)
     # layer 1 routed, layer 0 dense: the layers' caches hold different numbers of entries
     save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[1])), folder)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), folder)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
     return folder
 
 
@@ -63,8 +65,8 @@ def engines(model_dir, tmp_path_factory):
 
 
 def pipelines(model, folder, mode, **settings):
-    torch_pipeline = Pipeline(model, PipelineConfig(mode=mode, **settings))
-    onnx_pipeline = Pipeline(model, PipelineConfig(mode=mode, backend="onnxruntime", engines=str(folder), **settings))
+    torch_pipeline = Pipeline(model, {"mode": mode, **settings})
+    onnx_pipeline = Pipeline(model, {"mode": mode, "backend": "onnxruntime", "engines": str(folder), **settings})
     return torch_pipeline, onnx_pipeline
 
 
@@ -145,35 +147,37 @@ def test_greedy_answers_are_identical_to_torch(model, engines, mode):
     assert type(onnx_pipeline.decoder).__name__ == "ExportedDecoder"
     for seed in (0, 1):
         window = random_window(seed=seed)
-        expected = torch_pipeline.answer(window, ["Describe the driving scene.", "Why?", "What should the ego car do?"])
-        got = onnx_pipeline.answer(window, ["Describe the driving scene.", "Why?", "What should the ego car do?"])
+        prompts = ["Describe the driving scene.", "Why?", "What should the ego car do?"]
+        expected_meter, got_meter = GenerationMeter(model.hf_model.config.text_config), GenerationMeter(model.hf_model.config.text_config)
+        expected = torch_pipeline.answer(window, prompts, expected_meter)
+        got = onnx_pipeline.answer(window, prompts, got_meter)
         assert got.answers == expected.answers
         assert got.tokens == expected.tokens
-        assert got.kv_cache_bytes == expected.kv_cache_bytes
+        assert got_meter.kv_cache_bytes == expected_meter.kv_cache_bytes
         assert any(answer for answer in got.answers)
 
 
 def test_engines_that_do_not_match_are_refused(model, model_dir, tiny_model_dir, engines, tmp_path):
     folder = engines("vts+mod")
     with pytest.raises(InputError, match=r"exported for mode vts\+mod, not mod: export again"):
-        Pipeline(model, PipelineConfig(mode="mod", backend="onnxruntime", engines=str(folder)))
+        Pipeline(model, {"mode": "mod", "backend": "onnxruntime", "engines": str(folder)})
     with pytest.raises(InputError, match="exported with routers .*'keep_ratio': 0.25.*'keep_ratio': 0.5"):
-        Pipeline(model, PipelineConfig(mode="vts+mod", backend="onnxruntime", engines=str(folder), mod_keep_ratio=0.5))
+        Pipeline(model, {"mode": "vts+mod", "backend": "onnxruntime", "engines": str(folder), "mod.keep_ratio": 0.5})
     with pytest.raises(InputError, match="export this model's graphs again"):
-        Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="dense", backend="onnxruntime", engines=str(engines("dense"))))
+        Pipeline.load(str(tiny_model_dir), {"mode": "dense", "backend": "onnxruntime", "engines": str(engines("dense"))})
     with pytest.raises(InputError, match="is not an engines folder"):
-        Pipeline(model, PipelineConfig(backend="onnxruntime", engines=str(tmp_path / "missing")))
+        Pipeline(model, {"backend": "onnxruntime", "engines": str(tmp_path / "missing")})
     with pytest.raises(InputError, match="--engines DIR"):
-        PipelineConfig(backend="onnxruntime").check()
+        resolve_config(None, {"backend": "onnxruntime"})
     with pytest.raises(InputError, match="--device cuda"):
-        PipelineConfig(backend="tensorrt", engines=str(folder)).check()
+        resolve_config(None, {"backend": "tensorrt", "engines": str(folder)})
     partial = tmp_path / "partial"
     shutil.copytree(folder, partial)
     manifest = read_manifest(partial)
     manifest.graphs = [graph for graph in manifest.graphs if graph.name != "llm_decode"]
     write_manifest(partial, manifest)
     with pytest.raises(InputError, match="lack the graphs llm_decode"):
-        Pipeline(model, PipelineConfig(mode="vts+mod", backend="onnxruntime", engines=str(partial)))
+        Pipeline(model, {"mode": "vts+mod", "backend": "onnxruntime", "engines": str(partial)})
 
 
 def test_a_rerun_keeps_the_graphs_already_exported(model_dir, engines):

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
+from conftest import TEST_SELECTION
+from vts_drive.config import KeyframeConfig
 from vts_drive.frame_cache import frame_key
-from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
+from vts_drive.pipeline import Pipeline
 from vts_drive.window import FrameWindow
 
 CAMERAS = ["front", "front_left"]
@@ -26,8 +28,8 @@ def window_at(frames, start, size=4):
 
 
 def test_overlapping_windows_reuse_encoded_frames(tiny_model_dir):
-    cached = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4))
-    fresh = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4, frame_cache=False))
+    cached = Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 4})
+    fresh = Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 4, "frame_cache": False})
     frames = stream(0)
     for start in range(4):
         window = window_at(frames, start)
@@ -38,8 +40,8 @@ def test_overlapping_windows_reuse_encoded_frames(tiny_model_dir):
 
 
 def test_same_stamps_different_images_are_not_confused(tiny_model_dir):
-    pipeline = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=6))
-    reference = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=6, frame_cache=False))
+    pipeline = Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 6})
+    reference = Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 6, "frame_cache": False})
     first, second = window_at(stream(1), 0), window_at(stream(2), 0)  # same stamps, other recording
     pipeline.ask(first, ["Why?"])
     assert pipeline.ask(second, ["Why?"]) == reference.ask(second, ["Why?"])
@@ -47,8 +49,8 @@ def test_same_stamps_different_images_are_not_confused(tiny_model_dir):
 
 
 def test_out_of_order_windows_stay_correct(tiny_model_dir):
-    pipeline = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4))
-    reference = Pipeline.load(str(tiny_model_dir), PipelineConfig(max_new_tokens=4, frame_cache=False))
+    pipeline = Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 4})
+    reference = Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 4, "frame_cache": False})
     frames = stream(3)
     for start in [2, 0, 3, 1]:
         window = window_at(frames, start)
@@ -60,14 +62,14 @@ def model_with_scorer(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("gate") / "model"
     shutil.copytree(tiny_model_dir, folder)
     torch.manual_seed(0)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), folder)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
     return folder
 
 
 def test_gating_skips_encoding_of_low_scoring_frames(model_with_scorer):
     window = window_at(stream(4), 0)
-    everything = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=0.0))
-    gated = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01))
+    everything = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 0.0})
+    gated = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01})
     everything.answer(window, ["Why?"])
     result = gated.answer(window, ["Why?"])
     assert everything.frame_cache.misses == 8
@@ -79,7 +81,7 @@ def test_skipped_frame_is_not_encoded_when_it_becomes_a_first_frame(model_with_s
     """With stride 1 every frame is once a window's first frame (a keyframe). A frame the gate
     skipped enters that window with its predecessor's tokens instead of being encoded then."""
     frames = stream(5, length=6)
-    gated = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01))
+    gated = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01})
     gated.answer(window_at(frames, 0), ["Why?"])
     assert gated.frame_cache.misses == 2
     first = {camera: gated.frame_cache.frames[key].tokens for camera, key in _frame_keys(frames, 0, 0).items()}
@@ -105,7 +107,7 @@ def test_newest_anchor_skipped_by_the_gate_stands_in_with_its_predecessor(model_
     the tokens of the frame before it. The stream's first window encodes each camera's oldest
     frame (it always enters, and nothing before it can stand in) and the later ones stand in."""
     frames = stream(6, length=6)
-    config = PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01, keyframe_anchor="newest")
+    config = {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01, "keyframe.anchor": "newest"}
     gated = Pipeline.load(str(model_with_scorer), config)
     result = gated.answer(window_at(frames, 0), ["Why?"])
     assert gated.frame_cache.misses == 2  # each camera's first frame; the newest stands in with it
@@ -133,7 +135,7 @@ def test_a_windows_oldest_frame_is_scored_against_the_streams_previous_frame(mod
     stream: against the newest frame the pipeline saw before it, not against itself. The stream's
     first frame has nothing before it and is a keyframe (probability 1)."""
     frames = stream(7, length=10)
-    config = PipelineConfig(mode="vts", max_keyframes=1, max_new_tokens=2)
+    config = {"mode": "vts", "keyframe.max_keyframes": 1, "max_new_tokens": 2}
     strided = Pipeline.load(str(model_with_scorer), config)
     strided.answer(window_at(frames, 0), ["Why?"])
     assert [row[0] for row in _probabilities(strided, frames, 0)] == [1.0, 1.0]
@@ -152,7 +154,7 @@ def test_a_windows_oldest_frame_is_scored_against_the_streams_previous_frame(mod
 
 def test_a_new_recording_starts_a_new_stream(model_with_scorer):
     """Stamps that go back (another bag, a restarted camera) have no previous frame."""
-    pipeline = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, max_new_tokens=2))
+    pipeline = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "max_new_tokens": 2})
     pipeline.answer(window_at(stream(8), 4), ["Why?"])
     other = stream(9)
     pipeline.answer(window_at(other, 0), ["Why?"])
@@ -160,16 +162,16 @@ def test_a_new_recording_starts_a_new_stream(model_with_scorer):
 
 
 def test_frames_the_gate_leaves_empty_are_counted_in_the_report(model_with_scorer):
-    gated = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=1.01))
+    gated = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01})
     report = gated.describe(window_at(stream(10), 0))
     assert report.tokens["frames_skipped"] == 2 * 3  # every frame but each camera's keyframe
-    everything = Pipeline.load(str(model_with_scorer), PipelineConfig(mode="vts", max_keyframes=1, keyframe_skip_threshold=0.0))
+    everything = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 0.0})
     assert everything.describe(window_at(stream(10), 0)).tokens["frames_skipped"] == 0
 
 
 def test_newest_mode_runs_dense_on_each_cameras_newest_frame_only(tiny_model_dir):
-    newest = Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="newest", max_new_tokens=6))
-    dense = Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="dense", max_new_tokens=6, frame_cache=False))
+    newest = Pipeline.load(str(tiny_model_dir), {"mode": "newest", "max_new_tokens": 6})
+    dense = Pipeline.load(str(tiny_model_dir), {"mode": "dense", "max_new_tokens": 6, "frame_cache": False})
     frames = stream(11)
     window = window_at(frames, 2)
     result = newest.answer(window, ["Why?"])

@@ -6,19 +6,20 @@ import pytest
 import torch
 
 from conftest import random_window
+from vts_drive.config import ModConfig, resolve_config
+from vts_drive.generation import GenerationMeter
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.mod.routing import (
-    ModConfig,
+    RoutedLayer,
     Routers,
     RoutingPlan,
     choose_tokens,
     load_routers,
-    routed_layer_forward,
     routing_scores,
     save_routers,
     token_mask,
 )
-from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,8 @@ def sequence(pipeline, seed=0, question="What should the ego car do?"):
 
 
 def test_keep_all_without_gate_reproduces_dense_logits(model_with_routers):
-    dense = Pipeline.load(str(model_with_routers), PipelineConfig(mode="dense"))
-    routed = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod", mod_keep_ratio=1.0, mod_gate=False))
+    dense = Pipeline.load(str(model_with_routers), {"mode": "dense"})
+    routed = Pipeline.load(str(model_with_routers), {"mode": "mod", "mod.keep_ratio": 1.0, "mod.gate": False})
     embeds, positions, frame_index, _ = sequence(dense)
     with torch.no_grad():
         expected = dense.decoder.logits(dense.decoder(embeds, positions))
@@ -83,7 +84,7 @@ def test_plan_pads_rows_and_frames_to_fixed_shapes():
 
 
 def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
-    pipeline = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod"))
+    pipeline = Pipeline.load(str(model_with_routers), {"mode": "mod"})
     decoder = pipeline.decoder
     embeds, positions, frame_index, _ = sequence(pipeline, seed=1)
     cache, trace = KVCache(decoder.num_layers), []
@@ -91,7 +92,8 @@ def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
     hidden_in = embeds
     with torch.no_grad():
         plan = decoder.routing_plan(frame_index)
-        out = routed_layer_forward(decoder, decoder.routers, 0, hidden_in, positions, valid, cache, plan, trace)
+        assert isinstance(decoder.layers[0], RoutedLayer)
+        out = decoder.layers[0](hidden_in, positions, valid, cache, plan, trace)
     selected, visual = trace[0].selected[0], trace[0].visual[0]
     skipped = visual & ~selected
     assert skipped.sum() > 0
@@ -106,7 +108,7 @@ def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
 
 
 def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers):
-    pipeline = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod"))
+    pipeline = Pipeline.load(str(model_with_routers), {"mode": "mod"})
     decoder = pipeline.decoder
     embeds, positions, frame_index, prefix = sequence(pipeline, seed=2)
     length = embeds.shape[1]
@@ -123,48 +125,73 @@ def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers
 
 def test_mod_pipeline_report_and_kv_savings(model_with_routers):
     window = random_window(seed=4)
-    dense = Pipeline.load(str(model_with_routers), PipelineConfig(mode="dense", max_new_tokens=4))
-    routed = Pipeline.load(str(model_with_routers), PipelineConfig(mode="mod", max_new_tokens=4))
-    dense_result = dense.answer(window, ["Why?"])
-    routed_result = routed.answer(window, ["Why?"])
-    assert routed_result.kv_cache_bytes < dense_result.kv_cache_bytes
+    dense = Pipeline.load(str(model_with_routers), {"mode": "dense", "max_new_tokens": 4})
+    routed = Pipeline.load(str(model_with_routers), {"mode": "mod", "max_new_tokens": 4})
+    dense_meter, routed_meter = (GenerationMeter(dense.decoder.config) for _ in range(2))
+    dense.answer(window, ["Why?"], dense_meter)
+    routed.answer(window, ["Why?"], routed_meter)
+    assert 0 < routed_meter.kv_cache_bytes < dense_meter.kv_cache_bytes
     assert routed.describe(window).mode == "mod"
 
 
 def test_router_adapter_round_trip_and_errors(model_with_routers, tiny_model_dir, tmp_path):
     from vts_drive.errors import InputError
 
-    routers = load_routers(model_with_routers, hidden_size=64, num_layers=2)
+    settings = resolve_config(model_with_routers).mod
+    routers = load_routers(model_with_routers, settings, hidden_size=64, num_layers=2)
     assert routers.layer_indices == [0, 1] and routers.config.keep_ratio == 0.25
     with pytest.raises(InputError, match="train-router"):
-        Pipeline.load(str(tiny_model_dir), PipelineConfig(mode="mod"))
+        Pipeline.load(str(tiny_model_dir), {"mode": "mod"})
     with pytest.raises(InputError, match="do not fit this model"):
-        load_routers(model_with_routers, hidden_size=32, num_layers=2)
+        load_routers(model_with_routers, settings, hidden_size=32, num_layers=2)
     with pytest.raises(InputError, match="routing 'best'"):
-        PipelineConfig(mode="mod", mod_routing="best").check()
+        resolve_config(None, {"mode": "mod", "mod.routing": "best"})
 
 
 @pytest.mark.parametrize("mode", ["dense", "mod"])
 def test_head_cache_gives_the_answers_of_a_full_prefix_prefill(model_with_routers, mode):
     """The system turn's K/V, kept from an earlier window, stand in for prefilling it again."""
     from vts_drive.flops import prefix_prefill_flops
-    from vts_drive.generation import HeadCache, SamplingConfig, generate
-    from vts_drive.measure import StageTimer
+    from vts_drive.generation import HeadCache, decode, prefill
 
-    pipeline = Pipeline.load(str(model_with_routers), PipelineConfig(mode=mode))
+    pipeline = Pipeline.load(str(model_with_routers), {"mode": mode})
     decoder, head_cache = pipeline.decoder, HeadCache()
     suffixes = [pipeline.prompts.question_ids(q) for q in ["Describe the driving scene.", "What should the ego car do?"]]
-    sampling = SamplingConfig(max_new_tokens=8)
     held = None
     for seed in (5, 6):  # the second window starts from the head the first one computed
         window = random_window(seed=seed)
         tokens, saliency = pipeline.encode_window(window)
         context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
-        full = generate(decoder, context, suffixes, pipeline.stop_ids, sampling, StageTimer())
-        cached = generate(decoder, context, suffixes, pipeline.stop_ids, sampling, StageTimer(), head_cache=head_cache)
-        assert cached.token_ids == full.token_ids and cached.prefix_entries == full.prefix_entries
+        full_meter, cached_meter = GenerationMeter(decoder.config), GenerationMeter(decoder.config)
+        with torch.no_grad():
+            full_state = prefill(decoder, context, suffixes, pipeline.pad_id, meter=full_meter)
+            cached_state = prefill(decoder, context, suffixes, pipeline.pad_id, head_cache, cached_meter)
+            layers = range(decoder.num_layers)
+            assert [cached_state.cache.entries(i) for i in layers] == [full_state.cache.entries(i) for i in layers]
+            full = decode(decoder, full_state, pipeline.stop_ids, 8)
+            assert decode(decoder, cached_state, pipeline.stop_ids, 8) == full
         saved = prefix_prefill_flops(decoder.config, [context.head_length] * decoder.num_layers)
-        assert cached.prefill_flops == pytest.approx(full.prefill_flops - saved)
+        assert cached_meter.prefill_flops == pytest.approx(full_meter.prefill_flops - saved)
         held = held or head_cache.cache
         assert head_cache.cache is held  # computed once, not grown by the windows that used it
         assert all(head_cache.cache.entries(layer) == context.head_length for layer in range(decoder.num_layers))
+
+
+def test_random_routing_is_seeded(model_with_routers):
+    """The routing ablation reruns alike: random routing draws from the pipeline's seed, so two
+    pipelines with the same seed choose the same tokens window after window, another seed others."""
+
+    def routed_tokens(seed: int) -> list[torch.Tensor]:
+        pipeline = Pipeline.load(str(model_with_routers), {"mode": "mod", "mod.routing": "random", "seed": seed})
+        chosen = []
+        for window_seed in (7, 8):
+            embeds, positions, frame_index, _ = sequence(pipeline, seed=window_seed)
+            trace = []
+            with torch.no_grad():
+                pipeline.decoder(embeds, positions, plan=pipeline.decoder.routing_plan(frame_index), trace=trace)
+            chosen += [t.selected for t in trace]
+        return chosen
+
+    first, again, other = routed_tokens(0), routed_tokens(0), routed_tokens(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))

@@ -231,10 +231,10 @@ def test_replay_of_a_synthdrive_bag_writes_the_reports_boxes_as_detections(tmp_p
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
-    from vts_drive.pipeline import Pipeline, PipelineConfig
+    from vts_drive.pipeline import Pipeline
 
     bag, out, out_bag = synthdrive_bag(tmp_path / "synth"), tmp_path / "results.jsonl", tmp_path / "results_bag"
-    replay([bag], Pipeline.load("synthdrive-tiny", PipelineConfig()), out, SETTINGS, out_bag=out_bag)
+    replay([bag], Pipeline.load("synthdrive-tiny"), out, SETTINGS, out_bag=out_bag)
     reports = read_reports(out)
     expected = [[(r["risk"]["object"], [v * size for v, size in zip(r["risk"]["bbox"], (192, 128, 192, 128))])]
                 if r["risk"]["bbox"] and r["risk"]["camera"] in r["cameras"] else [] for r in reports]

@@ -173,7 +173,7 @@ def test_a_domain_that_cannot_be_joined_is_an_input_error():
     from vts_drive.ros.params import NodeParams
 
     with pytest.raises(InputError, match="DDS domain 300: cannot join"):
-        DdsTransport(NodeParams(questions=[]), domain_id=300)
+        DdsTransport(NodeParams(), domain_id=300)
 
 
 if __name__ == "__main__":

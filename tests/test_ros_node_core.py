@@ -158,7 +158,7 @@ def test_diagnostics_show_a_stale_camera_latency_and_mode():
     pipeline = GatedPipeline()
     pipeline.gate.set()
     clock = Clock()
-    core, out = make_core(pipeline, clock=clock, stale_after_s=1.0, mode="vts")
+    core, out = make_core(pipeline, clock=clock, stale_after_s=1.0, settings={"mode": "vts"})
     send_sets(core, 5, clock=clock)
     send_sets(core, 20, start=5, clock=clock, cameras=["front", "front_right"])
     wait_until(lambda: not core._windows and len(out.reports) >= 2)

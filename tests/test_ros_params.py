@@ -4,9 +4,11 @@ from pathlib import Path
 
 import pytest
 
+from vts_drive.config import setting_keys
 from vts_drive.errors import InputError
 from vts_drive.ros.params import (
-    NodeParams, camera_name, declarations, output_topic, params_from_dict, parse_param_overrides, read_params_file,
+    NodeParams, camera_name, declarations, node_fields, output_topic, params_from_dict, parse_param_overrides,
+    read_params_file,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +87,8 @@ def test_int_is_accepted_for_a_double():
 
 def test_declarations_cover_every_parameter_with_a_ros_type():
     declared = {name: (default, kind) for name, default, kind in declarations()}
-    assert set(declared) == set(NodeParams.__dataclass_fields__)
+    assert set(declared) == set(node_fields()) | set(setting_keys())
+    assert declared["vts.budget"] == (None, "DOUBLE") and declared["mod.layers"] == (None, "INTEGER_ARRAY")
     assert declared["camera_topics"][1] == "STRING_ARRAY" and declared["sync_slop_s"][1] == "DOUBLE"
     assert declared["compressed"][1] == "BOOL" and declared["frames_per_window"][1] == "INTEGER"
     # rclpy infers an empty list as a byte array, so no array parameter may default to []
@@ -97,7 +100,7 @@ def test_launch_arguments_are_node_parameters():
     tree = ast.parse((ROOT / "launch" / "vts_drive.launch.py").read_text())
     table = next(node.value for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id == "OVERRIDES")
     names = [key.value for key in table.keys]
-    assert set(names) <= set(NodeParams.__dataclass_fields__)
+    assert set(names) <= set(node_fields()) | set(setting_keys())
     assert {"camera_topics", "compressed", "frames_per_window", "window_stride", "sync_slop_s", "model", "mode",
             "backend", "device", "qos"} <= set(names)
 
@@ -134,21 +137,24 @@ def test_node_cli_ros2_transport_without_rclpy_says_what_to_do(capsys):
 
 
 def test_pipeline_settings_reach_the_pipeline_config():
-    """The settings a vehicle needs besides the mode: the exported engines, gating, the anchor,
-    the routers' keep ratio and the box grammar; their 'model's setting' values leave it alone."""
-    defaults = NodeParams().pipeline_config()
-    assert (defaults.engines, defaults.keyframe_skip_threshold, defaults.keyframe_anchor, defaults.mod_keep_ratio, defaults.max_keyframes) == (None,) * 5
-    assert defaults.box_grammar
-    config = params_from_dict({
-        "mode": "vts+mod", "backend": "onnxruntime", "engines": "engines/tiny", "skip_threshold": 0.2,
-        "keyframe_anchor": "first", "keep_ratio": 0.3, "max_keyframes": 1, "box_grammar": False,
-    }).pipeline_config()
-    assert (config.engines, config.keyframe_skip_threshold, config.keyframe_anchor, config.mod_keep_ratio, config.max_keyframes) == (
-        "engines/tiny", 0.2, "first", 0.3, 1)
-    assert not config.box_grammar
-    with pytest.raises(InputError, match="keyframe anchor 'middle'"):
-        params_from_dict({"keyframe_anchor": "middle"}).pipeline_config()
-    with pytest.raises(InputError, match="max keyframes must be at least 1"):
-        params_from_dict({"max_keyframes": -1}).pipeline_config()
+    """Any key of the pipeline's configuration is a parameter of the same dotted name (nested in a
+    params YAML or not); one left unset keeps the model's setting, so it is not in `settings`."""
+    assert NodeParams().settings == {}
+    params = params_from_dict({
+        "mode": "vts+mod", "backend": "onnxruntime", "engines": "engines/tiny", "keyframe": {"skip_threshold": 0.2},
+        "keyframe.anchor": "first", "mod.keep_ratio": 0.3, "keyframe.max_keyframes": 1, "box_grammar": False,
+        "vts.budget": None,
+    })
+    assert "vts.budget" not in params.settings
+    config = params.requested()
+    assert (config.engines, config.keyframe.skip_threshold, config.keyframe.anchor, config.mod.keep_ratio,
+            config.keyframe.max_keyframes) == ("engines/tiny", 0.2, "first", 0.3, 1)
+    assert not config.box_grammar and params.mode == "vts+mod"
+    with pytest.raises(InputError, match="keyframe.anchor 'middle'"):
+        params_from_dict({"keyframe.anchor": "middle"})
+    with pytest.raises(InputError, match="keyframe.max_keyframes must be at least 1"):
+        params_from_dict({"keyframe": {"max_keyframes": -1}})
     with pytest.raises(InputError, match="--engines"):
-        params_from_dict({"backend": "onnxruntime"}).pipeline_config()
+        params_from_dict({"backend": "onnxruntime"})
+    with pytest.raises(InputError, match="skip_threshold is now keyframe.skip_threshold"):
+        params_from_dict({"skip_threshold": 0.3})

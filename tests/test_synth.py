@@ -109,7 +109,7 @@ def test_bad_inputs(tmp_path, capsys):
 def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
     """Token dropout thins non-first frames; with empty_frame_share = 1 they keep no token (as
     VTS leaves a frame that repeats its keyframe) while the first frame keeps all of them."""
-    from vts_drive.keyframe.scorer import KeyframeConfig
+    from vts_drive.config import KeyframeConfig
     from vts_drive.synth.train import PreparedData, TrainConfig, sample_examples
 
     dataset = SynthDataset(small_dataset)
@@ -149,7 +149,7 @@ def test_vts_training_windows_take_keyframes_and_gating_from_the_scorer(small_da
     cells = np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8)
     probabilities = np.random.default_rng(0).random((1, cameras, frames)).astype(np.float32)
     data = PreparedData(images, cells, [scene], dataset.cameras, probabilities)
-    scorer = KeyframeConfig(threshold=0.5, max_keyframes=2, skip_threshold=0.4)
+    scorer = KeyframeConfig(threshold=0.5, max_keyframes=2, skip_threshold=0.4, anchor="first")
     config = TrainConfig(vts_share=1.0, front_only_share=0.0, window_frames=(4,))
     for seed in range(3):
         (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(seed), scorer)
@@ -190,7 +190,8 @@ def test_risk_windows_are_front_windows_asked_only_for_the_risk_with_each_frames
 
 def test_training_keyframe_probabilities_score_each_camera_stream_in_time_order():
     """Batched over scenes, every frame is scored against its own camera's previous frame."""
-    from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
+    from vts_drive.config import KeyframeConfig
+    from vts_drive.keyframe.scorer import KeyframeScorer
     from vts_drive.synth.train import keyframe_probabilities
 
     torch.manual_seed(0)

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
+from vts_drive.config import KeyframeConfig, ModConfig, resolve_config
+from vts_drive.keyframe.scorer import KeyframeScorer
 from vts_drive.keyframe.train import novelty_labels, precision_recall, stream_pairs, train_scorer
-from vts_drive.mod.routing import ModConfig, Routers, RoutingPlan, RoutingTrace, load_routers
+from vts_drive.mod.routing import Routers, RoutingPlan, RoutingTrace, load_routers
 from vts_drive.mod.train import PromptAttentionProbe, attention_targets, routed_losses, train_routers
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import load_model
@@ -56,7 +57,8 @@ def test_router_training_resumes_exactly(tiny_model_dir, tmp_path):
     resumed = train_routers(model, examples, ModConfig(keep_ratio=0.5), tmp_path / "b", steps=4, kl_weight=0.5)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
-    loaded = load_routers(tmp_path / "b", hidden_size=64, num_layers=2)
+    loaded = load_routers(tmp_path / "b", resolve_config(tmp_path / "b").mod, hidden_size=64, num_layers=2)
+    assert loaded.config.keep_ratio == 0.5
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), resumed.state_dict().values()))
     assert not any(p.requires_grad for p in model.hf_model.parameters()), "the base model stays frozen"
 
@@ -104,9 +106,8 @@ def test_prompt_attention_probe_equals_transformers_attentions(tiny_model_dir):
     example = examples(0, count=1)[0]
     example.prompts = example.prompts[:1]
     probe = PromptAttentionProbe([0, 1], decoder.scale)
-    decoder.attention_probe = probe
     with torch.no_grad():
-        forward_losses(vision, decoder, builder, [example])
+        forward_losses(vision, decoder, builder, [example], probe=probe)
         tokens, _ = vision.encode(vision.preprocess([im for camera in example.images for im in camera]))
         frames = [FrameTokens(c, t, tokens[i * 3 + t]) for i, c in enumerate(example.cameras) for t in range(3)]
         context = builder.context(frames, "cpu")
@@ -143,16 +144,14 @@ def test_attention_targets_of_a_subset_equal_a_dense_pass_over_the_subset(tiny_m
     received = {}
     for name, windows in (("all", batch), ("first", batch[:1])):
         probe = PromptAttentionProbe([1], decoder.scale)
-        decoder.attention_probe = probe
         with torch.no_grad():
-            forward_losses(vision, decoder, builder, windows)
+            forward_losses(vision, decoder, builder, windows, probe=probe)
         received[name] = probe.received
-    decoder.attention_probe = None
     routers = Routers(64, hf.config.text_config.num_hidden_layers, ModConfig(keep_ratio=0.5, layers=[1]))
+    routed = Qwen2Decoder(hf.model.language_model, hf.lm_head, routers)
     with torch.no_grad():
-        _, membership = routed_losses(vision, decoder, builder, routers, batch[:1], received["all"], "cpu")
-        decoder.routers = routers
-        trace = forward_losses(vision, decoder, builder, batch[:1]).trace
+        _, membership = routed_losses(vision, routed, builder, batch[:1], received["all"], "cpu")
+        trace = forward_losses(vision, routed, builder, batch[:1]).trace
     assert received["all"][1].shape[1] > trace[0].logits.shape[1]  # the dense pass had a wider prefix
     from_all = attention_targets(trace, received["all"], [2])
     from_first = attention_targets(trace, received["first"], [2])
@@ -168,12 +167,12 @@ def test_vts_training_windows_keep_the_tokens_the_pipeline_keeps(tiny_model_dir,
     from conftest import random_window
     from vts_drive.frame_cache import FrameFeatures
     from vts_drive.keyframe.scorer import save_scorer
-    from vts_drive.pipeline import Pipeline, PipelineConfig
+    from vts_drive.pipeline import Pipeline
     from vts_drive.training import token_keep
 
     save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), tmp_path / "scorer")
     model = load_model(str(tiny_model_dir))
-    pipeline = Pipeline(model, PipelineConfig(mode="vts", keyframe_scorer=str(tmp_path / "scorer")))
+    pipeline = Pipeline(model, {"mode": "vts", "keyframe_scorer": str(tmp_path / "scorer")})
     window = random_window(seed=3, frames=4)
     keyframes = np.array([[1, 0, 1, 0], [1, 0, 0, 0], [1, 1, 0, 0]], dtype=bool)
     present = keyframes | np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)

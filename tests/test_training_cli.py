@@ -6,12 +6,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TEST_SELECTION
 from vts_drive.cli import main
+from vts_drive.config import KeyframeConfig, resolve_config
 from vts_drive.errors import InputError
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, load_scorer, save_scorer
+from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
 from vts_drive.mod.routing import load_routers
 from vts_drive.model.loading import load_model
-from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.pipeline import Pipeline
 from vts_drive.synth.generate import SynthConfig, generate_dataset
 
 
@@ -25,7 +27,7 @@ def drive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(drive, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "model"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2", "--single-frame-steps", "25"]
+    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "test", "--batch-size", "2", "--single-frame-steps", "25"]
     assert main([*common, "--steps", "50"]) == 0  # checkpoint at 50
     first = json.loads((out / "training_history.json").read_text())
     assert main([*common, "--steps", "52", "--val-data", str(drive), "--val-scenes", "1"]) == 0  # resumes: only steps 51-52 run
@@ -48,9 +50,9 @@ def test_train_keyframe_writes_a_scorer_the_pipeline_uses(drive, trained, tmp_pa
                  "--anchor", "newest"])
     assert code == 0
     assert "held-out precision=" in capsys.readouterr().out
-    assert load_scorer(trained).config.max_keyframes == 2
-    assert load_scorer(trained).config.anchor == "newest"
-    report = Pipeline.load(str(trained), PipelineConfig(mode="vts", max_new_tokens=4)).describe(_window(drive))
+    assert resolve_config(trained).keyframe.max_keyframes == 2
+    assert resolve_config(trained).keyframe.anchor == "newest"
+    report = Pipeline.load(str(trained), {"mode": "vts", "max_new_tokens": 4}).describe(_window(drive))
     assert report.tokens["vision_kept"] <= report.tokens["vision_dense"]
 
 
@@ -62,28 +64,28 @@ def test_train_keyframe_with_novelty_labels_needs_a_model(drive, tmp_path, capsy
 def test_train_router_writes_routers_the_pipeline_uses(drive, trained, tmp_path):
     out = tmp_path / "routers"
     assert main(["train-router", "--model", str(trained), "--data", str(drive), "--out", str(out), "--steps", "3", "--batch-size", "2", "--r", "0.3"]) == 0
-    routers = load_routers(out, 64, load_model(str(trained)).hf_model.config.text_config.num_hidden_layers)
+    routers = load_routers(out, resolve_config(out).mod, 64, load_model(str(trained)).hf_model.config.text_config.num_hidden_layers)
     assert routers.config.keep_ratio == 0.3
-    report = Pipeline.load(str(trained), PipelineConfig(mode="mod", routers=str(out), max_new_tokens=4)).describe(_window(drive))
+    report = Pipeline.load(str(trained), {"mode": "mod", "routers": str(out), "max_new_tokens": 4}).describe(_window(drive))
     assert report.description is not None
 
 
 def test_train_synth_with_routing_trains_routers_jointly_and_resumes(drive, tmp_path):
     out = tmp_path / "routed"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2", "--single-frame-steps", "2"]
+    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "test", "--batch-size", "2", "--single-frame-steps", "2"]
     routing = ["--routed-share", "0.5", "--r", "0.5", "--layers", "1"]
     assert main([*common, *routing, "--steps", "4"]) == 0
     history = json.loads((out / "training_history.json").read_text())
     assert ["routed_lm" in r for r in history] == [False, False, True, True]  # not in the single-frame stage
     num_layers = load_model(str(out)).hf_model.config.text_config.num_hidden_layers
-    after_four = load_routers(out, 64, num_layers)
+    after_four = load_routers(out, resolve_config(out).mod, 64, num_layers)
     assert after_four.layer_indices == [1] and after_four.config.keep_ratio == 0.5
     assert main([*common, *routing, "--steps", "6", "--val-data", str(drive)]) == 0  # resumes routers too
     assert json.loads((out / "checkpoint" / "routers" / "state.json").read_text())["step"] == 6
-    after_six = load_routers(out, 64, num_layers)
+    after_six = load_routers(out, resolve_config(out).mod, 64, num_layers)
     assert not torch.equal(after_four.routers["1"].weight, after_six.routers["1"].weight)
     assert "mod_qa_exact_match" in json.loads((out / "training_history.json").read_text())[-1]
-    report = Pipeline.load(str(out), PipelineConfig(mode="mod", max_new_tokens=4)).describe(_window(drive))
+    report = Pipeline.load(str(out), {"mode": "mod", "max_new_tokens": 4}).describe(_window(drive))
     assert report.description is not None
 
 
@@ -91,16 +93,16 @@ def test_train_synth_on_vts_windows_uses_the_scorer_in_out(drive, tmp_path, caps
     """--vts-share needs the model's keyframe scorer: without one a clear error naming the folder
     and no checkpoint; with one the windows train on the tokens mode vts keeps."""
     out = tmp_path / "vts"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "tiny", "--batch-size", "2",
+    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "test", "--batch-size", "2",
               "--single-frame-steps", "1", "--steps", "3", "--vts-share", "1"]
     assert main(common) == 2
     assert f"{out} has no keyframe scorer" in capsys.readouterr().err
     assert not (out / "checkpoint").exists()  # refused before any work
     torch.manual_seed(0)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, anchor="newest")).eval(), out)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **{**TEST_SELECTION, "anchor": "newest"})).eval(), out)
     assert main(common) == 0
     assert [r["step"] for r in json.loads((out / "training_history.json").read_text())] == [1, 2, 3]
-    report = Pipeline.load(str(out), PipelineConfig(mode="vts", max_new_tokens=4)).describe(_window(drive))
+    report = Pipeline.load(str(out), {"mode": "vts", "max_new_tokens": 4}).describe(_window(drive))
     assert report.tokens["vision_kept"] < report.tokens["vision_dense"]
 
 
@@ -113,12 +115,13 @@ def test_train_synth_from_a_trained_model(drive, trained, tmp_path):
 
     start = tmp_path / "start"
     shutil.copytree(trained, start, ignore=shutil.ignore_patterns("checkpoint"))
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), start)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), start)
     out = tmp_path / "fine"
     common = ["train-synth", "--data", str(drive), "--out", str(out), "--init", str(start), "--batch-size", "2",
               "--single-frame-steps", "0", "--box-weight", "1", "--coordinate-sigma", "1.5", "--risk-windows", "2"]
     assert main([*common, "--steps", "1", "--lr", "0"]) == 0
-    assert (out / "keyframe_scorer.json").is_file()
+    assert (out / "keyframe_scorer.safetensors").is_file()
+    assert resolve_config(out).keyframe == resolve_config(start).keyframe
     before, after = load_file(start / "model.safetensors"), load_file(out / "model.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     assert (out / "tokenizer.json").read_text() == (start / "tokenizer.json").read_text()
@@ -145,8 +148,8 @@ def test_train_synth_from_a_trained_model_at_a_larger_input_size(drive, trained,
     moved = [k for k in before if before[k].shape != after[k].shape or not torch.equal(before[k], after[k])]
     assert moved == ["model.vision_tower.embeddings.position_embedding.weight"]
     window = _window(drive)
-    small_report = Pipeline.load(str(trained), PipelineConfig(mode="dense", max_new_tokens=2)).describe(window)
-    large_report = Pipeline.load(str(out), PipelineConfig(mode="dense", max_new_tokens=2)).describe(window)
+    small_report = Pipeline.load(str(trained), {"mode": "dense", "max_new_tokens": 2}).describe(window)
+    large_report = Pipeline.load(str(out), {"mode": "dense", "max_new_tokens": 2}).describe(window)
     assert large_report.tokens["vision_dense"] == 4 * small_report.tokens["vision_dense"]
 
 
@@ -190,11 +193,11 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     assert "max_keyframes must be at least 1 (the anchor frame), got 0" in capsys.readouterr().err
     common = ["train-router", "--model", "synthdrive-tiny", "--data", str(drive), "--out", str(tmp_path / "r")]
     assert main([*common, "--r", "0"]) == 2
-    assert "--r must be in (0, 1]" in capsys.readouterr().err
+    assert "--r: mod.keep_ratio must be in (0, 1]" in capsys.readouterr().err
     assert main([*common, "--scenes", "0"]) == 2
     assert "--scenes must be at least 1" in capsys.readouterr().err
     assert main([*common, "--layers", "1,x"]) == 2
-    assert "--layers takes comma-separated layer indices, got '1,x'" in capsys.readouterr().err
+    assert "--layers: mod.layers must be a whole number, got 'x'" in capsys.readouterr().err
     routed = ["train-synth", "--data", str(drive), "--out", str(tmp_path / "m"), "--routed-share"]
     assert main([*routed, "1.5"]) == 2
     assert "--routed-share must be in [0, 1]" in capsys.readouterr().err
@@ -202,7 +205,7 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
         assert main([*routed, "0.5", flag, "-0.1"]) == 2
         assert f"{flag} must be in [0, 1], got -0.1" in capsys.readouterr().err
     assert main([*routed, "0.5", "--layers", "one"]) == 2
-    assert "--layers takes comma-separated layer indices, got 'one'" in capsys.readouterr().err
+    assert "--layers: mod.layers must be a whole number, got 'one'" in capsys.readouterr().err
     for flag in ("--box-weight", "--coordinate-sigma", "--risk-windows"):
         assert main([*routed, "0", flag, "-1"]) == 2
         assert f"{flag} must be at least 0, got -1" in capsys.readouterr().err
@@ -215,3 +218,4 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     assert main([*routed, "0", "--init", str(missing)]) == 2
     assert f"model folder {missing} does not exist" in capsys.readouterr().err
     assert not any((tmp_path / name).exists() for name in ("k", "r", "m"))  # nothing half-written
+

@@ -2,7 +2,7 @@
 import torch
 
 from conftest import random_window
-from vts_drive.generation import SamplingConfig, generate, length_buckets, prefill_suffixes
+from vts_drive.generation import generate, length_buckets, prefill_suffixes
 from vts_drive.measure import StageTimer
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.prompt import RISK_PROMPT
@@ -80,18 +80,17 @@ def test_shared_prefix_batched_generation_equals_transformers_generate(tiny_pipe
     context, _, _ = _full_sequence(tiny_pipeline, questions[0])
     suffixes = [tiny_pipeline.prompts.question_ids(q) for q in questions]
     assert len(length_buckets([len(s) for s in suffixes])) > 1, "the risk prompt is prefilled apart from the short ones"
-    sampling = SamplingConfig(max_new_tokens=10)
-    result = generate(tiny_pipeline.decoder, context, suffixes, tiny_pipeline.stop_ids, sampling, StageTimer())
-    for suffix, ours in zip(suffixes, result.token_ids):
+    result = generate(tiny_pipeline.decoder, context, suffixes, tiny_pipeline.stop_ids, 10, StageTimer())
+    for suffix, ours in zip(suffixes, result):
         assert ours == _reference_answer(tiny_pipeline, context, suffix, tiny_pipeline.stop_ids, 10)
-    assert len({tuple(ids) for ids in result.token_ids}) > 1, "the prompts should not all give the same answer"
+    assert len({tuple(ids) for ids in result}) > 1, "the prompts should not all give the same answer"
 
     # A token one answer produces becomes a stop token: rows end at different steps and leave
     # the batch, and the rows still decoding are unaffected.
-    stop_ids = tiny_pipeline.stop_ids | {result.token_ids[1][2]}
-    early = generate(tiny_pipeline.decoder, context, suffixes, stop_ids, sampling, StageTimer())
-    assert len({len(ids) for ids in early.token_ids}) > 1
-    for suffix, ours in zip(suffixes, early.token_ids):
+    stop_ids = tiny_pipeline.stop_ids | {result[1][2]}
+    early = generate(tiny_pipeline.decoder, context, suffixes, stop_ids, 10, StageTimer())
+    assert len({len(ids) for ids in early}) > 1
+    for suffix, ours in zip(suffixes, early):
         assert ours == _reference_answer(tiny_pipeline, context, suffix, stop_ids, 10)
 
 

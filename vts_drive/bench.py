@@ -2,9 +2,10 @@
 each with its ratio to dense.
 
 A mode spec is a pipeline mode, `naive` (plain transformers usage, see naive.py),
-or either with settings in brackets, for sweeps and ablations:
-    dense, vts, vts[budget=0.3], mod[r=0.1], mod[routing=random], vts+mod[skip=0.3],
-    vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch)
+or either with settings in brackets, dotted keys of the configuration (config.py)
+or their short names (config.ALIASES), for sweeps and ablations:
+    dense, vts, vts[vts.budget=0.3], mod[mod.keep_ratio=0.1], mod[routing=random],
+    vts+mod[skip=0.3], vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch)
 Each mode first runs one warm-up window and empties its frame cache, so every
 mode sees the same stream from a cold start; then the modes take turns window by
 window, so a machine whose speed drifts during the run moves all of them alike.
@@ -13,45 +14,25 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
 
 import torch
 from tqdm import tqdm
 
+from vts_drive.config import ALIASES, MODES, Overrides, flatten, resolve_config, setting_keys
 from vts_drive.errors import InputError
 from vts_drive.flops import conv_stack_flops, projector_flops, siglip_flops
+from vts_drive.generation import GenerationMeter
 from vts_drive.measure import PeakMemory
 from vts_drive.naive import answer_naively
-from vts_drive.pipeline import MODES, Pipeline, PipelineConfig, WindowAnswers
+from vts_drive.pipeline import Pipeline, WindowAnswers
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
 from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, cider, exact_match
 from vts_drive.window import FrameWindow
 
 
-def is_on(value: str) -> bool:
-    return value.lower() in ("1", "true", "on", "yes")
-
-
-# setting name in a mode spec -> how it changes the PipelineConfig
-SETTINGS: dict[str, Callable[[PipelineConfig, str], PipelineConfig]] = {
-    "budget": lambda c, v: replace(c, vts=replace(c.vts, budget=float(v))),
-    "radius": lambda c, v: replace(c, vts=replace(c.vts, radius=int(v))),
-    "redundancy": lambda c, v: replace(c, vts=replace(c.vts, redundancy_threshold=float(v))),
-    "keyframe": lambda c, v: replace(c, keyframe_threshold=float(v)),
-    "max_keyframes": lambda c, v: replace(c, max_keyframes=int(v)),
-    "skip": lambda c, v: replace(c, keyframe_skip_threshold=float(v)),
-    "anchor": lambda c, v: replace(c, keyframe_anchor=v),
-    "cache": lambda c, v: replace(c, frame_cache=is_on(v)),
-    "r": lambda c, v: replace(c, mod_keep_ratio=float(v)),
-    "routing": lambda c, v: replace(c, mod_routing=v),
-    "gate": lambda c, v: replace(c, mod_gate=is_on(v)),
-    "routers": lambda c, v: replace(c, routers=v),
-    "box_grammar": lambda c, v: replace(c, box_grammar=is_on(v)),
-    "backend": lambda c, v: replace(c, backend=v),
-    "engines": lambda c, v: replace(c, engines=v),
-}
 _SPEC = re.compile(r"^([\w+]+)(?:\[(.*)\])?$")
 
 
@@ -78,36 +59,64 @@ class BenchWindow:
 class ModeSpec:
     label: str
     mode: str  # a pipeline mode or "naive"
-    settings: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)  # dotted key -> value as written
 
-    def config(self, base: PipelineConfig) -> PipelineConfig:
-        config = replace(base, mode="dense" if self.mode == "naive" else self.mode)
-        for name, value in self.settings.items():
-            config = SETTINGS[name](config, value)
-        config.check()
-        return config
+    def overrides(self, base: Overrides) -> dict[str, object]:
+        """The run's overrides with this spec's mode and settings on top."""
+        return {**flatten(base), "mode": "dense" if self.mode == "naive" else self.mode, **self.settings}
+
+
+class Answer(Protocol):
+    def __call__(self, window: FrameWindow, prompts: list[str], meter: GenerationMeter | None = None) -> WindowAnswers: ...
+
+
+def answer_function(spec: ModeSpec, pipeline: Pipeline) -> Answer:
+    """How a mode answers: the pipeline itself, or plain transformers usage on its stages (naive)."""
+    if spec.mode == "naive":
+        return lambda window, prompts, meter=None: answer_naively(pipeline, window, prompts, meter)
+    return pipeline.answer
+
+
+def split_items(text: str) -> list[str]:
+    """'a,b[c=1,d=[2,3]]' -> ['a', 'b[c=1,d=[2,3]]']: commas inside brackets stay."""
+    items, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            items.append(text[start:index])
+            start = index + 1
+    return [item.strip() for item in [*items, text[start:]]]
 
 
 def parse_mode_specs(text: str) -> list[ModeSpec]:
+    """'dense,vts[vts.budget=0.3]' -> specs, their settings checked before any model loads."""
     specs = []
-    for label in re.split(r",(?![^\[]*\])", text):
+    known = setting_keys()
+    for label in split_items(text):
         label = label.strip()
         match = _SPEC.match(label)
         if not match or match.group(1) not in (*MODES, "naive"):
-            raise InputError(f"mode spec {label!r}: expected MODE or MODE[setting=value,...], MODE one of {', '.join((*MODES, 'naive'))}")
+            modes = ", ".join((*MODES, "naive"))
+            raise InputError(f"mode spec {label!r}: expected MODE or MODE[key=value,...], MODE one of {modes}")
         settings = {}
-        for item in filter(None, (match.group(2) or "").split(",")):
+        for item in filter(None, split_items(match.group(2) or "")):
             name, sep, value = item.partition("=")
-            if not sep or name.strip() not in SETTINGS:
-                raise InputError(f"mode spec {label!r}: unknown setting {item!r}; settings: {', '.join(SETTINGS)}")
-            settings[name.strip()] = value.strip()
-        specs.append(ModeSpec(label, match.group(1), settings))
+            key = ALIASES.get(name.strip(), name.strip())
+            if not sep or key not in known:
+                raise InputError(
+                    f"mode spec {label!r}: unknown setting {item!r}; a dotted key of the configuration "
+                    f"(e.g. vts.budget) or one of {', '.join(ALIASES)}"
+                )
+            settings[key] = value.strip()
+        spec = ModeSpec(label, match.group(1), settings)
+        resolve_config(None, spec.overrides({}), source=f"mode spec {label!r}")
+        specs.append(spec)
     if not specs:
         raise InputError("no modes given")
     return specs
 
 
-def stage_flops(pipeline: Pipeline, result: WindowAnswers) -> dict[str, float]:
+def stage_flops(pipeline: Pipeline, result: WindowAnswers, meter: GenerationMeter) -> dict[str, float]:
     """FLOPs per stage of one window, from the shapes it ran with."""
     hf_config = pipeline.model.hf_model.config
     vision = hf_config.vision_config
@@ -116,19 +125,19 @@ def stage_flops(pipeline: Pipeline, result: WindowAnswers) -> dict[str, float]:
         vision.hidden_size, hf_config.text_config.hidden_size, patches
     )
     scorer = pipeline.keyframe_scorer
-    keyframe = conv_stack_flops(scorer, scorer.config.input_size) if scorer is not None else 0.0
+    keyframe = conv_stack_flops(scorer, pipeline.config.keyframe.input_size) if scorer is not None else 0.0
     return {
         "keyframe_flops": result.frames_scored * keyframe,
         "vision_flops": result.frames_encoded * per_frame,
-        "llm_prefill_flops": result.llm_prefill_flops,
-        "decode_flops": result.llm_decode_flops,
+        "llm_prefill_flops": meter.prefill_flops,
+        "decode_flops": meter.decode_flops,
     }
 
 
 class ModeRun:
     """One mode's pipeline and the figures it has gathered so far."""
 
-    def __init__(self, label: str, pipeline: Pipeline, answer: Callable[[FrameWindow, list[str]], WindowAnswers]) -> None:
+    def __init__(self, label: str, pipeline: Pipeline, answer: Answer) -> None:
         self.label, self.pipeline, self.answer = label, pipeline, answer
         self.sums: dict[str, float] = {}
         self.generated = self.decode_ms = self.wall_s = self.peak_mb = 0.0
@@ -142,16 +151,17 @@ class ModeRun:
     def measure(self, item: BenchWindow) -> None:
         with PeakMemory(self.pipeline.device) as peak:
             start = time.perf_counter()
-            result = self.answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions])
+            meter = GenerationMeter(self.pipeline.model.hf_model.config.text_config)
+            result = self.answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions], meter)
             self.wall_s += time.perf_counter() - start
         self.peak_mb = max(self.peak_mb, peak.mb)
         figures = {
             "vision_tokens": result.tokens["vision_kept"],
             "frames_encoded": result.frames_encoded,
-            "kv_cache_mb": result.kv_cache_bytes / 2**20,
-            "ttft_ms": result.ttft_ms,
+            "kv_cache_mb": meter.kv_cache_bytes / 2**20,
+            "ttft_ms": meter.ttft_ms,
             **{f"{stage}_ms": result.timings_ms.get(stage, 0.0) for stage in ("keyframe", "vision", "sparsify", "prefill", "decode", "generate", "total")},
-            **stage_flops(self.pipeline, result),
+            **stage_flops(self.pipeline, result, meter),
         }
         for name, value in figures.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
@@ -196,22 +206,18 @@ def accuracy(predictions: list[tuple[BenchWindow, WindowAnswers]], device) -> di
 
 
 def run_bench(
-    load: Callable[[PipelineConfig], Pipeline],
-    base: PipelineConfig,
+    load: Callable[[Overrides], Pipeline],
+    base: Overrides,
     specs: list[ModeSpec],
     windows: list[BenchWindow],
 ) -> dict:
-    """`load` builds a pipeline for a config (so the model can be loaded once and shared)."""
+    """`load` builds a pipeline for overrides (so the model can be loaded once and shared)."""
     if not windows:
         raise InputError("no windows to benchmark")
     runs = []
     for spec in specs:
-        pipeline = load(spec.config(base))
-        if spec.mode == "naive":
-            answer = lambda window, prompts, p=pipeline: answer_naively(p, window, prompts)  # noqa: E731
-        else:
-            answer = pipeline.answer
-        runs.append(ModeRun(spec.label, pipeline, answer))
+        pipeline = load(spec.overrides(base))
+        runs.append(ModeRun(spec.label, pipeline, answer_function(spec, pipeline)))
         runs[-1].warm_up(windows[0])
     # Window by window, every mode in turn: a machine that speeds up or slows down during the
     # run (other load, clocks, caches) moves every mode's figures alike, not one mode's.

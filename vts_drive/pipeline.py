@@ -14,106 +14,30 @@ Modes and backends are configuration of this one object, never copies of it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vts_drive.box_grammar import BoxConstraint
+from vts_drive.config import MODES, Overrides, PipelineConfig, resolve_config
 from vts_drive.errors import InputError
 from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
-from vts_drive.generation import HeadCache, SamplingConfig, generate
-from vts_drive.keyframe.scorer import ANCHORS, KeyframeScorer, load_scorer, select_keyframes
+from vts_drive.generation import GenerationMeter, HeadCache, generate
+from vts_drive.keyframe.scorer import KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.measure import StageTimer
 from vts_drive.model.decoder import Qwen2Decoder
-from vts_drive.model.loading import VisionLanguageModel, load_model
+from vts_drive.model.loading import VisionLanguageModel, load_model, model_folder
 from vts_drive.model.vision import VisionEncoder
-from vts_drive.mod.routing import ROUTINGS, load_routers
+from vts_drive.mod.routing import Routers, load_routers
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
 from vts_drive.report import QA, SceneReport, parse_risk
-from vts_drive.tokens.prumerge import PruMergeConfig, prumerge_frame
-from vts_drive.tokens.vts import SparsifierConfig
+from vts_drive.tokens.prumerge import prumerge_frame
 from vts_drive.tokens.vts import select_tokens as vts_select
 from vts_drive.window import FrameWindow
 
-# mode -> (how visual tokens are reduced before the LLM, whether LLM layers route them);
-# "newest" is dense on each camera's newest frame only: the baseline for questions about the past
-MODE_STAGES = {
-    "dense": ("none", False),
-    "newest": ("none", False),
-    "vts": ("vts", False),
-    "prumerge": ("prumerge", False),
-    "prumerge+": ("prumerge+", False),
-    "mod": ("none", True),
-    "vts+mod": ("vts", True),
-}
-MODES = tuple(MODE_STAGES)
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
-DEFAULT_QUESTIONS = ["What should the ego car do?"]
-
-
-@dataclass
-class PipelineConfig:
-    mode: str = "dense"
-    backend: str = "torch"
-    device: str = "cpu"
-    dtype: str | None = None  # None: fp32 on CPU, bf16/fp16 on CUDA
-    questions: list[str] = field(default_factory=lambda: list(DEFAULT_QUESTIONS))
-    max_new_tokens: int = 48
-    temperature: float = 0.0
-    top_p: float = 1.0
-    seed: int | None = None
-    vts: SparsifierConfig = field(default_factory=SparsifierConfig)
-    keyframe_scorer: str | None = None  # folder with keyframe_scorer.*; None: the model's folder
-    keyframe_threshold: float | None = None  # None: the scorer's own setting
-    max_keyframes: int | None = None
-    keyframe_skip_threshold: float | None = None  # frames scored below it are not encoded; None: the scorer's setting
-    keyframe_anchor: str | None = None  # "first" | "newest": each camera's frame that is always a keyframe; None: the scorer's
-    frame_cache: bool = True  # reuse each frame's results across overlapping windows of a stream
-    routers: str | None = None  # folder with mod_router.*; None: the model's folder
-    mod_keep_ratio: float | None = None  # None: the routers' own setting
-    mod_routing: str | None = None  # learned | random | uniform; None: learned
-    mod_gate: bool | None = None
-    engines: str | None = None  # folder written by `vts-drive export`: the onnxruntime and tensorrt backends run it
-    box_grammar: bool = True  # keep the risk answer's box well formed while decoding (box_grammar.py)
-
-    @property
-    def token_reduction(self) -> str:
-        return MODE_STAGES[self.mode][0]
-
-    @property
-    def layer_skipping(self) -> bool:
-        return MODE_STAGES[self.mode][1]
-
-    def check(self) -> None:
-        if self.mode not in MODES:
-            raise InputError(f"mode {self.mode!r} is not available; choose from {', '.join(MODES)}")
-        if self.backend not in BACKENDS:
-            raise InputError(f"backend {self.backend!r} is not available; choose from {', '.join(BACKENDS)}")
-        if self.backend != "torch" and not self.engines:
-            raise InputError(f"backend {self.backend} runs exported graphs: give the folder `vts-drive export` "
-                             "wrote (--engines DIR)")
-        if self.backend == "tensorrt" and not self.device.startswith("cuda"):
-            raise InputError("backend tensorrt runs on a CUDA GPU: add --device cuda")
-        if self.mod_routing is not None and self.mod_routing not in ROUTINGS:
-            raise InputError(f"routing {self.mod_routing!r} is not one of {', '.join(ROUTINGS)}")
-        if self.mod_keep_ratio is not None and not 0.0 < self.mod_keep_ratio <= 1.0:
-            raise InputError(f"keep ratio must be in (0, 1], got {self.mod_keep_ratio}")
-        if self.keyframe_skip_threshold is not None and self.keyframe_skip_threshold < 0.0:
-            raise InputError(
-                f"skip threshold must be at least 0 (above 1: only keyframes are encoded), got {self.keyframe_skip_threshold}"
-            )
-        if self.max_keyframes is not None and self.max_keyframes < 1:
-            raise InputError(f"max keyframes must be at least 1 (the anchor frame), got {self.max_keyframes}")
-        if self.keyframe_anchor is not None and self.keyframe_anchor not in ANCHORS:
-            raise InputError(f"keyframe anchor {self.keyframe_anchor!r} is not one of {', '.join(ANCHORS)}")
-        if self.max_new_tokens < 1:
-            raise InputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
-
-    @property
-    def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.max_new_tokens, self.temperature, self.top_p, self.seed)
+__all__ = ["MODES", "Pipeline", "PipelineConfig", "WindowAnswers"]
 
 
 @dataclass
@@ -123,31 +47,31 @@ class WindowAnswers:
     answers: list[str]
     timings_ms: dict[str, float]
     tokens: dict[str, int]
-    kv_cache_bytes: int
-    llm_prefill_flops: float
-    llm_decode_flops: float
-    ttft_ms: float  # window handed in -> first answer token
     frames_scored: int  # frames the keyframe CNN ran on (new to the frame cache)
     frames_encoded: int  # frames the vision tower ran on (new to the frame cache, not gated away)
 
 
 class Pipeline:
-    def __init__(self, model: VisionLanguageModel, config: PipelineConfig) -> None:
-        config.check()
+    """The stages of one configuration. `overrides` are dotted settings over the model folder's
+    own (vts_drive/config.py); the configuration they resolve to is `config`."""
+
+    def __init__(self, model: VisionLanguageModel, overrides: Overrides | None = None) -> None:
         self.model = model
-        self.config = config
+        self.config = config = resolve_config(model.folder, overrides)
         self.keyframe_scorer = self._load_keyframe_scorer() if config.token_reduction == "vts" else None
         routers = self._load_routers() if config.layer_skipping else None
+        language_model, lm_head = model.hf_model.model.language_model, model.hf_model.lm_head
+        self.vision: VisionEncoder
+        self.decoder: Qwen2Decoder
         if config.backend == "torch":
             self.vision = VisionEncoder(model)
-            self.decoder = Qwen2Decoder(model.hf_model.model.language_model, model.hf_model.lm_head)
+            self.decoder = Qwen2Decoder(language_model, lm_head, routers, seed=config.seed)
         else:  # the same stages, computed by the graphs `vts-drive export` wrote
             from vts_drive.engines.stages import load_exported_stages
 
             self.vision, self.decoder, self.keyframe_scorer = load_exported_stages(
                 model, config.mode, config.backend, Path(config.engines), self.keyframe_scorer, routers
             )
-        self.decoder.routers = routers
         self.prompts = PromptBuilder(model.tokenizer, self.decoder.embed)
         tokenizer = model.tokenizer
         self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
@@ -158,35 +82,22 @@ class Pipeline:
         self.head_cache = HeadCache() if config.backend == "torch" else None
         self.box_constraint = BoxConstraint(tokenizer) if config.box_grammar else None
 
-    def _load_routers(self):
+    def _load_routers(self) -> Routers:
         text_config = self.model.hf_model.config.text_config
-        routers = load_routers(
-            self.config.routers or self.model.folder, text_config.hidden_size, text_config.num_hidden_layers, self.device
-        )
-        routers.to(self.model.dtype)
-        for name in ("keep_ratio", "routing", "gate"):
-            override = getattr(self.config, f"mod_{name}")
-            if override is not None:
-                setattr(routers.config, name, override)
-        return routers
+        folder = self.config.routers or self.model.folder
+        routers = load_routers(folder, self.config.mod, text_config.hidden_size, text_config.num_hidden_layers, self.device)
+        return routers.to(self.model.dtype)
 
     def _load_keyframe_scorer(self) -> KeyframeScorer:
-        scorer = load_scorer(self.config.keyframe_scorer or self.model.folder, self.device)
-        if self.config.keyframe_threshold is not None:
-            scorer.config.threshold = self.config.keyframe_threshold
-        if self.config.max_keyframes is not None:
-            scorer.config.max_keyframes = self.config.max_keyframes
-        if self.config.keyframe_skip_threshold is not None:
-            scorer.config.skip_threshold = self.config.keyframe_skip_threshold
-        if self.config.keyframe_anchor is not None:
-            scorer.config.anchor = self.config.keyframe_anchor
-        return scorer
+        return load_scorer(self.config.keyframe_scorer or self.model.folder, self.config.keyframe, self.device)
 
     @classmethod
-    def load(cls, model: str, config: PipelineConfig | None = None) -> "Pipeline":
-        config = config or PipelineConfig()
-        config.check()
-        return cls(load_model(model, device=config.device, dtype=config.dtype), config)
+    def load(cls, model: str, overrides: Overrides | None = None) -> Pipeline:
+        """The model by shipped name, folder or hub id, with its settings and `overrides`; the
+        settings are checked before any weight is read."""
+        folder = model_folder(model)
+        config = resolve_config(folder, overrides)
+        return cls(load_model(model, device=config.device, dtype=config.dtype), overrides)
 
     @property
     def model_name(self) -> str:
@@ -219,7 +130,8 @@ class Pipeline:
         return self.answer(window, questions).answers
 
     @torch.inference_mode()
-    def answer(self, window: FrameWindow, prompts: list[str]) -> WindowAnswers:
+    def answer(self, window: FrameWindow, prompts: list[str], meter: GenerationMeter | None = None) -> WindowAnswers:
+        """Every prompt about one window; `meter`, when given, counts what the LLM spent."""
         if not prompts:
             raise InputError("no prompts to answer")
         start = time.perf_counter()
@@ -240,8 +152,8 @@ class Pipeline:
         if self.keyframe_scorer is not None:
             with timer.stage("keyframe"):
                 probabilities = self.keyframe_probabilities(window, entries, before)  # [C, T]
-                keyframes = select_keyframes(probabilities, self.keyframe_scorer.config)
-                encode = probabilities >= self.keyframe_scorer.config.skip_threshold
+                keyframes = select_keyframes(probabilities, self.config.keyframe)
+                encode = probabilities >= self.config.keyframe.skip_threshold
                 # keyframes and the frames the CNN lets through enter, and always the window's oldest
                 # frame: questions about the past compare it with the present
                 present = keyframes | encode
@@ -262,18 +174,20 @@ class Pipeline:
                 f"(prompt and answers) but model {self.model_name} holds {self.model.max_positions} "
                 "(max_position_embeddings); use fewer cameras or frames, or a mode that drops tokens"
             )
-        generation = generate(
+        suffixes = [self.prompts.question_ids(text) for text in prompts]
+        token_ids = generate(
             self.decoder,
             context,
-            [self.prompts.question_ids(text) for text in prompts],
+            suffixes,
             self.stop_ids,
-            self.config.sampling,
+            self.config.max_new_tokens,
             timer,
             pad_id=self.pad_id,
             constraints=[self.box_constraint if text == RISK_PROMPT else None for text in prompts],
             head_cache=self.head_cache,
+            meter=meter,
         )
-        answers = [self.model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in generation.token_ids]
+        answers = [self.model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
         timings = timer.as_dict()
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)
         return WindowAnswers(
@@ -282,14 +196,10 @@ class Pipeline:
             tokens={
                 "vision_dense": int(tokens.shape[0] * tokens.shape[1] * tokens.shape[2]),
                 "vision_kept": context.num_visual,
-                "prompt": generation.prompt_tokens,
-                "generated": sum(len(ids) for ids in generation.token_ids),
+                "prompt": context.length + sum(len(ids) for ids in suffixes),
+                "generated": sum(len(ids) for ids in token_ids),
                 "frames_skipped": int((~present).sum()),  # frames gated away: no visual token enters for them
             },
-            kv_cache_bytes=generation.kv_cache_bytes,
-            llm_prefill_flops=generation.prefill_flops,
-            llm_decode_flops=generation.decode_flops,
-            ttft_ms=(generation.first_token_time - start) * 1000.0,
             frames_scored=self.frame_cache.scored - scored,
             frames_encoded=self.frame_cache.misses - encoded,
         )
@@ -377,7 +287,7 @@ class Pipeline:
         """Keyframe flags [C, T] of a window on its own (no frame cache)."""
         fresh = [FrameFeatures() for _ in range(len(window.cameras) * window.num_frames)]
         probabilities = self.keyframe_probabilities(window, fresh, [None] * len(window.cameras))
-        return select_keyframes(probabilities, self.keyframe_scorer.config)
+        return select_keyframes(probabilities, self.config.keyframe)
 
     def select_tokens(
         self,
@@ -400,8 +310,8 @@ class Pipeline:
             keep &= encoded.to(keep.device).unsqueeze(-1)
             kept = [[tokens[c, t][keep[c, t]] for t in frames] for c in cameras]
         else:
-            merge = PruMergeConfig(plus=reduction == "prumerge+")
-            kept = [[prumerge_frame(tokens[c, t], saliency[c, t], merge)[1] for t in frames] for c in cameras]
+            plus = reduction == "prumerge+"
+            kept = [[prumerge_frame(tokens[c, t], saliency[c, t], self.config.prumerge, plus)[1] for t in frames] for c in cameras]
         return [FrameTokens(window.cameras[c], t, kept[c][t]) for c in cameras for t in frames]
 
 

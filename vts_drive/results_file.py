@@ -32,9 +32,9 @@ def pipeline_source(pipeline) -> dict:
     config = pipeline.config
     return {
         "model": folder_identity(pipeline.model.folder),
-        "keyframe_scorer": folder_identity(config.keyframe_scorer),
-        "routers": folder_identity(config.routers),
-        "engines": folder_identity(config.engines),
+        "keyframe_scorer": folder_identity(config.keyframe_scorer or None),
+        "routers": folder_identity(config.routers or None),
+        "engines": folder_identity(config.engines or None),
         "pipeline": asdict(config),
     }
 

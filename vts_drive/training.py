@@ -28,13 +28,13 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from transformers import PreTrainedTokenizerBase
 
+from vts_drive.config import VtsConfig
 from vts_drive.errors import InputError
 from vts_drive.mod.routing import RoutingTrace
-from vts_drive.model.decoder import Qwen2Decoder
+from vts_drive.model.decoder import AttentionProbe, Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.prompt import FrameTokens, PromptBuilder
-from vts_drive.tokens.vts import SparsifierConfig
 from vts_drive.tokens.vts import select_tokens as vts_select
 
 IGNORE = -100
@@ -130,9 +130,12 @@ def forward_losses(
     aux_heads: AuxiliaryHeads | None = None,
     device: torch.device | str = "cpu",
     coordinates: CoordinateTargets | None = None,
+    probe: AttentionProbe | None = None,
 ) -> Losses:
     """`total` is the language-model loss plus the cell loss; the box loss is left for the
-    caller to weigh. With `coordinates`, box coordinates' fraction tokens get soft targets."""
+    caller to weigh. With `coordinates`, box coordinates' fraction tokens get soft targets;
+    `probe` reads what every layer attends to (router training). A decoder built with routers
+    routes the visual context."""
     device = torch.device(device)
     images = [image for ex in examples for camera in ex.images for image in camera]
     tokens, saliency = vision.encode(vision.preprocess(images))  # [sum C*T, N, D], [sum C*T, N]
@@ -159,7 +162,7 @@ def forward_losses(
         valid[b, : context.length] = True
     positions = torch.arange(width, device=device).expand(batch, -1)
     cache, trace = KVCache(decoder.num_layers), []
-    decoder(embeds, positions, valid, cache, plan=decoder.routing_plan(frame_index), trace=trace)
+    decoder(embeds, positions, valid, cache, plan=decoder.routing_plan(frame_index), trace=trace, probe=probe)
 
     # Every prompt of every example, as a row over its example's prefix.
     rows, owners = [], []
@@ -179,7 +182,7 @@ def forward_losses(
     prefix_lengths = torch.tensor([c.length for c in contexts], device=device)[owner]
     row_positions = prefix_lengths[:, None] + torch.arange(row_width, device=device)[None]
     row_valid = torch.arange(row_width, device=device)[None] < lengths[:, None]
-    hidden = decoder(decoder.embed(ids), row_positions, row_valid, cache.select_rows(owner))
+    hidden = decoder(decoder.embed(ids), row_positions, row_valid, cache.select_rows(owner), probe=probe)
     logits = decoder.logits(hidden)  # [R, Ls, V]
     answer = labels != IGNORE
     if coordinates is None:
@@ -231,7 +234,7 @@ def token_keep(
     gated_tokens = tokens.view(cameras, frames, *tokens.shape[1:]) * present[..., None, None]
     gated_saliency = saliency.view(cameras, frames, -1) * present[..., None]
     keyframes = torch.from_numpy(example.keyframes).to(tokens.device)
-    keep = vts_select(gated_tokens[None], gated_saliency[None], keyframes[None], grid, SparsifierConfig())[0]
+    keep = vts_select(gated_tokens[None], gated_saliency[None], keyframes[None], grid, VtsConfig())[0]
     return keep & present[..., None]
 
 

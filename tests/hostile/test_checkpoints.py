@@ -11,8 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from test_cli_describe import write_camera_folders
 from vts_drive.cli import main
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
-from vts_drive.mod.routing import ModConfig, Routers, save_routers
+from vts_drive.config import SETTINGS_FILE, KeyframeConfig, ModConfig
+from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
+from vts_drive.mod.routing import Routers, save_routers
 
 
 @pytest.fixture
@@ -107,15 +108,17 @@ def test_shard_index_cannot_point_outside_the_checkpoint(checkpoint, tmp_path, c
     assert str(index) in stderr and "../elsewhere.safetensors" in stderr
 
 
-@pytest.mark.parametrize("file, field, value, mode", [
-    ("keyframe_scorer.json", "input_size", 0, "vts"),
-    ("mod_router.json", "keep_ratio", 5.0, "mod"),
-    ("mod_router.json", "routing", "sideways", "mod"),
+@pytest.mark.parametrize("section, field, value, mode", [
+    ("keyframe", "input_size", 0, "vts"),
+    ("mod", "keep_ratio", 5.0, "mod"),
+    ("mod", "routing", "sideways", "mod"),
+    ("mod", "gate", "sometimes", "mod"),
+    ("vts", "nonsense", 1, "vts"),
 ])
-def test_scorer_and_router_settings_that_cannot_work_are_named(checkpoint, tmp_path, capsys, file, field, value, mode):
-    path = checkpoint / file
+def test_scorer_and_router_settings_that_cannot_work_are_named(checkpoint, tmp_path, capsys, section, field, value, mode):
+    path = checkpoint / SETTINGS_FILE
     settings = json.loads(path.read_text())
-    settings[field] = value
+    settings.setdefault(section, {})[field] = value
     path.write_text(json.dumps(settings))
 
     code, stderr = describe(checkpoint, tmp_path, capsys, "--mode", mode)
@@ -123,4 +126,14 @@ def test_scorer_and_router_settings_that_cannot_work_are_named(checkpoint, tmp_p
     assert code == 2, stderr
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if "error:" in line]
-    assert len(error_lines) == 1 and str(checkpoint) in error_lines[0] and field in error_lines[0], stderr
+    assert len(error_lines) == 1 and str(path) in error_lines[0] and f"{section}.{field}" in error_lines[0], stderr
+
+
+def test_a_checkpoint_in_the_older_settings_layout_says_how_to_convert_it(checkpoint, tmp_path, capsys):
+    (checkpoint / SETTINGS_FILE).unlink()
+    (checkpoint / "mod_router.json").write_text(json.dumps({"keep_ratio": 0.2, "layers": [1], "gate": True, "routing": "learned"}))
+
+    code, stderr = describe(checkpoint, tmp_path, capsys)
+
+    assert code == 2 and "Traceback" not in stderr, stderr
+    assert f"scripts/convert_model_settings.py {checkpoint}" in stderr

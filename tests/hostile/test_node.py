@@ -301,13 +301,14 @@ def descriptor(**fields):
 
 def test_a_launch_file_integer_for_a_float_parameter_is_coerced(capsys):
     from vts_drive.cli import main
-    from vts_drive.ros.params import NodeParams, params_from_ros_node
+    from vts_drive.config import setting_keys
+    from vts_drive.ros.params import node_fields, params_from_ros_node
 
     node = StandInRclpyNode({"sync_slop_s": 1, "stale_after_s": 2, "mode": "vts"})
     params = params_from_ros_node(node, descriptor, source="node /vts_drive")
     assert (params.sync_slop_s, params.stale_after_s, params.mode) == (1.0, 2.0, "vts")
     assert isinstance(params.sync_slop_s, float)
-    assert set(node.declared) == set(NodeParams.__dataclass_fields__)
+    assert set(node.declared) == set(node_fields()) | set(setting_keys())
     with pytest.raises(InputError, match=r"node /vts_drive: parameter sync_slop_s must be float, got 'fast'"):
         params_from_ros_node(StandInRclpyNode({"sync_slop_s": "fast"}), descriptor, source="node /vts_drive")
     with pytest.raises(InputError, match=r"parameter frames_per_window must be int, got 2.5"):

@@ -35,22 +35,24 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from vts_drive.bench import format_table, moving_texture_windows, parse_mode_specs, plot_tradeoff, run_bench
-    from vts_drive.cli.common import pipeline_config
+    from vts_drive.cli.common import pipeline_overrides
+    from vts_drive.config import resolve_config
     from vts_drive.errors import InputError
     from vts_drive.model.loading import load_model
     from vts_drive.pipeline import Pipeline
 
     specs = parse_mode_specs(args.modes)
-    base = pipeline_config(args)
+    base = pipeline_overrides(args)
+    run = resolve_config(None, base)  # where the model goes: the run's device and dtype
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     if args.arch:
         if not args.random_weights:
             raise InputError("--arch builds a model with random weights: add --random-weights to confirm")
         from vts_drive.model.architectures import random_model
 
-        model = random_model(args.arch, device=args.device, dtype=args.dtype)
+        model = random_model(args.arch, device=run.device, dtype=run.dtype)
     else:
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        model = load_model(args.model, device=run.device, dtype=run.dtype)
     if args.data:
         from vts_drive.synth.bench_windows import synth_bench_windows
 
@@ -61,9 +63,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --data (a synthdrive folder) or --arch NAME --random-weights")
     results = run_bench(lambda config: Pipeline(model, config), base, specs, windows)
     results = {
-        "device": torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(run.device) if run.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
         "model": model.name,
-        "backend": args.backend,
+        "backend": run.backend,
         "windows": len(windows),
         "frames": args.frames,
         "stride": args.stride,

@@ -1,5 +1,5 @@
-"""Options every pipeline-running subcommand shares, and how they become a PipelineConfig;
-the routing options the training commands share; argparse types for numeric flags."""
+"""Options every pipeline-running subcommand shares, and how they become configuration overrides
+(dotted keys, see vts_drive/config.py); argparse types for numeric flags."""
 from __future__ import annotations
 
 import argparse
@@ -48,33 +48,64 @@ def add_force_argument(parser: argparse.ArgumentParser, results: str) -> None:
                         "(without it such a file is refused, exit 2)")
 
 
-def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    from vts_drive.model.loading import default_model
+# pipeline flags that are short for one dotted key of the configuration: argparse dest -> key
+FLAG_KEYS = {
+    "mode": "mode",
+    "backend": "backend",
+    "engines": "engines",
+    "device": "device",
+    "dtype": "dtype",
+    "max_new_tokens": "max_new_tokens",
+    "keyframe_scorer": "keyframe_scorer",
+    "routers": "routers",
+    "skip_threshold": "keyframe.skip_threshold",
+    "max_keyframes": "keyframe.max_keyframes",
+    "keyframe_anchor": "keyframe.anchor",
+    "keep_ratio": "mod.keep_ratio",
+}
 
+
+def add_set_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, example: str = "vts.budget=0.3") -> None:
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+                        help=f"set one setting by its dotted key, e.g. {example} (repeat; see vts_drive/config.py); "
+                        "applied after the other flags")
+
+
+def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model and the pipeline flags; each flag but --model, --questions and --free-box is short
+    for --set KEY=VALUE, and a flag left out keeps the model's setting, else the default shown."""
+    from vts_drive.config import ANCHORS, BACKENDS, MODES, PipelineConfig
+    from vts_drive.model.names import default_model
+
+    defaults = PipelineConfig()
     group = parser.add_argument_group("model and pipeline")
     group.add_argument("--model", default=default_model(), help="shipped model name, checkpoint folder or hub id (default: %(default)s)")
-    group.add_argument("--mode", default="dense", help="dense | newest | vts | prumerge | prumerge+ | mod | vts+mod (default: %(default)s)")
-    group.add_argument("--backend", default="torch", help="torch | onnxruntime | tensorrt (default: %(default)s)")
-    group.add_argument("--engines", type=Path, default=None, metavar="DIR",
+    group.add_argument("--mode", help=f"{' | '.join(MODES)} (default: {defaults.mode})")
+    group.add_argument("--backend", help=f"{' | '.join(BACKENDS)} (default: {defaults.backend})")
+    group.add_argument("--engines", metavar="DIR",
                        help="graphs written by `vts-drive export`, run by the onnxruntime and tensorrt backends")
-    group.add_argument("--device", default="cpu", help="cpu | cuda (default: %(default)s)")
-    group.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16 (default: fp32 on CPU, bf16/fp16 on CUDA)")
+    group.add_argument("--device", default=defaults.device, help="cpu | cuda (default: %(default)s)")
+    group.add_argument("--dtype", help="fp32 | fp16 | bf16 (default: fp32 on CPU, bf16/fp16 on CUDA)")
     group.add_argument("--questions", type=Path, default=None, help="file with one question per line (or a JSON list)")
-    group.add_argument("--max-new-tokens", type=int, default=48)
-    group.add_argument("--keyframe-scorer", type=Path, default=None, metavar="DIR",
-                       help="folder with keyframe_scorer.* (default: the model's folder)")
-    group.add_argument("--routers", type=Path, default=None, metavar="DIR",
-                       help="folder with mod_router.* (default: the model's folder)")
-    group.add_argument("--skip-threshold", type=finite_float, default=None, metavar="P",
-                       help="frames the keyframe CNN scores below P are not encoded (default: the scorer's setting)")
-    group.add_argument("--max-keyframes", type=int, default=None, metavar="N",
-                       help="keyframes per camera per window, the anchor included (default: the scorer's setting)")
-    group.add_argument("--keyframe-anchor", choices=["first", "newest"], default=None,
-                       help="each camera's frame that is always a keyframe, kept whole (default: the scorer's setting)")
-    group.add_argument("--keep-ratio", type=finite_float, default=None, metavar="R",
-                       help="share of each frame's visual tokens a routed layer computes (default: the routers' setting)")
+    group.add_argument("--max-new-tokens", type=int, help=f"(default: {defaults.max_new_tokens})")
+    group.add_argument("--keyframe-scorer", metavar="DIR", help="folder with keyframe_scorer.* (default: the model's folder)")
+    group.add_argument("--routers", metavar="DIR", help="folder with mod_router.* (default: the model's folder)")
+    group.add_argument("--skip-threshold", type=finite_float, metavar="P",
+                       help="frames the keyframe CNN scores below P are not encoded "
+                       f"(keyframe.skip_threshold; default: the model's setting, else {defaults.keyframe.skip_threshold})")
+    group.add_argument("--max-keyframes", type=int, metavar="N",
+                       help="keyframes per camera per window, the anchor included "
+                       f"(keyframe.max_keyframes; default: the model's setting, else {defaults.keyframe.max_keyframes})")
+    group.add_argument("--keyframe-anchor", choices=ANCHORS,
+                       help="each camera's frame that is always a keyframe, kept whole "
+                       f"(keyframe.anchor; default: the model's setting, else {defaults.keyframe.anchor})")
+    group.add_argument("--keep-ratio", type=finite_float, metavar="R",
+                       help="share of each frame's visual tokens a routed layer computes "
+                       f"(mod.keep_ratio; default: the model's setting, else {defaults.mod.keep_ratio})")
     group.add_argument("--free-box", action="store_true",
-                       help="decode the risk box without the grammar that keeps it four ordered numbers in [0, 1]")
+                       help="decode the risk box without the grammar that keeps it four ordered numbers in [0, 1] "
+                       "(box_grammar=false)")
+    add_set_argument(group)
 
 
 def read_questions(path: Path) -> list[str]:
@@ -93,38 +124,46 @@ def read_questions(path: Path) -> list[str]:
     return [q.strip() for q in questions if q.strip()]
 
 
-def pipeline_config(args: argparse.Namespace):
-    from vts_drive.pipeline import PipelineConfig
+def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, object]:
+    """The dotted settings the given flags (argparse dest -> key) and --set items ask for; a bad
+    value is an InputError naming its flag."""
+    from vts_drive.config import check_setting, parse_assignment
 
-    config = PipelineConfig(
-        mode=args.mode,
-        backend=args.backend,
-        device=args.device,
-        dtype=args.dtype,
-        max_new_tokens=args.max_new_tokens,
-        engines=str(args.engines) if args.engines is not None else None,
-        keyframe_scorer=str(args.keyframe_scorer) if args.keyframe_scorer is not None else None,
-        routers=str(args.routers) if args.routers is not None else None,
-        keyframe_skip_threshold=args.skip_threshold,
-        max_keyframes=args.max_keyframes,
-        keyframe_anchor=args.keyframe_anchor,
-        mod_keep_ratio=args.keep_ratio,
-        box_grammar=not args.free_box,
-    )
+    overrides: dict[str, object] = {}
+    for dest, key in flags.items():
+        value = getattr(args, dest)
+        if value is not None:
+            check_setting(key, value, source=f"--{dest.replace('_', '-')}")
+            overrides[key] = value
+    for item in getattr(args, "settings", []):
+        key, value = parse_assignment(item, "--set")
+        check_setting(key, value, source=f"--set {item}")
+        overrides[key] = value
+    return overrides
+
+
+def section_settings(args: argparse.Namespace, section: str, flags: dict[str, str]) -> object:
+    """The `section` (keyframe or mod) a training command writes: its flags and --set items over
+    the defaults."""
+    from vts_drive.config import resolve_config
+
+    overrides = flag_overrides(args, flags)
+    for key in overrides:
+        if not key.startswith(f"{section}."):
+            raise InputError(f"--set {key}: this command writes the {section}.* settings only")
+    return getattr(resolve_config(None, overrides), section)
+
+
+def pipeline_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """The configuration overrides the pipeline flags ask for, checked against the defaults (so a
+    bad value stops the command before a model loads)."""
+    from vts_drive.config import resolve_config
+
+    overrides: dict[str, object] = {}
     if args.questions is not None:
-        config.questions = read_questions(args.questions)
-    config.check()
-    return config
-
-
-def routing_config(keep_ratio: float, layers: str | None):
-    """--r and --layers of the router-training commands -> ModConfig, with a clear error for bad values."""
-    from vts_drive.mod.routing import ModConfig
-
-    if not 0.0 < keep_ratio <= 1.0:
-        raise InputError(f"--r must be in (0, 1], got {keep_ratio}")
-    try:
-        indices = [int(i) for i in layers.split(",")] if layers else []
-    except ValueError:
-        raise InputError(f"--layers takes comma-separated layer indices, got {layers!r}") from None
-    return ModConfig(keep_ratio=keep_ratio, layers=indices)
+        overrides["questions"] = read_questions(args.questions)
+    if args.free_box:
+        overrides["box_grammar"] = False
+    overrides |= flag_overrides(args, FLAG_KEYS)  # --set last: it wins over the flags
+    resolve_config(None, overrides, source="options")
+    return overrides

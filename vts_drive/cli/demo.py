@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from vts_drive.cli.common import add_pipeline_arguments, pipeline_config, positive_int
+from vts_drive.cli.common import add_pipeline_arguments, pipeline_overrides, positive_int
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     drive = args.out / "drive"
     generate_dataset(drive, SynthConfig(scenes=args.scenes, seed=args.seed, formats=("synth",)), overwrite=True)
     dataset = SynthDataset(drive)
-    pipeline = Pipeline.load(args.model, pipeline_config(args))
+    pipeline = Pipeline.load(args.model, pipeline_overrides(args))
     reports_path = args.out / "reports.jsonl"
     reports_path.write_text("")
     windows = 0
@@ -47,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
             with reports_path.open("a") as out:
                 out.write(report.to_json() + "\n")
             windows += 1
-    print(f"\n{windows} window(s) described with {pipeline.model_name} (mode {args.mode}); reports in {reports_path}")
+    print(f"\n{windows} window(s) described with {pipeline.model_name} (mode {pipeline.config.mode}); reports in {reports_path}")
     return 0

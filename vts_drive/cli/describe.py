@@ -5,7 +5,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from vts_drive.cli.common import add_force_argument, add_pipeline_arguments, pipeline_config, positive_float, positive_int
+from vts_drive.cli.common import (
+    add_force_argument,
+    add_pipeline_arguments,
+    pipeline_overrides,
+    positive_float,
+    positive_int,
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         windows = windows_from_folders(args.images, args.frames, stride, args.fps)
     else:
         windows = windows_from_videos(parse_video_args(args.video), args.frames, stride, args.fps)
-    pipeline = Pipeline.load(args.model, pipeline_config(args))
+    pipeline = Pipeline.load(args.model, pipeline_overrides(args))
     results = None
     if args.json is not None:
         results = ResultsFile(args.json, {"input": input_source(args, stride), **pipeline_source(pipeline)}, args.force)

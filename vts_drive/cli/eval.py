@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vts_drive.bench import parse_mode_specs
-    from vts_drive.cli.common import pipeline_config
+    from vts_drive.cli.common import pipeline_overrides
+    from vts_drive.config import resolve_config
     from vts_drive.errors import InputError
     from vts_drive.eval.benchmarks import load_benchmark
     from vts_drive.eval.judge import LingoJudge
@@ -42,15 +43,16 @@ def run(args: argparse.Namespace) -> int:
 
     require_java()
     specs = parse_mode_specs(args.modes)
-    base = pipeline_config(args)
+    base = pipeline_overrides(args)
+    run = resolve_config(None, base)  # where the model and the judge go
     if args.judge and args.benchmark != "lingoqa":
         raise InputError("--judge applies to lingoqa only")
-    judge = LingoJudge(args.judge, device=args.device) if args.judge else None
+    judge = LingoJudge(args.judge, device=run.device) if args.judge else None
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     benchmark = load_benchmark(
         args.benchmark, args.data, split=args.split, frames=args.frames, stride=args.stride, cameras=cameras, judge=judge, limit=args.limit
     )
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=run.device, dtype=run.dtype)
     results = run_eval(benchmark, model, base, specs, args.out, blind=args.blind)
     print(report_table(benchmark, results))
     print(f"report: {args.out / 'report.md'}, plot: {args.out / 'pareto.png'}")

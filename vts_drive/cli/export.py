@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vts_drive.engines.check_onnx import default_table, format_violations
     from vts_drive.engines.export import ExportShapes, export_engines
-    from vts_drive.model.loading import default_model
+    from vts_drive.model.names import default_model
 
     model = args.model or default_model()
     shapes = ExportShapes(frames=args.frames, prompts=args.prompts, prompt_tokens=args.prompt_tokens,

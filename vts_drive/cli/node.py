@@ -47,7 +47,7 @@ def run_dds(args: argparse.Namespace) -> int:
     values = read_params_file(args.params, args.node_name) if args.params else {}
     values.update(parse_param_overrides(args.param))
     params = params_from_dict(values, source=str(args.params or "--param"))
-    pipeline = Pipeline.load(params.model_name(), params.pipeline_config())
+    pipeline = Pipeline.load(params.model_name(), params.settings)
 
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -57,7 +57,7 @@ def run_dds(args: argparse.Namespace) -> int:
     core.start()
     print(
         f"vts-drive node: {args.node_name} on DDS domain {args.domain_id}, cameras "
-        f"{', '.join(params.subscribed_topics)} ({params.qos}), model {pipeline.model_name}, mode {params.mode}",
+        f"{', '.join(params.subscribed_topics)} ({params.qos}), model {pipeline.model_name}, mode {pipeline.config.mode}",
         file=sys.stderr, flush=True,
     )
     try:

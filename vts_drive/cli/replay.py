@@ -9,7 +9,7 @@ from vts_drive.cli.common import (
     add_force_argument,
     add_pipeline_arguments,
     non_negative_float,
-    pipeline_config,
+    pipeline_overrides,
     positive_float,
     positive_int,
 )
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         cameras=[], frames=args.frames, stride=args.stride, slop_s=args.slop,
         stale_after_s=args.stale_after, on_stale=args.on_stale,
     )
-    pipeline = Pipeline.load(args.model, pipeline_config(args))
+    pipeline = Pipeline.load(args.model, pipeline_overrides(args))
     summary = replay(args.bags, pipeline, args.out, settings, args.topics, args.out_bag, args.rate, args.force)
     bad = sum(summary.bad_images.values())
     dropped = ", ".join(f"{count} {reason}" for reason, count in sorted(summary.dropped.items()) if count) or "none"

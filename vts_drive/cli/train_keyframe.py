@@ -4,6 +4,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vts_drive.cli.common import add_set_argument
+
+# flags short for a keyframe.* setting: argparse dest -> dotted key
+SCORER_FLAGS = {
+    "threshold": "keyframe.threshold",
+    "max_keyframes": "keyframe.max_keyframes",
+    "skip_threshold": "keyframe.skip_threshold",
+    "anchor": "keyframe.anchor",
+}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -21,11 +31,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", help="model whose vision tower gives the novelty labels (with --labels novelty)")
     parser.add_argument("--novelty-threshold", type=float, default=0.1, help="1 - mean token cosine similarity above which a frame is novel")
     parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--threshold", type=float, default=0.5, help="keyframe probability threshold stored with the scorer")
-    parser.add_argument("--max-keyframes", type=int, default=3, help="per camera per window, the anchor frame included")
-    parser.add_argument("--skip-threshold", type=float, default=0.0, help="frames scored below it are not encoded (0: encode all)")
-    parser.add_argument("--anchor", choices=["first", "newest"], default="first",
-                        help="each camera's frame that is always a keyframe, stored with the scorer")
+    from vts_drive.config import ANCHORS, KeyframeConfig
+
+    defaults = KeyframeConfig()
+    settings = parser.add_argument_group("scorer settings, written to OUT's settings file (keyframe.*)")
+    settings.add_argument("--threshold", type=float, help=f"keyframe probability threshold (default: {defaults.threshold})")
+    settings.add_argument("--max-keyframes", type=int,
+                          help=f"per camera per window, the anchor frame included (default: {defaults.max_keyframes})")
+    settings.add_argument("--skip-threshold", type=float,
+                          help=f"frames scored below it are not encoded, 0: encode all (default: {defaults.skip_threshold})")
+    settings.add_argument("--anchor", choices=ANCHORS,
+                          help=f"each camera's frame that is always a keyframe (default: {defaults.anchor})")
+    add_set_argument(settings, "keyframe.input_size=32")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
 
@@ -57,17 +74,11 @@ def camera_streams(data: Path, labels: str, model: str | None, novelty_threshold
 
 
 def run(args: argparse.Namespace) -> int:
-    from vts_drive.errors import InputError
-    from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer
+    from vts_drive.cli.common import section_settings
+    from vts_drive.keyframe.scorer import KeyframeScorer
     from vts_drive.keyframe.train import precision_recall, stream_pairs, train_scorer
 
-    config = KeyframeConfig(
-        threshold=args.threshold, max_keyframes=args.max_keyframes, skip_threshold=args.skip_threshold, anchor=args.anchor
-    )
-    try:
-        config.check()
-    except ValueError as error:
-        raise InputError(f"scorer settings: {error}") from None
+    config = section_settings(args, "keyframe", SCORER_FLAGS)
     shaper = KeyframeScorer(config)  # only its input preparation is used for the pairs
     pairs = stream_pairs(camera_streams(args.data, args.labels, args.model, args.novelty_threshold), shaper)
     print(f"{len(pairs)} frame pairs, {int(pairs.labels.sum())} keyframes")

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vts_drive.cli.common import add_set_argument
+
+ROUTING_FLAGS = {"r": "mod.keep_ratio", "layers": "mod.layers"}  # flags short for a mod.* setting
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -16,8 +20,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", required=True, help="model folder or shipped model name")
     parser.add_argument("--data", type=Path, required=True, help="synthdrive folder (vts-drive synth)")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the routers to")
-    parser.add_argument("--r", type=float, default=0.2, help="keep ratio: share of each frame's vision tokens a routed layer computes")
-    parser.add_argument("--layers", help="comma-separated routed layer indices (default: every other layer from 1)")
+    from vts_drive.config import ModConfig
+
+    settings = parser.add_argument_group("router settings, written to OUT's settings file (mod.*)")
+    settings.add_argument("--r", type=float, help="keep ratio: share of each frame's vision tokens a routed layer computes "
+                          f"(default: {ModConfig().keep_ratio})")
+    settings.add_argument("--layers", help="comma-separated routed layer indices (default: every other layer from 1)")
+    add_set_argument(settings, "mod.gate=false")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -37,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from vts_drive.cli.common import routing_config
+    from vts_drive.cli.common import section_settings
     from vts_drive.errors import InputError
     from vts_drive.mod.train import train_routers
     from vts_drive.model.loading import load_model
@@ -47,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.scenes < 1:
         raise InputError(f"--scenes must be at least 1, got {args.scenes}")
-    routing = routing_config(args.r, args.layers)
+    routing = section_settings(args, "mod", ROUTING_FLAGS)
     model = load_model(args.model)
     dataset = SynthDataset(args.data, max_scenes=args.scenes)
     dataset.check_cameras(["front"])

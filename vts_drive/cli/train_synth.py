@@ -4,8 +4,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+SIZES = ("synthdrive-tiny", "test")
+SIZE_ALIASES = {"small": "synthdrive-tiny", "tiny": "test"}  # the names of earlier releases
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from vts_drive.config import ModConfig
+
     parser = subparsers.add_parser(
         "train-synth",
         help="train a small LlavaOnevision model on a synthdrive dataset (resumable)",
@@ -41,10 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "from train-keyframe)",
     )
     parser.add_argument(
-        "--r", type=float, default=0.2, help="with --routed-share, for new routers: keep ratio (routers already in OUT keep theirs)"
+        "--r", type=float, help="with --routed-share, for new routers: keep ratio, mod.keep_ratio (default: "
+        f"{ModConfig().keep_ratio}; routers already in OUT keep theirs)"
     )
     parser.add_argument(
-        "--layers", help="with --routed-share, for new routers: comma-separated routed layer indices (default: every other from 1)"
+        "--layers", help="with --routed-share, for new routers: comma-separated routed layer indices, mod.layers "
+        "(default: every other from 1)"
     )
     parser.add_argument(
         "--box-weight", type=float, default=0.0,
@@ -67,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="input size in pixels (default: the size's, or the --init model's); a --init model of another size "
         "keeps its patch size and has its vision position embeddings interpolated to the new patch grid",
     )
-    parser.add_argument("--size", choices=["small", "tiny"], default="small", help="small: synthdrive-tiny's size; tiny: for tests")
+    parser.add_argument("--size", choices=[*SIZES, *SIZE_ALIASES], default="synthdrive-tiny",
+                        help="synthdrive-tiny: the shipped model's size; test: a model tests train in seconds "
+                        "(also: small, tiny; default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.set_defaults(run=run)
@@ -76,7 +84,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vts_drive.cli.common import routing_config
+    from vts_drive.cli.common import section_settings
+    from vts_drive.cli.train_router import ROUTING_FLAGS
     from vts_drive.errors import InputError
     from vts_drive.model.loading import check_device
     from vts_drive.model.small import SmallModelSize
@@ -112,9 +121,10 @@ def run(args: argparse.Namespace) -> int:
         init=args.init,
         image_size=args.image_size,
         val_scenes=args.val_scenes,
-        routing=routing_config(args.r, args.layers),
-        size=TINY_SIZE if args.size == "tiny" else SmallModelSize(),
+        routing=section_settings(args, "mod", ROUTING_FLAGS),
+        size=TINY_SIZE if SIZE_ALIASES.get(args.size, args.size) == "test" else SmallModelSize(),
     )
     out = train_synth(args.data, args.out, config, val_dir=args.val_data, device=args.device)
     print(f"model written to {out}")
     return 0
+

@@ -30,13 +30,13 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from vts_drive.bench import ModeSpec, plot_tradeoff
+from vts_drive.bench import ModeSpec, answer_function, plot_tradeoff
+from vts_drive.config import Overrides
 from vts_drive.errors import InputError
 from vts_drive.eval.benchmarks import Benchmark, EvalItem, file_identity
 from vts_drive.eval.files import finite_number
 from vts_drive.measure import PeakMemory, synchronize
 from vts_drive.model.loading import VisionLanguageModel
-from vts_drive.naive import answer_naively
 from vts_drive.pipeline import Pipeline, PipelineConfig, WindowAnswers
 from vts_drive.window import FrameWindow
 
@@ -70,8 +70,8 @@ def fingerprint(model: VisionLanguageModel, spec: ModeSpec, config: PipelineConf
                 "benchmark": benchmark.name,
                 "data": benchmark.identity,
                 "model": folder_identity(model.folder),
-                "routers": folder_identity(config.routers),
-                "keyframe_scorer": folder_identity(config.keyframe_scorer),
+                "routers": folder_identity(config.routers or None),
+                "keyframe_scorer": folder_identity(config.keyframe_scorer or None),
                 "mode": spec.label,
                 "pipeline": asdict(config),
                 "blind": blind,
@@ -193,7 +193,7 @@ def summarize(benchmark: Benchmark, records: dict[str, dict]) -> dict:
 def run_eval(
     benchmark: Benchmark,
     model: VisionLanguageModel,
-    base: PipelineConfig,
+    base: Overrides,
     specs: list[ModeSpec],
     out: Path,
     blind: bool = False,
@@ -204,11 +204,10 @@ def run_eval(
     out = Path(out)
     results: dict[str, dict] = {}
     for spec in specs:
-        config = spec.config(base)
-        pipeline = Pipeline(model, config)
-        answer = (lambda window, prompts, p=pipeline: answer_naively(p, window, prompts)) if spec.mode == "naive" else pipeline.answer
+        pipeline = Pipeline(model, spec.overrides(base))
+        answer = answer_function(spec, pipeline)
         folder = out / mode_folder_name(spec.label)
-        records = open_mode(folder, fingerprint(model, spec, config, benchmark, blind), spec.label)
+        records = open_mode(folder, fingerprint(model, spec, pipeline.config, benchmark, blind), spec.label)
         unreadable = predict(answer, pipeline, benchmark, records, folder / "predictions.jsonl", spec.label, blind)
         metrics = summarize(benchmark, records)
         done = [records[item.key] for item in benchmark.items if item.key in records]

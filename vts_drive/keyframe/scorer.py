@@ -7,8 +7,6 @@ runs before the vision tower (frames it scores low need not be encoded at all).
 """
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -17,36 +15,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from vts_drive.config import KeyframeConfig, section, write_settings
 from vts_drive.errors import InputError
 from vts_drive.model.weights import read_weights
 
 WEIGHTS_FILE = "keyframe_scorer.safetensors"
-CONFIG_FILE = "keyframe_scorer.json"
-ANCHORS = ("first", "newest")
-
-
-@dataclass
-class KeyframeConfig:
-    input_size: int = 64
-    width: int = 16
-    threshold: float = 0.5  # probability above which a frame is a keyframe
-    max_keyframes: int = 3  # per camera per window, the anchor frame included
-    skip_threshold: float = 0.0  # probability below which a frame is not encoded at all (0: encode every frame)
-    anchor: str = "first"  # the frame of each camera that is always a keyframe: "first" or "newest"
-
-    def check(self) -> None:
-        """ValueError naming the first setting the scorer or selection cannot work with."""
-        if not isinstance(self.input_size, int) or self.input_size < 1:
-            raise ValueError(f"input_size must be a positive integer (frames are resized to it), got {self.input_size!r}")
-        if self.anchor not in ANCHORS:
-            raise ValueError(f"anchor {self.anchor!r} is not one of {', '.join(ANCHORS)}")
-        if self.max_keyframes < 1:
-            raise ValueError(f"max_keyframes must be at least 1 (the anchor frame), got {self.max_keyframes}")
-
-    @property
-    def anchor_index(self) -> int:
-        """Index of the anchor frame within a window's frames."""
-        return 0 if self.anchor == "first" else -1
 
 
 class KeyframeScorer(nn.Module):
@@ -100,25 +73,22 @@ def select_keyframes(probabilities: torch.Tensor, config: KeyframeConfig) -> tor
 
 
 def save_scorer(scorer: KeyframeScorer, folder: Path) -> None:
+    """The weights, and the settings as the `keyframe` section of the folder's settings file."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    write_settings(folder, section(scorer.config))
     save_file({k: v.contiguous() for k, v in scorer.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    (folder / CONFIG_FILE).write_text(json.dumps(asdict(scorer.config), indent=2) + "\n")
 
 
-def load_scorer(folder: Path, device: str | torch.device = "cpu") -> KeyframeScorer:
-    folder = Path(folder)
-    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
-    if not weights.is_file() or not config_path.is_file():
-        raise InputError(
-            f"{folder} has no keyframe scorer ({WEIGHTS_FILE} + {CONFIG_FILE}); "
-            "train one with `vts-drive train-keyframe`"
-        )
+def load_scorer(folder: Path, config: KeyframeConfig, device: str | torch.device = "cpu") -> KeyframeScorer:
+    """The scorer in `folder`, built as `config` says (the `keyframe` settings resolved for the run)."""
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
+        raise InputError(f"{folder} has no keyframe scorer ({WEIGHTS_FILE}); train one with `vts-drive train-keyframe`")
+    scorer = KeyframeScorer(config)
     try:
-        config = KeyframeConfig(**json.loads(config_path.read_text()))
-        config.check()
-        scorer = KeyframeScorer(config)
         scorer.load_state_dict(read_weights(weights))
-    except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:
-        raise InputError(f"keyframe scorer in {folder} does not load: {str(error).splitlines()[0]}") from None
+    except RuntimeError as error:
+        raise InputError(
+            f"keyframe scorer in {folder} does not fit keyframe.input_size/width: {str(error).splitlines()[0]}"
+        ) from None
     return scorer.to(device).eval()

@@ -21,32 +21,24 @@ Padding reads and writes a junk row appended after the sequence.
 """
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from vts_drive.config import ModConfig, section, write_settings
 from vts_drive.errors import InputError
+from vts_drive.model.kv_cache import KVCache
 from vts_drive.model.weights import read_weights
 
+if TYPE_CHECKING:
+    from vts_drive.model.decoder import AttentionProbe, DecoderLayer
+
 WEIGHTS_FILE = "mod_router.safetensors"
-CONFIG_FILE = "mod_router.json"
-ROUTINGS = ("learned", "random", "uniform")
-
-
-@dataclass
-class ModConfig:
-    keep_ratio: float = 0.2  # share of each frame's visual tokens a routed layer computes
-    layers: list[int] = field(default_factory=list)  # routed layer indices; empty: every other layer from 1
-    gate: bool = True  # scale computed visual tokens' block output by sigmoid(router logit)
-    routing: str = "learned"  # learned | random | uniform
-
-    def routed_layers(self, num_layers: int) -> list[int]:
-        return sorted(self.layers) if self.layers else list(range(1, num_layers, 2))
 
 
 @dataclass
@@ -154,50 +146,62 @@ def routing_scores(logits: torch.Tensor, plan: RoutingPlan, routing: str, genera
     return scores.masked_fill(~plan.slot_valid, -math.inf)
 
 
-def routed_layer_forward(
-    decoder,
-    routers: Routers,
-    index: int,
-    hidden: torch.Tensor,  # [B, L, D]
-    positions: torch.Tensor,  # [B, L]
-    valid: torch.Tensor,  # [B, L]
-    cache,
-    plan: RoutingPlan,
-    trace: list[RoutingTrace] | None = None,
-    generator: torch.Generator | None = None,
-) -> torch.Tensor:
-    config = routers.config
-    batch, length, dim = hidden.shape
-    logits = routers.logits(index, hidden)  # [B, L]
-    chosen, chosen_valid = choose_tokens(routing_scores(logits, plan, config.routing, generator), plan)  # [B, F, K]
+class RoutedLayer(nn.Module):
+    """A decoder layer behind its router: given a plan, it computes the text tokens and each
+    frame's chosen visual tokens, and every other token rides the residual stream past it."""
 
-    # Computed tokens in sequence order: text and chosen visual tokens as a mask, compacted by a
-    # running count into M = (text slots + chosen slots) indices; M follows the plan's shapes.
-    selected = token_mask(chosen, chosen_valid, length)  # [B, L]
-    computed_mask = (selected | ~plan.visual_mask(length)) & valid  # [B, L]
-    width = plan.text_index.shape[1] + chosen.shape[1] * chosen.shape[2]
-    slot = torch.cumsum(computed_mask.to(torch.int32), dim=1).long() - 1  # [B, L] place in the compact list
-    target = torch.where(computed_mask, slot, torch.full_like(slot, width))
-    sequence = torch.arange(length, device=hidden.device).expand(batch, -1)
-    computed = torch.full((batch, width + 1), length, dtype=torch.long, device=hidden.device)
-    computed = computed.scatter(1, target, sequence)[:, :width]  # [B, M] sequence indices, junk row L past the end
-    computed_valid = torch.arange(width, device=hidden.device)[None, :] < computed_mask.sum(dim=1, keepdim=True)
-    padded_visual = torch.cat([plan.visual_mask(length), valid.new_zeros(batch, 1)], dim=1)
-    is_visual = padded_visual.gather(1, computed)
+    def __init__(self, block: DecoderLayer, routers: Routers, generator: torch.Generator | None) -> None:
+        super().__init__()
+        self.block, self.routers = block, routers
+        self.index = block.index
+        self.generator = generator  # random routing's draws (seeded, so an ablation reruns alike)
 
-    padded_hidden = torch.cat([hidden, hidden.new_zeros(batch, 1, dim)], dim=1)  # [B, L+1, D]
-    padded_positions = torch.cat([positions, positions.new_zeros(batch, 1)], dim=1)
-    sub_hidden = padded_hidden.gather(1, computed.unsqueeze(-1).expand(-1, -1, dim))  # [B, M, D]
-    out = decoder.layer_forward(index, sub_hidden, padded_positions.gather(1, computed), computed_valid, cache)
-    if config.gate:
-        padded_logits = torch.cat([logits, logits.new_zeros(batch, 1)], dim=1)
-        gate = torch.where(is_visual, torch.sigmoid(padded_logits.gather(1, computed)), torch.ones_like(computed, dtype=logits.dtype))
-        out = sub_hidden + gate.unsqueeze(-1).to(out.dtype) * (out - sub_hidden)
-    target = torch.where(computed_valid, computed, torch.full_like(computed, length))  # not computed -> junk row
-    updated = padded_hidden.scatter(1, target.unsqueeze(-1).expand(-1, -1, dim), out)
-    if trace is not None:
-        trace.append(RoutingTrace(index, logits, selected, plan.visual_mask(length), plan))
-    return updated[:, :length]
+    def forward(
+        self,
+        hidden: torch.Tensor,  # [B, L, D]
+        positions: torch.Tensor,  # [B, L]
+        valid: torch.Tensor,  # [B, L]
+        cache: KVCache | None,
+        plan: RoutingPlan | None = None,  # None: every token is computed (decoding, text-only calls)
+        trace: list[RoutingTrace] | None = None,
+        probe: AttentionProbe | None = None,
+    ) -> torch.Tensor:
+        if plan is None:
+            return self.block(hidden, positions, valid, cache, probe)
+        config = self.routers.config
+        batch, length, dim = hidden.shape
+        logits = self.routers.logits(self.index, hidden)  # [B, L]
+        scores = routing_scores(logits, plan, config.routing, self.generator)
+        chosen, chosen_valid = choose_tokens(scores, plan)  # [B, F, K]
+
+        # Computed tokens in sequence order: text and chosen visual tokens as a mask, compacted by a
+        # running count into M = (text slots + chosen slots) indices; M follows the plan's shapes.
+        selected = token_mask(chosen, chosen_valid, length)  # [B, L]
+        computed_mask = (selected | ~plan.visual_mask(length)) & valid  # [B, L]
+        width = plan.text_index.shape[1] + chosen.shape[1] * chosen.shape[2]
+        slot = torch.cumsum(computed_mask.to(torch.int32), dim=1).long() - 1  # [B, L] place in the compact list
+        target = torch.where(computed_mask, slot, torch.full_like(slot, width))
+        sequence = torch.arange(length, device=hidden.device).expand(batch, -1)
+        computed = torch.full((batch, width + 1), length, dtype=torch.long, device=hidden.device)
+        computed = computed.scatter(1, target, sequence)[:, :width]  # [B, M] sequence indices, junk row L past the end
+        computed_valid = torch.arange(width, device=hidden.device)[None, :] < computed_mask.sum(dim=1, keepdim=True)
+        padded_visual = torch.cat([plan.visual_mask(length), valid.new_zeros(batch, 1)], dim=1)
+        is_visual = padded_visual.gather(1, computed)
+
+        padded_hidden = torch.cat([hidden, hidden.new_zeros(batch, 1, dim)], dim=1)  # [B, L+1, D]
+        padded_positions = torch.cat([positions, positions.new_zeros(batch, 1)], dim=1)
+        sub_hidden = padded_hidden.gather(1, computed.unsqueeze(-1).expand(-1, -1, dim))  # [B, M, D]
+        out = self.block(sub_hidden, padded_positions.gather(1, computed), computed_valid, cache, probe)
+        if config.gate:
+            padded_logits = torch.cat([logits, logits.new_zeros(batch, 1)], dim=1)
+            ones = torch.ones_like(computed, dtype=logits.dtype)
+            gate = torch.where(is_visual, torch.sigmoid(padded_logits.gather(1, computed)), ones)
+            out = sub_hidden + gate.unsqueeze(-1).to(out.dtype) * (out - sub_hidden)
+        target = torch.where(computed_valid, computed, torch.full_like(computed, length))  # not computed -> junk row
+        updated = padded_hidden.scatter(1, target.unsqueeze(-1).expand(-1, -1, dim), out)
+        if trace is not None:
+            trace.append(RoutingTrace(self.index, logits, selected, plan.visual_mask(length), plan))
+        return updated[:, :length]
 
 
 def choose_tokens(scores: torch.Tensor, plan: RoutingPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -218,29 +222,25 @@ def token_mask(indices: torch.Tensor, index_valid: torch.Tensor, length: int) ->
 
 
 def save_routers(routers: Routers, folder: Path) -> None:
+    """The weights, and the settings as the `mod` section of the folder's settings file."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    config = ModConfig(routers.config.keep_ratio, routers.layer_indices, routers.config.gate, routers.config.routing)
+    write_settings(folder, section(config))
     save_file({k: v.contiguous() for k, v in routers.state_dict().items()}, str(folder / WEIGHTS_FILE))
-    config = asdict(routers.config) | {"layers": routers.layer_indices}
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
-def load_routers(folder: Path, hidden_size: int, num_layers: int, device: torch.device | str = "cpu") -> Routers:
-    folder = Path(folder)
-    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
-    if not weights.is_file() or not config_path.is_file():
+def load_routers(
+    folder: Path, config: ModConfig, hidden_size: int, num_layers: int, device: torch.device | str = "cpu"
+) -> Routers:
+    """The routers in `folder`, built as `config` says (the `mod` settings resolved for the run)."""
+    weights = Path(folder) / WEIGHTS_FILE
+    if not weights.is_file():
         raise InputError(
-            f"{folder} has no mixture-of-depths routers ({WEIGHTS_FILE} + {CONFIG_FILE}); "
-            "train them with `vts-drive train-router`"
+            f"{folder} has no mixture-of-depths routers ({WEIGHTS_FILE}); train them with `vts-drive train-router`"
         )
     try:
-        config = ModConfig(**json.loads(config_path.read_text()))
-        if not 0.0 < config.keep_ratio <= 1.0:
-            raise ValueError(f"keep_ratio must be in (0, 1], got {config.keep_ratio!r}")
-        if config.routing not in ROUTINGS:
-            raise ValueError(f"routing {config.routing!r} is not one of {', '.join(ROUTINGS)}")
         routers = Routers(hidden_size, num_layers, config)
         routers.load_state_dict(read_weights(weights))
-    except (ValueError, TypeError, RuntimeError, json.JSONDecodeError) as error:
+    except RuntimeError as error:
         raise InputError(f"routers in {folder} do not fit this model: {str(error).splitlines()[0]}") from None
     return routers.to(device).eval()

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from vts_drive.config import ModConfig
 from vts_drive.errors import InputError
-from vts_drive.mod.routing import ModConfig, Routers, RoutingTrace, choose_tokens, routing_scores, save_routers, token_mask
+from vts_drive.mod.routing import Routers, RoutingTrace, choose_tokens, routing_scores, save_routers, token_mask
 from vts_drive.model.decoder import Qwen2Decoder, visible_entries
 from vts_drive.model.kv_cache import LayerKV
 from vts_drive.model.loading import VisionLanguageModel
@@ -39,7 +40,7 @@ AUX_TARGETS = ("attention", "self")
 
 
 class PromptAttentionProbe:
-    """Attached to a dense decoder during a training forward pass: for each layer asked for,
+    """Given to a dense decoder's training forward pass (forward_losses): for each layer asked for,
     the attention each prefix entry receives from the prompt rows, averaged over heads and the
     rows' valid tokens. Prompt rows are the calls whose queries come after cached entries."""
 
@@ -85,20 +86,16 @@ def membership_loss(trace: list[RoutingTrace], targets: list[torch.Tensor]) -> t
 
 def routed_losses(
     vision: VisionEncoder,
-    decoder: Qwen2Decoder,
+    routed: Qwen2Decoder,
     builder: PromptBuilder,
-    routers: Routers,
     examples: list[TrainingExample],
     received: dict[int, torch.Tensor] | None,
     device: torch.device | str,
 ) -> tuple[Losses, torch.Tensor]:
-    """A training forward pass with routing on, and the routers' membership loss against the
-    dense pass's attention (`received`, from a PromptAttentionProbe) or their own top-k (None)."""
-    decoder.routers = routers
-    try:
-        losses = forward_losses(vision, decoder, builder, examples, device=device)
-    finally:
-        decoder.routers = None
+    """A training forward pass through a decoder built with routers, and the routers' membership
+    loss against the dense pass's attention (`received`, from a PromptAttentionProbe) or their
+    own top-k (None)."""
+    losses = forward_losses(vision, routed, builder, examples, device=device)
     if received is not None:
         targets = attention_targets(losses.trace, received, [len(ex.prompts) for ex in examples])
     else:
@@ -126,6 +123,7 @@ def train_routers(
     text = hf.config.text_config
     routers = Routers(text.hidden_size, text.num_hidden_layers, config).to(model.device)
     decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head)
+    routed = Qwen2Decoder(hf.model.language_model, hf.lm_head, routers)
     vision, builder = VisionEncoder(model), PromptBuilder(model.tokenizer, decoder.embed)
     optimizer = torch.optim.AdamW(routers.parameters(), lr=lr, weight_decay=0.0)
     checkpoint = Path(out) / "router_checkpoint"
@@ -136,11 +134,9 @@ def train_routers(
         probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if aux_target == "attention" else None
         teacher = None
         if kl_weight > 0 or probe is not None:
-            decoder.attention_probe = probe
             with torch.no_grad():
-                teacher = forward_losses(vision, decoder, builder, examples, device=model.device).answer_logits
-            decoder.attention_probe = None
-        losses, membership = routed_losses(vision, decoder, builder, routers, examples, probe.received if probe else None, model.device)
+                teacher = forward_losses(vision, decoder, builder, examples, device=model.device, probe=probe).answer_logits
+        losses, membership = routed_losses(vision, routed, builder, examples, probe.received if probe else None, model.device)
         loss = losses.language + aux_weight * membership
         if kl_weight > 0:
             kl = F.kl_div(F.log_softmax(losses.answer_logits, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")

@@ -11,9 +11,10 @@ from pathlib import Path
 import torch
 from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
 
+from vts_drive.config import KeyframeConfig, ModConfig
 from vts_drive.errors import InputError
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
-from vts_drive.mod.routing import ModConfig, Routers, save_routers
+from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
+from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.model.loading import VisionLanguageModel, resolve_dtype
 from vts_drive.model.small import train_tokenizer
 
@@ -52,7 +53,9 @@ def random_model(arch: str, device: str = "cpu", dtype: str | None = None, seed:
     tokenizer = train_tokenizer(prompts * 8, vocab_size=300)
     folder = Path(tempfile.mkdtemp(prefix=f"vts-drive-{arch}-"))
     save_scorer(KeyframeScorer(KeyframeConfig()).eval(), folder)
-    save_routers(Routers(config.text_config.hidden_size, config.text_config.num_hidden_layers, ModConfig()), folder)
+    # r = 0.2, the mixture-of-depths paper's, at which the real-dimension figures were measured
+    routing = ModConfig(keep_ratio=0.2)
+    save_routers(Routers(config.text_config.hidden_size, config.text_config.num_hidden_layers, routing), folder)
     return VisionLanguageModel(
         name=f"{arch} (random weights)",
         folder=folder,

@@ -6,9 +6,10 @@ which is what batched prompts on a shared prefix and mixture-of-depths need,
 and what the ONNX export traces. For a plain sequence it computes exactly what
 Qwen2Model does (tested against it).
 
-With `routers` set (mixture-of-depths) and the tokens' frame index given, the
-routed layers compute only text tokens and each frame's top visual tokens
-(vts_drive/mod/routing.py); text-only calls such as decoding are never routed.
+A decoder built with routers (mixture-of-depths) wraps its routed layers in
+RoutedLayer (vts_drive/mod/routing.py): given a plan from the tokens' frame
+index, they compute only text tokens and each frame's top visual tokens;
+text-only calls such as decoding are never routed.
 """
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ from torch import nn
 
 from vts_drive.errors import InputError
 from vts_drive.model.kv_cache import KVCache, LayerKV
-from vts_drive.mod.routing import Routers, RoutingPlan, RoutingTrace, routed_layer_forward
+from vts_drive.mod.routing import RoutedLayer, Routers, RoutingPlan, RoutingTrace
+
+# called as probe(layer, query, query_positions, segments) before each attention, to read what a
+# layer attends to (router training)
+AttentionProbe = Callable[[int, torch.Tensor, torch.Tensor, list[LayerKV]], None]
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -87,46 +92,27 @@ def rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (stacked @ b).view(heads, batch, rows, -1).transpose(0, 1)
 
 
-class Qwen2Decoder(nn.Module):
-    """Wraps the Qwen2 modules of a LlavaOnevision model; owns no weights of its own."""
+class DecoderLayer(nn.Module):
+    """One Qwen2 block over the checkpoint's own modules, attending over an explicit cache."""
 
-    def __init__(self, language_model: nn.Module, lm_head: nn.Linear) -> None:
+    def __init__(self, index: int, layer: nn.Module, rotary: nn.Module, config: object) -> None:
         super().__init__()
-        config = language_model.config
-        self.config = config
-        if any(kind != "full_attention" for kind in config.layer_types):
-            raise InputError("checkpoints with sliding-window attention layers are not supported")
-        self.embed_tokens = language_model.embed_tokens
-        self.layers = language_model.layers
-        self.norm = language_model.norm
-        self.rotary = language_model.rotary_emb
-        self.lm_head = lm_head
+        self.index, self.layer, self.rotary = index, layer, rotary
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.scale = self.head_dim**-0.5
-        self.routers: Routers | None = None
-        # called as probe(layer, query, query_positions, segments) before each attention, to read
-        # what a layer attends to (router training); None in inference
-        self.attention_probe: Callable[[int, torch.Tensor, torch.Tensor, list[LayerKV]], None] | None = None
 
-    @property
-    def num_layers(self) -> int:
-        return len(self.layers)
-
-    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
-        return self.embed_tokens(token_ids)
-
-    def layer_forward(
+    def forward(
         self,
-        index: int,
         hidden: torch.Tensor,  # [B, L, D]
         positions: torch.Tensor,  # [B, L]
         valid: torch.Tensor,  # [B, L]
         cache: KVCache | None,
+        probe: AttentionProbe | None = None,
     ) -> torch.Tensor:
-        """One decoder block; its K/V for these tokens go into `cache`. Returns [B, L, D]."""
-        layer = self.layers[index]
+        """The block on these tokens; their K/V go into `cache`. Returns [B, L, D]."""
+        layer = self.layer
         attention = layer.self_attn
         batch, length, _ = hidden.shape
         x = layer.input_layernorm(hidden)
@@ -136,12 +122,48 @@ class Qwen2Decoder(nn.Module):
         cos, sin = self.rotary(hidden, positions)  # [B, L, d]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         kv = LayerKV(keys=k, values=v, positions=positions, valid=valid)
-        segments = [kv] if cache is None else [*filter(None, [cache.shared[index]]), cache.append(index, kv)]
-        if self.attention_probe is not None:
-            self.attention_probe(index, q, positions, segments)
+        segments = [kv] if cache is None else [*filter(None, [cache.shared[self.index]]), cache.append(self.index, kv)]
+        if probe is not None:
+            probe(self.index, q, positions, segments)
         attended = attend(q, positions, segments, self.scale)  # [B, H, L, d]
         hidden = hidden + attention.o_proj(attended.transpose(1, 2).reshape(batch, length, -1))
         return hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+
+
+class Qwen2Decoder(nn.Module):
+    """Wraps the Qwen2 modules of a LlavaOnevision model; owns no weights of its own beside the
+    routers it is given (mixture-of-depths: its routed layers are RoutedLayers; `seed` seeds
+    random routing's draws)."""
+
+    def __init__(
+        self, language_model: nn.Module, lm_head: nn.Linear, routers: Routers | None = None, seed: int = 0
+    ) -> None:
+        super().__init__()
+        config = language_model.config
+        self.config = config
+        if any(kind != "full_attention" for kind in config.layer_types):
+            raise InputError("checkpoints with sliding-window attention layers are not supported")
+        self.embed_tokens = language_model.embed_tokens
+        self.norm = language_model.norm
+        self.lm_head = lm_head
+        self.routers = routers
+        blocks = [DecoderLayer(i, layer, language_model.rotary_emb, config) for i, layer in enumerate(language_model.layers)]
+        generator = None
+        if routers is not None:
+            device = self.embed_tokens.weight.device
+            generator = torch.Generator(device=device).manual_seed(seed)
+        self.layers = nn.ModuleList(
+            [RoutedLayer(block, routers, generator) if routers is not None and routers.routes(block.index) else block
+             for block in blocks]
+        )
+        self.num_kv_heads, self.head_dim, self.scale = blocks[0].num_kv_heads, blocks[0].head_dim, blocks[0].scale
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layers)
+
+    def embed(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.embed_tokens(token_ids)
 
     def forward(
         self,
@@ -151,16 +173,17 @@ class Qwen2Decoder(nn.Module):
         cache: KVCache | None = None,
         plan: RoutingPlan | None = None,  # from routing_plan(); None: no layer routes
         trace: list[RoutingTrace] | None = None,
+        probe: AttentionProbe | None = None,
     ) -> torch.Tensor:
         """Returns the final-norm hidden states [B, L, D]."""
         if valid is None:
             valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
         hidden = embeds
-        for index in range(self.num_layers):
-            if plan is not None and self.routers.routes(index):
-                hidden = routed_layer_forward(self, self.routers, index, hidden, positions, valid, cache, plan, trace)
+        for layer in self.layers:
+            if isinstance(layer, RoutedLayer):
+                hidden = layer(hidden, positions, valid, cache, plan, trace, probe)
             else:
-                hidden = self.layer_forward(index, hidden, positions, valid, cache)
+                hidden = layer(hidden, positions, valid, cache, probe)
         return self.norm(hidden)
 
     def routing_plan(self, frame_index: torch.Tensor) -> RoutingPlan | None:

@@ -22,10 +22,9 @@ from transformers import (
 )
 
 from vts_drive.errors import InputError
+from vts_drive.model.names import shipped_model_path
 from vts_drive.model.weights import check_weight_file
 
-REAL_MODEL_ID = "llava-hf/llava-onevision-qwen2-0.5b-ov-hf"
-SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5")
 MODEL_WEIGHTS = "model.safetensors"
@@ -68,11 +67,6 @@ class VisionLanguageModel:
         """Positions the LLM was built for (max_position_embeddings): a window's prompt and its
         answers must fit in them."""
         return self.hf_model.config.text_config.max_position_embeddings
-
-
-def shipped_model_path(name: str) -> Path | None:
-    path = SHIPPED_MODELS_DIR / name
-    return path if (path / "config.json").is_file() else None
 
 
 def resolve_dtype(device: str, dtype: str | None) -> torch.dtype:
@@ -218,15 +212,21 @@ def _download_folder(model_id: str) -> Path:
         ) from None
 
 
-def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None) -> VisionLanguageModel:
-    """Load a checkpoint by shipped name (e.g. synthdrive-tiny), local folder, or hub id."""
-    check_device(device)
-    torch_dtype = resolve_dtype(device, dtype)
+def model_folder(name_or_path: str) -> Path:
+    """The folder of a shipped name (e.g. synthdrive-tiny), a local folder, or a hub id (downloaded)."""
     folder = shipped_model_path(name_or_path) or Path(os.path.expanduser(name_or_path))
     if not folder.exists():
         if not _HUB_ID.match(name_or_path):
             raise InputError(f"model folder {name_or_path} does not exist")
         folder = _download_folder(name_or_path)
+    return folder
+
+
+def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None) -> VisionLanguageModel:
+    """Load a checkpoint by shipped name (e.g. synthdrive-tiny), local folder, or hub id."""
+    check_device(device)
+    torch_dtype = resolve_dtype(device, dtype)
+    folder = model_folder(name_or_path)
     check_checkpoint_folder(folder)
     config = _read_model_config(folder)
     image_mean, image_std = _read_image_statistics(folder)
@@ -254,7 +254,3 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None)
         image_std=image_std,
     )
 
-
-def default_model() -> str:
-    """The shipped synthdrive-tiny model when present (offline), else the real checkpoint's hub id."""
-    return "synthdrive-tiny" if shipped_model_path("synthdrive-tiny") else REAL_MODEL_ID

@@ -1,8 +1,11 @@
 """The node's parameters: one dataclass, read from ROS parameters, a params YAML or `--param` flags.
 
 Every transport (rclpy, DDS) builds a NodeParams the same way, so the node has
-the same parameters, defaults and checks whichever runs it. Nothing here
-imports rclpy; torch only for the pipeline's defaults.
+the same parameters, defaults and checks whichever runs it. Besides the node's
+own parameters (cameras, windows, queues), every dotted key of the pipeline's
+configuration is a parameter of the same name (`mode`, `vts.budget`, in a params
+YAML also nested: `vts: {budget: 0.3}`); one left unset keeps the model's
+setting, else the default (vts_drive/config.py). Nothing here imports rclpy or torch.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from typing import Callable
 
 import yaml
 
+from vts_drive.config import PipelineConfig, flatten, resolve_config, setting_keys
 from vts_drive.errors import InputError
 from vts_drive.ros.stream import StreamConfig
 
@@ -21,7 +25,12 @@ QOS_PROFILES = ("sensor_data", "reliable")
 DEFAULT_CAMERA_TOPICS = ["/cam_front/image_raw", "/cam_front_left/image_raw", "/cam_front_right/image_raw"]
 
 # Python field type -> ROS parameter type name (rclpy's ParameterType.PARAMETER_<NAME>)
-ROS_TYPES = {str: "STRING", bool: "BOOL", int: "INTEGER", float: "DOUBLE", list[str]: "STRING_ARRAY"}
+ROS_TYPES = {
+    str: "STRING", bool: "BOOL", int: "INTEGER", float: "DOUBLE", list[str]: "STRING_ARRAY", list[int]: "INTEGER_ARRAY",
+}
+# parameters of earlier releases -> the configuration keys that replaced them (named in the error)
+RENAMED = {"skip_threshold": "keyframe.skip_threshold", "max_keyframes": "keyframe.max_keyframes",
+           "keyframe_anchor": "keyframe.anchor", "keep_ratio": "mod.keep_ratio"}
 
 
 @dataclass
@@ -35,27 +44,16 @@ class NodeParams:
     stale_after_s: float = StreamConfig.stale_after_s
     on_stale_camera: str = StreamConfig.on_stale  # continue | wait
     model: str = ""  # "": the default model (synthdrive-tiny when shipped)
-    mode: str = "dense"
-    backend: str = "torch"
-    device: str = "cpu"
-    dtype: str = ""  # "": fp32 on CPU, bf16/fp16 on CUDA
-    engines: str = ""  # folder written by `vts-drive export`, for backend onnxruntime | tensorrt
-    skip_threshold: float = -1.0  # frames the keyframe CNN scores below it are not encoded; < 0: the model's setting
-    max_keyframes: int = 0  # keyframes per camera per window, the anchor included; 0: the model's setting
-    keyframe_anchor: str = ""  # first | newest: each camera's frame always kept whole; "": the model's setting
-    keep_ratio: float = 0.0  # share of each frame's visual tokens a routed layer computes; 0: the model's setting
-    box_grammar: bool = True  # keep the risk answer's box well formed while decoding
-    questions: list[str] = field(default_factory=lambda: default_questions())
-    max_new_tokens: int = 48
     qos: str = "sensor_data"  # sensor_data (best effort) | reliable, for the camera subscriptions
     window_queue_size: int = 2  # windows waiting for inference; the oldest is dropped beyond it
     question_queue_size: int = 8
     max_question_chars: int = 500
     diagnostics_period_s: float = 1.0
+    settings: dict[str, object] = field(default_factory=dict)  # pipeline configuration: dotted key -> value
 
     def check(self) -> None:
-        for name in ("frames_per_window", "window_stride", "max_new_tokens", "window_queue_size",
-                     "question_queue_size", "max_question_chars"):
+        for name in ("frames_per_window", "window_stride", "window_queue_size", "question_queue_size",
+                     "max_question_chars"):
             if getattr(self, name) < 1:
                 raise InputError(f"parameter {name}: must be at least 1, got {getattr(self, name)}")
         if self.qos not in QOS_PROFILES:
@@ -68,6 +66,7 @@ class NodeParams:
         if not self.camera_topics or len(set(self.cameras)) != len(self.cameras):
             raise InputError(f"parameter camera_topics: {self.camera_topics} must name distinct cameras {self.cameras}")
         self.stream_config().check()
+        self.requested()
 
     @property
     def cameras(self) -> list[str]:
@@ -89,25 +88,25 @@ class NodeParams:
             on_stale=self.on_stale_camera,
         )
 
-    def pipeline_config(self):
-        """The PipelineConfig these parameters ask for (imports torch)."""
-        from vts_drive.pipeline import PipelineConfig
+    def requested(self) -> PipelineConfig:
+        """The configuration the parameters ask for over the defaults (a pipeline adds the model's
+        settings beneath them: Pipeline.load(params.model_name(), params.settings))."""
+        return resolve_config(None, self.settings, source="parameters")
 
-        config = PipelineConfig(
-            mode=self.mode, backend=self.backend, device=self.device, dtype=self.dtype or None,
-            max_new_tokens=self.max_new_tokens, engines=self.engines or None,
-            keyframe_skip_threshold=self.skip_threshold if self.skip_threshold >= 0 else None,
-            max_keyframes=self.max_keyframes or None,
-            keyframe_anchor=self.keyframe_anchor or None,
-            mod_keep_ratio=self.keep_ratio or None,
-            box_grammar=self.box_grammar,
-        )
-        config.questions = list(self.questions)
-        config.check()
-        return config
+    @property
+    def mode(self) -> str:
+        return self.requested().mode
+
+    @property
+    def backend(self) -> str:
+        return self.requested().backend
+
+    @property
+    def device(self) -> str:
+        return self.requested().device
 
     def model_name(self) -> str:
-        from vts_drive.model.loading import default_model
+        from vts_drive.model.names import default_model
 
         return self.model or default_model()
 
@@ -117,23 +116,24 @@ def output_topic(name: str, node_name: str = NODE_NAME) -> str:
     return f"/{node_name}/{name}"
 
 
-def default_questions() -> list[str]:
-    """The pipeline's default questions (never an empty list: rclpy cannot declare one as a string array)."""
-    from vts_drive.pipeline import DEFAULT_QUESTIONS
-
-    return list(DEFAULT_QUESTIONS)
-
-
 def camera_name(topic: str) -> str:
     """/cam_front/image_raw -> front: the topic's first name, less a cam_ prefix."""
     first = topic.strip("/").split("/")[0]
     return first.removeprefix("cam_") or first
 
 
-def declarations() -> list[tuple[str, object, str]]:
-    """(name, default, ROS parameter type name) of every parameter, for declaring them in rclpy."""
+def node_fields() -> dict[str, object]:
+    """The node's own parameters -> their types (the configuration's keys are parameters too)."""
     hints = typing.get_type_hints(NodeParams)
-    return [(f.name, getattr(NodeParams(), f.name), ROS_TYPES[hints[f.name]]) for f in fields(NodeParams)]
+    return {f.name: hints[f.name] for f in fields(NodeParams) if f.name != "settings"}
+
+
+def declarations() -> list[tuple[str, object, str]]:
+    """(name, default, ROS parameter type name) of every parameter, for declaring them in rclpy; a
+    configuration key's default is None (not set: the model's setting, else the configuration's default)."""
+    defaults = NodeParams()
+    node = [(name, getattr(defaults, name), ROS_TYPES[kind]) for name, kind in node_fields().items()]
+    return node + [(key, None, ROS_TYPES[kind]) for key, kind in setting_keys().items()]
 
 
 def params_from_ros_node(node: object, descriptor: Callable[..., object], source: str) -> NodeParams:
@@ -152,13 +152,18 @@ def params_from_ros_node(node: object, descriptor: Callable[..., object], source
 
 
 def params_from_dict(values: dict, source: str = "parameters") -> NodeParams:
-    """A checked NodeParams from {name: value}; unknown names and wrong types raise InputError."""
-    hints = typing.get_type_hints(NodeParams)
-    unknown = sorted(set(values) - set(hints))
+    """A checked NodeParams from {name: value} (nested mappings are dotted names); unknown names and
+    wrong types raise InputError. A configuration key whose value is None is not set."""
+    values = flatten(values)
+    hints, keys = node_fields(), setting_keys()
+    unknown = sorted(set(values) - set(hints) - set(keys))
     if unknown:
-        raise InputError(f"{source}: unknown parameter(s) {', '.join(unknown)}; known: {', '.join(hints)}")
-    checked = {name: _typed(name, value, hints[name], source) for name, value in values.items()}
-    params = NodeParams(**checked)
+        renamed = "".join(f" ({name} is now {RENAMED[name]})" for name in unknown if name in RENAMED)
+        raise InputError(f"{source}: unknown parameter(s) {', '.join(unknown)}{renamed}; known: {', '.join(hints)} "
+                         "and the configuration's dotted keys (vts_drive/config.py)")
+    checked = {name: _typed(name, value, hints[name], source) for name, value in values.items() if name in hints}
+    settings = {key: value for key, value in values.items() if key in keys and value is not None}
+    params = NodeParams(**checked, settings=settings)
     try:
         params.check()
     except InputError as error:

@@ -48,16 +48,17 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from vts_drive.keyframe.scorer import CONFIG_FILE as SCORER_CONFIG_FILE
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, load_scorer, select_keyframes
-from vts_drive.mod.routing import CONFIG_FILE as ROUTER_CONFIG_FILE
-from vts_drive.mod.routing import ModConfig, Routers, load_routers, save_routers
+from vts_drive.config import KeyframeConfig, ModConfig, read_settings, resolve_config, write_settings
+from vts_drive.keyframe.scorer import WEIGHTS_FILE as SCORER_WEIGHTS
+from vts_drive.keyframe.scorer import KeyframeScorer, load_scorer, select_keyframes
+from vts_drive.mod.routing import WEIGHTS_FILE as ROUTER_WEIGHTS
+from vts_drive.mod.routing import Routers, load_routers, save_routers
 from vts_drive.mod.train import PromptAttentionProbe, routed_losses
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel, load_model
 from vts_drive.model.small import SmallModelSize, build_small_model, save_small_model, train_tokenizer, with_image_size
 from vts_drive.model.vision import VisionEncoder
-from vts_drive.pipeline import Pipeline, PipelineConfig
+from vts_drive.pipeline import Pipeline
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, SYSTEM_PROMPT, PromptBuilder
 from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, exact_match
@@ -246,7 +247,8 @@ def sample_examples(
             keep = rng.random((len(camera_rows), frames, per_frame)) < rng.uniform(0.2, 0.7)
             if config.empty_frame_share > 0:  # never the oldest frame, which always enters in the pipeline
                 keep[:, 1:] &= rng.random((len(camera_rows), frames - 1, 1)) >= config.empty_frame_share
-            keep[:, (scorer_config or KeyframeConfig()).anchor_index] = True  # the anchor keyframe keeps every token
+            # the anchor keyframe keeps every token (without a scorer: the oldest frame)
+            keep[:, scorer_config.anchor_index if scorer_config else 0] = True
         examples.append(
             TrainingExample(
                 cameras=[data.cameras[c] for c in camera_rows],
@@ -263,12 +265,13 @@ def sample_examples(
 
 
 def copy_side_files(source: Path, out: Path) -> None:
-    """The keyframe scorer and MoD routers of the model training starts from, where OUT has none
-    of its own: training updates the routers and keeps the scorer."""
-    for config_file in (SCORER_CONFIG_FILE, ROUTER_CONFIG_FILE):
-        if (source / config_file).is_file() and not (out / config_file).is_file():
-            for path in source.glob(f"{Path(config_file).stem}.*"):
-                shutil.copy2(path, out / path.name)
+    """The keyframe scorer and MoD routers of the model training starts from (weights and their
+    settings), where OUT has none of its own: training updates the routers and keeps the scorer."""
+    settings = read_settings(source)
+    for weights, section in ((SCORER_WEIGHTS, "keyframe."), (ROUTER_WEIGHTS, "mod.")):
+        if (source / weights).is_file() and not (out / weights).is_file():
+            write_settings(out, {key: value for key, value in settings.items() if key.startswith(section)})
+            shutil.copy2(source / weights, out / weights)
 
 
 def model_history(start: VisionLanguageModel | None, run: list[dict]) -> list[dict]:
@@ -298,8 +301,8 @@ def validate(
 ) -> dict[str, float]:
     """Greedy answers on held-out windows through the real pipeline (mode mod with `routers`):
     exact match of the present-tense and of the temporal questions, and the risk box."""
-    mode = "mod" if routers else "dense"
-    pipeline = Pipeline(model, PipelineConfig(mode=mode, routers=str(routers) if routers else None, max_new_tokens=48, frame_cache=False))
+    settings = {"mode": "mod", "routers": str(routers)} if routers else {"mode": "dense"}
+    pipeline = Pipeline(model, {**settings, "frame_cache": False})
     hits = {"present": [], "temporal": []}
     ious = []
     for index in scenes:
@@ -330,9 +333,9 @@ def train_synth(
     if start is not None:
         copy_side_files(start.folder, out)
     scorer, scorer_config = None, None  # the model's keyframe scorer, where it has one (vts_share needs it)
-    if config.vts_share > 0 or (out / SCORER_CONFIG_FILE).is_file():
-        scorer = load_scorer(out, device)
-        scorer_config = scorer.config
+    if config.vts_share > 0 or (out / SCORER_WEIGHTS).is_file():
+        scorer_config = resolve_config(out).keyframe
+        scorer = load_scorer(out, scorer_config, device)
     checkpoint = out / "checkpoint"
     if start is not None:  # a checkpoint in OUT, when there is one, replaces these weights below
         hf, tokenizer = start.hf_model, start.tokenizer
@@ -358,13 +361,14 @@ def train_synth(
     trainable = torch.nn.ModuleDict({"model": hf, "aux_heads": aux_heads})
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     state = load_checkpoint(checkpoint, trainable, optimizer) or {"step": 0, "history": []}
-    routers, router_optimizer = None, None
+    routers, routed, router_optimizer = None, None, None
     if config.routed_share > 0:
         text = hf.config.text_config
-        if (out / ROUTER_CONFIG_FILE).is_file():
-            routers = load_routers(out, text.hidden_size, text.num_hidden_layers, device).train()
+        if (out / ROUTER_WEIGHTS).is_file():
+            routers = load_routers(out, resolve_config(out).mod, text.hidden_size, text.num_hidden_layers, device).train()
         else:
             routers = Routers(text.hidden_size, text.num_hidden_layers, config.routing).to(device)
+        routed = Qwen2Decoder(hf.model.language_model, hf.lm_head, routers)  # the same weights, routed layers
         router_optimizer = torch.optim.AdamW(routers.parameters(), lr=config.router_lr, weight_decay=0.0)
         load_checkpoint(checkpoint / "routers", routers, router_optimizer)
     (checkpoint / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
@@ -380,9 +384,7 @@ def train_synth(
         routed_windows = round(config.routed_share * len(examples)) if step >= config.single_frame_steps else 0
         hf.train()
         probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if routed_windows else None
-        decoder.attention_probe = probe
-        losses = forward_losses(vision, decoder, builder, examples, aux_heads, device, coordinates)
-        decoder.attention_probe = None
+        losses = forward_losses(vision, decoder, builder, examples, aux_heads, device, coordinates, probe)
         loss = losses.language + config.aux_weight * losses.auxiliary + config.box_weight * losses.box
         record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4),
                   "box": round(losses.box.item(), 4)}
@@ -392,9 +394,9 @@ def train_synth(
             loss = loss + risk.language + config.aux_weight * risk.auxiliary + config.box_weight * risk.box
             record |= {"risk_lm": round(risk.language.item(), 4), "risk_box": round(risk.box.item(), 4)}
         if routed_windows:
-            routed, membership = routed_losses(vision, decoder, builder, routers, examples[:routed_windows], probe.received, device)
-            loss = loss + routed.language + membership
-            record |= {"routed_lm": round(routed.language.item(), 4), "membership": round(membership.item(), 4)}
+            routed_pass, membership = routed_losses(vision, routed, builder, examples[:routed_windows], probe.received, device)
+            loss = loss + routed_pass.language + membership
+            record |= {"routed_lm": round(routed_pass.language.item(), 4), "membership": round(membership.item(), 4)}
         lr = cosine_lr(step, config.steps, config.warmup_steps, 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr * config.lr

@@ -12,17 +12,11 @@ token features stand in for them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class PruMergeConfig:
-    plus: bool = False  # PruMerge+: add uniform spatial samples
-    plus_fraction: float = 0.25  # PruMerge+ keeps about this share of each frame's tokens
-    merge_neighbours: int = 32  # k
+from vts_drive.config import PruMergeConfig
 
 
 def outliers(saliency: torch.Tensor) -> torch.Tensor:
@@ -36,11 +30,14 @@ def uniform_samples(count: int, samples: int, device: torch.device) -> torch.Ten
     return torch.linspace(0, count - 1, steps=samples, device=device).round().long()
 
 
-def prumerge_frame(tokens: torch.Tensor, saliency: torch.Tensor, config: PruMergeConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """One frame: tokens [N, D], saliency [N] -> (kept indices [K] ascending, merged tokens [K, D])."""
+def prumerge_frame(
+    tokens: torch.Tensor, saliency: torch.Tensor, config: PruMergeConfig, plus: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One frame: tokens [N, D], saliency [N] -> (kept indices [K] ascending, merged tokens [K, D]);
+    `plus`: PruMerge+, which adds uniform spatial samples."""
     count = tokens.shape[0]
     keep = outliers(saliency.unsqueeze(0))[0]
-    if config.plus:
+    if plus:
         target = math.ceil(config.plus_fraction * count)
         missing = target - int(keep.sum())
         if missing > 0:

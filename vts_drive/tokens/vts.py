@@ -16,17 +16,11 @@ Works on a batch of windows; each window's selection depends on that window alon
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-
-@dataclass
-class SparsifierConfig:
-    budget: float = 0.4  # fraction of the dense visual token count that enters the LLM
-    radius: int = 1  # neighbourhood (in token grid cells) searched for a matching keyframe token
-    redundancy_threshold: float = 0.9  # cosine similarity at or above which a token repeats a keyframe
+from vts_drive.config import VtsConfig
 
 
 def redundancy(
@@ -56,7 +50,7 @@ def select_tokens(
     saliency: torch.Tensor,  # [B, C, T, N]
     keyframes: torch.Tensor,  # [B, C, T] bool
     grid: tuple[int, int],
-    config: SparsifierConfig,
+    config: VtsConfig,
 ) -> torch.Tensor:
     """-> keep mask [B, C, T, N] bool."""
     batch, cameras, frames, count, _ = tokens.shape
