@@ -14,10 +14,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "train-synth",
         help="train a small LlavaOnevision model on a synthdrive dataset (resumable)",
         description="Trains from scratch with a dense auxiliary loss; checkpoints in OUT/checkpoint and "
-        "resumes from there after an interruption. The finished model is written to OUT.",
+        "resumes from there after an interruption. The finished model is written to OUT. With --stages, runs "
+        "a recipe instead: a file of stages (synth, train-synth, train-keyframe, train-router, settings, copy; "
+        "see vts_drive/recipe.py), such as scripts/synthdrive_tiny_stages.yaml.",
     )
-    parser.add_argument("--data", type=Path, required=True, help="synthdrive folder (vts-drive synth)")
-    parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    recipe = parser.add_argument_group("a recipe of stages")
+    recipe.add_argument("--stages", type=Path, metavar="FILE", help="run the stages of this YAML file in order")
+    recipe.add_argument("--var", action="append", default=[], metavar="NAME=VALUE",
+                        help="set a variable of the stages file (repeat), e.g. work=/scratch")
+    recipe.add_argument("--first-stage", type=int, default=1, metavar="N", help="start at stage N (default: 1)")
+    parser.add_argument("--data", type=Path, help="synthdrive folder (vts-drive synth); required without --stages")
+    parser.add_argument("--out", type=Path, help="model folder to write; required without --stages")
     parser.add_argument("--val-data", type=Path, help="held-out synthdrive folder for periodic validation")
     parser.add_argument(
         "--val-scenes", type=int, default=24,
@@ -82,11 +89,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vts_drive.errors import InputError
+
+    if args.stages is not None:
+        return run_recipe(args)
+    if args.data is None or args.out is None:
+        raise InputError("give --data and --out (or --stages FILE)")
+
     import torch
 
     from vts_drive.cli.common import section_settings
     from vts_drive.cli.train_router import ROUTING_FLAGS
-    from vts_drive.errors import InputError
     from vts_drive.model.loading import check_device
     from vts_drive.model.small import SmallModelSize
     from vts_drive.synth.train import TrainConfig, train_synth
@@ -128,3 +141,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"model written to {out}")
     return 0
 
+
+def run_recipe(args: argparse.Namespace) -> int:
+    from vts_drive.errors import InputError
+    from vts_drive.recipe import read_stages, run_stages
+
+    if args.data is not None or args.out is not None:
+        raise InputError("--stages runs the stages file's own settings: give --data, --out and the rest in it")
+    stages = read_stages(args.stages, args.var)
+    if not 1 <= args.first_stage <= len(stages):
+        raise InputError(f"--first-stage must be from 1 to {len(stages)}, got {args.first_stage}")
+    run_stages(stages, args.first_stage)
+    print(f"{len(stages) - args.first_stage + 1} stage(s) of {args.stages} done")
+    return 0
