@@ -148,7 +148,7 @@ class SupportTable:
     operators: dict  # op -> {"supported": bool, "types": [...], "restrictions": str}
 
     @classmethod
-    def load(cls, path: Path = TABLE_PATH) -> "SupportTable":
+    def load(cls, path: Path = TABLE_PATH) -> SupportTable:
         data = json.loads(Path(path).read_text())
         return cls(data["tensorrt_version"], data["opset"]["min"], data["opset"]["max"], data["operators"])
 

@@ -16,16 +16,15 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import onnx
 import torch
 from onnx import TensorProto, helper
 from tqdm import tqdm
-
 from vts_drive.engines.check_onnx import Violation, check_onnx_file
 from vts_drive.engines.graphs import (
     DecodeGraph,
@@ -48,6 +47,7 @@ from vts_drive.engines.manifest import (
     read_manifest,
     write_manifest,
 )
+
 from vts_drive.errors import InputError
 from vts_drive.mod.routing import RoutingPlan
 from vts_drive.pipeline import Pipeline

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from vts_drive.keyframe.scorer import KeyframeScorer
+from vts_drive.mod.routing import Routers, RoutingPlan
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.model.vision import VisionEncoder
-from vts_drive.mod.routing import Routers, RoutingPlan
 
 KV_FIELDS = ("key", "value", "position", "valid")
 PLAN_INPUTS = ("text_index", "frame_slots", "frame_keep")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
-
 from vts_drive.engines.manifest import GraphSpec, check_input_names, read_manifest
+
 from vts_drive.errors import InputError
 
 GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")

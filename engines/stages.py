@@ -10,23 +10,23 @@ OnnxRuntimeGraph (onnxruntime_runtime.py) or TensorRTEngine (tensorrt_runtime.py
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
-
 from vts_drive.engines.graphs import PLAN_INPUTS, flatten_kv, kv_names, router_settings, unflatten_kv
 from vts_drive.engines.manifest import Manifest, read_manifest, verify_model
+
 from vts_drive.errors import InputError
 from vts_drive.keyframe.scorer import KeyframeScorer
+from vts_drive.mod.routing import Routers, RoutingPlan, RoutingTrace
 from vts_drive.model.decoder import AttentionProbe, Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.model.vision import VisionEncoder
-from vts_drive.mod.routing import Routers, RoutingPlan, RoutingTrace
 
 Graph = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 

@@ -27,10 +27,10 @@ from pathlib import Path
 from types import ModuleType
 
 from tqdm import tqdm
-
 from vts_drive.engines.check_onnx import check_onnx_file
 from vts_drive.engines.manifest import EngineRecord, GraphSpec, read_manifest, write_manifest
 from vts_drive.engines.tensorrt_runtime import cuda_platform, import_tensorrt
+
 from vts_drive.errors import InputError
 
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}  # --precision -> graph dtype

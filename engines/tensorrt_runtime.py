@@ -14,8 +14,8 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-
 from vts_drive.engines.manifest import check_input_names, read_manifest, verify_engine
+
 from vts_drive.errors import InputError
 
 # tensorrt.DataType member -> torch dtype

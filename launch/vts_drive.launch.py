@@ -10,7 +10,6 @@ and then activates it, with autostart:=false it waits for a lifecycle manager
 or `ros2 lifecycle set /vts_drive configure`.
 """
 import yaml
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -19,6 +18,8 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.substitutions import FindPackageShare
 from lifecycle_msgs.msg import Transition
+
+from launch import LaunchDescription
 
 OVERRIDES = {
     "camera_topics": "camera topics as a YAML list, e.g. [/cam_front/image_raw]",

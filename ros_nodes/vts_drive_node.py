@@ -17,10 +17,10 @@ from __future__ import annotations
 import array
 import sys
 import time
+from collections.abc import Callable
 from functools import partial
 from importlib import import_module
 from types import SimpleNamespace
-from typing import Callable
 
 import numpy as np
 import rclpy

@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
+from conftest import TEST_SELECTION
 from vts_drive.bench import parse_mode_specs
 from vts_drive.cli import main
-from vts_drive.errors import InputError
-from conftest import TEST_SELECTION
 from vts_drive.config import KeyframeConfig, ModConfig
+from vts_drive.errors import InputError
 from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
 from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.synth.generate import SynthConfig, generate_dataset
@@ -66,8 +66,8 @@ def test_modes_take_turns_window_by_window_after_each_warms_up(tiny_model_dir):
     so drift in the machine's speed during a run cannot favour the modes run early."""
     from conftest import random_window
     from vts_drive.bench import BenchWindow, run_bench
-    from vts_drive.pipeline import Pipeline
     from vts_drive.model.loading import load_model
+    from vts_drive.pipeline import Pipeline
 
     model = load_model(str(tiny_model_dir))
     calls = []

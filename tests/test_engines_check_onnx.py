@@ -10,10 +10,10 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
-from vts_drive.cli import main
 from vts_drive.engines.check_onnx import Violation, check_model, check_onnx_file, find_graphs
 from vts_drive.engines.manifest import Manifest, describe_graph, write_manifest
+
+from vts_drive.cli import main
 from vts_drive.errors import InputError
 
 FLOAT = TensorProto.FLOAT

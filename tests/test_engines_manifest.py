@@ -9,7 +9,6 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from safetensors.torch import save_file
-
 from vts_drive.engines.manifest import (
     MANIFEST_NAME,
     EngineRecord,
@@ -22,6 +21,7 @@ from vts_drive.engines.manifest import (
     verify_model,
     write_manifest,
 )
+
 from vts_drive.errors import InputError
 
 

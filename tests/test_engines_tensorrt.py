@@ -23,12 +23,12 @@ import onnxruntime
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-
-from vts_drive.cli import main
 from vts_drive.engines import tensorrt_runtime
 from vts_drive.engines.manifest import Manifest, describe_graph, model_hash, read_manifest, write_manifest
 from vts_drive.engines.tensorrt_build import build_engines
 from vts_drive.engines.tensorrt_runtime import TensorRTEngine, load_engines
+
+from vts_drive.cli import main
 from vts_drive.errors import InputError
 
 ORIN = ("Orin", "8.7")
@@ -180,7 +180,7 @@ class Builder:
 
 
 class ExecutionContext:
-    def __init__(self, engine: "CudaEngine") -> None:
+    def __init__(self, engine: CudaEngine) -> None:
         self.engine = engine
         self.shapes: dict[str, tuple] = {}
         self.addresses: dict[str, int] = {}

@@ -10,19 +10,19 @@ import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
-
-from conftest import TEST_SELECTION, random_window
-from vts_drive.cli import main
 from vts_drive.engines.check_onnx import check_model, check_onnx_file
 from vts_drive.engines.export import export_engines, legalize_for_tensorrt
 from vts_drive.engines.manifest import model_hash, read_manifest, write_manifest
-from vts_drive.errors import InputError
+
+from conftest import TEST_SELECTION, random_window
+from vts_drive.cli import main
 from vts_drive.config import KeyframeConfig, ModConfig, resolve_config
+from vts_drive.errors import InputError
 from vts_drive.generation import GenerationMeter
 from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
+from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.model.loading import load_model
-from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.pipeline import Pipeline
 
 MODES = ["dense", "vts", "mod", "vts+mod"]

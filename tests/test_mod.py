@@ -8,7 +8,6 @@ import torch
 from conftest import random_window
 from vts_drive.config import ModConfig, resolve_config
 from vts_drive.generation import GenerationMeter
-from vts_drive.model.kv_cache import KVCache
 from vts_drive.mod.routing import (
     RoutedLayer,
     Routers,
@@ -19,6 +18,7 @@ from vts_drive.mod.routing import (
     save_routers,
     token_mask,
 )
+from vts_drive.model.kv_cache import KVCache
 from vts_drive.pipeline import Pipeline
 
 

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 
 from vts_drive.errors import InputError
-from vts_drive.ros.images import compressed_to_rgb, image_to_rgb, message_to_rgb, rgb_to_image_fields, rgb_to_jpeg
+from vts_drive.ros.images import (
+    compressed_to_rgb,
+    image_to_rgb,
+    message_to_rgb,
+    rgb_to_image_fields,
+    rgb_to_jpeg,
+)
 
 RGB = np.random.default_rng(0).integers(0, 256, (6, 10, 3), dtype=np.uint8)
 

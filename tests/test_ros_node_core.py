@@ -192,7 +192,7 @@ def test_each_report_gives_its_risk_box_and_an_overlay_only_while_someone_subscr
         for i, camera in enumerate(CAMERAS):
             image = wide if camera == "front_left" else IMAGE
             core.on_message(camera, msgs.image_message(t * 100 * MS + i * MS, f"{camera}_optical", image))
-        wait_until(lambda: len(out.detections) == t + 1)
+        wait_until(lambda t=t: len(out.detections) == t + 1)
         out.overlay_subscribers = True  # someone subscribes after the first report
     wait_until(lambda: len(out.overlays) == 1)
     core.stop()

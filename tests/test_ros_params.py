@@ -7,7 +7,13 @@ import pytest
 from vts_drive.config import setting_keys
 from vts_drive.errors import InputError
 from vts_drive.ros.params import (
-    NodeParams, camera_name, declarations, node_fields, output_topic, params_from_dict, parse_param_overrides,
+    NodeParams,
+    camera_name,
+    declarations,
+    node_fields,
+    output_topic,
+    params_from_dict,
+    parse_param_overrides,
     read_params_file,
 )
 

@@ -5,8 +5,8 @@ from dataclasses import asdict
 from vts_drive.config import MODES, PipelineConfig, flatten, read_settings
 from vts_drive.model.names import default_model, shipped_model_path
 from vts_drive.pipeline import Pipeline
-from vts_drive.synth.generate import SynthConfig, generate_dataset
 from vts_drive.synth.dataset import SynthDataset
+from vts_drive.synth.generate import SynthConfig, generate_dataset
 
 
 def test_shipped_model_is_small_and_the_default():

@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
-import torch
 from tqdm import tqdm
 
 from vts_drive.config import ALIASES, MODES, Overrides, flatten, resolve_config, setting_keys
@@ -31,7 +31,6 @@ from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
 from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, cider, exact_match
 from vts_drive.window import FrameWindow
-
 
 _SPEC = re.compile(r"^([\w+]+)(?:\[(.*)\])?$")
 
@@ -181,20 +180,20 @@ class ModeRun:
 
 
 def accuracy(predictions: list[tuple[BenchWindow, WindowAnswers]], device) -> dict[str, float]:
-    labelled = [(item, result) for item, result in predictions if item.truth is not None]
+    labelled = [(item.truth, item.window, result) for item, result in predictions if item.truth is not None]
     if not labelled:
         return {}
     hits: dict[str, list[bool]] = {"present": [], "temporal": []}
     boxes, captions, references = [], [], []
-    for item, result in labelled:
+    for truth, window, result in labelled:
         _, risk_answer, *answers = result.answers
-        for question, (answer, truth) in enumerate(zip(answers, item.truth.answers, strict=True)):
-            hits[item.truth.kind(question)].append(exact_match(answer, truth))
-        if item.truth.risk_bbox is not None:
-            risk = parse_risk(risk_answer, default_camera=item.window.cameras[0])
-            boxes.append(box_iou(risk.bbox, item.truth.risk_bbox))
+        for question, (answer, expected) in enumerate(zip(answers, truth.answers, strict=True)):
+            hits[truth.kind(question)].append(exact_match(answer, expected))
+        if truth.risk_bbox is not None:
+            risk = parse_risk(risk_answer, default_camera=window.cameras[0])
+            boxes.append(box_iou(risk.bbox, truth.risk_bbox))
             captions.append(risk.caption)
-            references.append([item.truth.risk_caption])
+            references.append([truth.risk_caption])
     every = hits["present"] + hits["temporal"]
     return {
         "qa_exact_match": sum(every) / len(every) if every else 0.0,
@@ -308,7 +307,7 @@ def moving_texture_windows(
     for _ in cameras:
         texture = cv2.resize(rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8), (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
         offsets, position = [], np.array([0, 0])
-        for t in range(length):
+        for _ in range(length):
             position = rng.integers(0, size, 2) if rng.random() < 0.1 else (position + rng.integers(1, 4, 2)) % size
             offsets.append(position.copy())
         streams.append([np.ascontiguousarray(texture[y : y + size, x : x + size]) for y, x in offsets])

@@ -204,8 +204,11 @@ def generate(
 
 def constrain(logits: torch.Tensor, constraints: list[BoxConstraint | None], generated: list[list[int]]) -> torch.Tensor:
     """logits [A, V] with the tokens each row's constraint rules out at this step set to -inf."""
-    masks = [(row, c.allowed(ids, logits.shape[1])) for row, (c, ids) in enumerate(zip(constraints, generated)) if c is not None]
-    masks = [(row, mask) for row, mask in masks if mask is not None]
+    masks = []
+    for row, (constraint, ids) in enumerate(zip(constraints, generated)):
+        mask = constraint.allowed(ids, logits.shape[1]) if constraint is not None else None
+        if mask is not None:
+            masks.append((row, mask))
     if not masks:
         return logits
     logits = logits.clone()
@@ -229,7 +232,10 @@ def length_buckets(lengths: list[int]) -> list[list[int]]:
 def prefill_suffixes(decoder: Qwen2Decoder, suffixes: list[list[int]], start: int, cache: KVCache, pad_id: int) -> torch.Tensor:
     """Prompt suffixes (token ids) after a prefix of `start` tokens, as one right-padded batch on
     a branched cache -> the hidden state at each suffix's last token [P, D]."""
-    device = cache.shared[0].keys.device
+    prefix = cache.shared[0]
+    if prefix is None:
+        raise ValueError("prompt suffixes follow a prefix: give a cache branched off one")
+    device = prefix.keys.device
     lengths = torch.tensor([len(ids) for ids in suffixes], device=device)  # [P]
     width = int(lengths.max())
     ids = torch.full((len(suffixes), width), pad_id, dtype=torch.long, device=device)

@@ -5,9 +5,9 @@ caller catches the InputError, counts the window as skipped, and goes on.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np

@@ -27,10 +27,10 @@ from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
 from vts_drive.generation import GenerationMeter, HeadCache, generate
 from vts_drive.keyframe.scorer import KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.measure import StageTimer
+from vts_drive.mod.routing import Routers, load_routers
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel, load_model, model_folder
 from vts_drive.model.vision import VisionEncoder
-from vts_drive.mod.routing import Routers, load_routers
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
 from vts_drive.report import QA, SceneReport, parse_risk
 from vts_drive.tokens.prumerge import prumerge_frame
@@ -276,6 +276,8 @@ class Pipeline:
         self.frame_cache.scored += len(previous)
         if previous:
             scorer = self.keyframe_scorer
+            if scorer is None:
+                raise ValueError(f"mode {self.config.mode} has no keyframe scorer to score frames with")
             with torch.no_grad():
                 logits = scorer(scorer.prepare([images[i] for i in previous]), scorer.prepare(list(previous.values())))
             for i, probability in zip(previous, torch.sigmoid(logits).tolist()):
@@ -306,6 +308,8 @@ class Pipeline:
         if reduction == "none":
             kept = [[tokens[c, t] if encoded[c, t] else tokens[c, t, :0] for t in frames] for c in cameras]
         elif reduction == "vts":
+            if keyframes is None:
+                raise ValueError("VTS keeps tokens relative to keyframes: give them")
             keep = vts_select(tokens[None], saliency[None], keyframes[None], self.vision.token_grid, self.config.vts)[0]
             keep &= encoded.to(keep.device).unsqueeze(-1)
             kept = [[tokens[c, t][keep[c, t]] for t in frames] for c in cameras]

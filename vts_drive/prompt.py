@@ -19,9 +19,9 @@ risk object, what colour is the light) finds it without counting frames.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable
 
 import torch
 from transformers import PreTrainedTokenizerBase

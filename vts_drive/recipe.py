@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,7 +86,9 @@ def read_stages(path: Path, variables: list[str] | None = None) -> list[Stage]:
         if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in KINDS:
             raise InputError(f"{path} stage {number}: expected one of {', '.join(KINDS)} with its options, got {entry!r}")
         ((kind, options),) = entry.items()
-        stage = Stage(number, kind, _fill(options or {}, values, f"{path} stage {number}"))
+        if not isinstance(options or {}, dict):
+            raise InputError(f"{path} stage {number}: the options of {kind} must be a mapping, got {options!r}")
+        stage = Stage(number, kind, typing.cast(dict, _fill(options or {}, values, f"{path} stage {number}")))
         check_stage(stage)
         stages.append(stage)
     return stages

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, load_model, save_file, save_model
-
 from transformers import PreTrainedTokenizerBase
 
 from vts_drive.config import VtsConfig

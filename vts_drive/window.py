@@ -51,7 +51,7 @@ class FrameWindow:
         """The window's stamp: its newest frame."""
         return max(stamps[-1] for stamps in self.stamps_ns)
 
-    def newest_frames(self) -> "FrameWindow":
+    def newest_frames(self) -> FrameWindow:
         """The same cameras with their newest frame only."""
         return FrameWindow(list(self.cameras), [frames[-1:] for frames in self.images], [stamps[-1:] for stamps in self.stamps_ns])
 

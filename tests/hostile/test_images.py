@@ -3,7 +3,6 @@ megapixels, 192 MB as RGB). Image files, video files and ROS CompressedImage pay
 refused from their declared dimensions, with an error naming the image."""
 import struct
 import zlib
-from pathlib import Path
 from types import SimpleNamespace
 
 import cv2

@@ -34,7 +34,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from vts_drive.bench import format_table, moving_texture_windows, parse_mode_specs, plot_tradeoff, run_bench
+    from vts_drive.bench import (
+        format_table,
+        moving_texture_windows,
+        parse_mode_specs,
+        plot_tradeoff,
+        run_bench,
+    )
     from vts_drive.cli.common import pipeline_overrides
     from vts_drive.config import resolve_config
     from vts_drive.errors import InputError

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from vts_drive.errors import InputError
 
@@ -142,7 +143,7 @@ def flag_overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str,
     return overrides
 
 
-def section_settings(args: argparse.Namespace, section: str, flags: dict[str, str]) -> object:
+def section_settings(args: argparse.Namespace, section: str, flags: dict[str, str]) -> Any:
     """The `section` (keyframe or mod) a training command writes: its flags and --set items over
     the defaults."""
     from vts_drive.config import resolve_config

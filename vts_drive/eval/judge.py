@@ -10,7 +10,7 @@ classifier) is loaded from `--judge PATH_OR_ID`; without it the metric is not co
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from vts_drive.errors import InputError
 

@@ -79,7 +79,7 @@ def save_scorer(scorer: KeyframeScorer, folder: Path) -> None:
     save_file({k: v.contiguous() for k, v in scorer.state_dict().items()}, str(folder / WEIGHTS_FILE))
 
 
-def load_scorer(folder: Path, config: KeyframeConfig, device: str | torch.device = "cpu") -> KeyframeScorer:
+def load_scorer(folder: Path | str, config: KeyframeConfig, device: str | torch.device = "cpu") -> KeyframeScorer:
     """The scorer in `folder`, built as `config` says (the `keyframe` settings resolved for the run)."""
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():

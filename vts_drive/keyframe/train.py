@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from vts_drive.errors import InputError
 from vts_drive.config import KeyframeConfig
+from vts_drive.errors import InputError
 from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.training import load_checkpoint, save_checkpoint

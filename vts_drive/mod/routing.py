@@ -49,7 +49,7 @@ class RoutingTrace:
     logits: torch.Tensor  # [B, L] router logits
     selected: torch.Tensor  # [B, L] bool, visual tokens computed by the layer
     visual: torch.Tensor  # [B, L] bool
-    plan: "RoutingPlan"
+    plan: RoutingPlan
 
 
 class Routers(nn.Module):
@@ -87,7 +87,7 @@ class RoutingPlan:
     keep_ratio: float
 
     @classmethod
-    def from_frame_index(cls, frame_index: torch.Tensor, keep_ratio: float) -> "RoutingPlan":
+    def from_frame_index(cls, frame_index: torch.Tensor, keep_ratio: float) -> RoutingPlan:
         """frame_index [B, L] (visual token's frame, -1 for text) -> plan. Host-side bookkeeping."""
         batch, length = frame_index.shape
         device = frame_index.device
@@ -105,9 +105,9 @@ class RoutingPlan:
         text_index = torch.full((batch, text_width), length, dtype=torch.long)
         frame_slots = torch.full((batch, frame_count, slot_count), length, dtype=torch.long)
         frame_keep = torch.zeros((batch, frame_count), dtype=torch.long)
-        for b, (text, frames) in enumerate(zip(rows_text, rows_frames)):
+        for b, (text, row_frames) in enumerate(zip(rows_text, rows_frames)):
             text_index[b, : len(text)] = torch.tensor(text, dtype=torch.long)
-            for f, slots in enumerate(frames):
+            for f, slots in enumerate(row_frames):
                 frame_slots[b, f, : len(slots)] = torch.tensor(slots, dtype=torch.long)
                 frame_keep[b, f] = math.ceil(keep_ratio * len(slots) - 1e-9)
         return cls(
@@ -230,7 +230,7 @@ def save_routers(routers: Routers, folder: Path) -> None:
 
 
 def load_routers(
-    folder: Path, config: ModConfig, hidden_size: int, num_layers: int, device: torch.device | str = "cpu"
+    folder: Path | str, config: ModConfig, hidden_size: int, num_layers: int, device: torch.device | str = "cpu"
 ) -> Routers:
     """The routers in `folder`, built as `config` says (the `mod` settings resolved for the run)."""
     weights = Path(folder) / WEIGHTS_FILE

@@ -19,8 +19,8 @@ gets nearly its full block output).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -28,13 +28,27 @@ from tqdm import tqdm
 
 from vts_drive.config import ModConfig
 from vts_drive.errors import InputError
-from vts_drive.mod.routing import Routers, RoutingTrace, choose_tokens, routing_scores, save_routers, token_mask
+from vts_drive.mod.routing import (
+    Routers,
+    RoutingTrace,
+    choose_tokens,
+    routing_scores,
+    save_routers,
+    token_mask,
+)
 from vts_drive.model.decoder import Qwen2Decoder, visible_entries
 from vts_drive.model.kv_cache import LayerKV
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.prompt import PromptBuilder
-from vts_drive.training import Losses, TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
+from vts_drive.training import (
+    Losses,
+    TrainingExample,
+    cosine_lr,
+    forward_losses,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 AUX_TARGETS = ("attention", "self")
 

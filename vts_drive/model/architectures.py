@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
-from transformers import LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration, Qwen2Config, SiglipVisionConfig
+from transformers import (
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    Qwen2Config,
+    SiglipVisionConfig,
+)
 
 from vts_drive.config import KeyframeConfig, ModConfig
 from vts_drive.errors import InputError
@@ -19,7 +25,7 @@ from vts_drive.model.loading import VisionLanguageModel, resolve_dtype
 from vts_drive.model.small import train_tokenizer
 
 # llava-hf/llava-onevision-qwen2-0.5b-ov-hf: SigLIP-so400m (384 px, patch 14) + Qwen2-0.5B
-ARCHITECTURES = {
+ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
     "llava-onevision-qwen2-0.5b": {
         "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
                        image_size=384, patch_size=14, vision_use_head=False),

@@ -13,15 +13,16 @@ text-only calls such as decoding are never routed.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from transformers import PretrainedConfig
 
 from vts_drive.errors import InputError
-from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.mod.routing import RoutedLayer, Routers, RoutingPlan, RoutingTrace
+from vts_drive.model.kv_cache import KVCache, LayerKV
 
 # called as probe(layer, query, query_positions, segments) before each attention, to read what a
 # layer attends to (router training)
@@ -73,11 +74,14 @@ def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[La
         score = score.reshape(batch, kv_heads, heads // kv_heads, length, -1)
         scores.append(score.masked_fill(~visible[:, None, None], float("-inf")))
     weights = torch.softmax(torch.cat(scores, dim=-1), dim=-1).to(query.dtype)  # [B, Hkv, G, L, S_total]
-    out, start = 0, 0
+    parts, start = [], 0
     for kv, score in zip(segments, scores):
         part = weights[..., start : start + score.shape[-1]].reshape(batch, kv_heads, -1, score.shape[-1])
-        out = out + rows_matmul(part, kv.values)  # [B, Hkv, G*L, d]
+        parts.append(rows_matmul(part, kv.values))  # [B, Hkv, G*L, d]
         start += score.shape[-1]
+    out = parts[0]
+    for part in parts[1:]:
+        out = out + part
     return out.reshape(batch, heads, length, dim)
 
 
@@ -95,7 +99,7 @@ def rows_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 class DecoderLayer(nn.Module):
     """One Qwen2 block over the checkpoint's own modules, attending over an explicit cache."""
 
-    def __init__(self, index: int, layer: nn.Module, rotary: nn.Module, config: object) -> None:
+    def __init__(self, index: int, layer: nn.Module, rotary: nn.Module, config: PretrainedConfig) -> None:
         super().__init__()
         self.index, self.layer, self.rotary = index, layer, rotary
         self.num_heads = config.num_attention_heads

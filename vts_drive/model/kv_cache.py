@@ -13,6 +13,7 @@ entries of each row (prompt suffixes, then generated tokens).
 """
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, replace
 
 import torch
@@ -35,7 +36,7 @@ class KVCache:
         """What a query of this layer attends over: the shared segment, then the row's own."""
         return [kv for kv in (self.shared[layer], self.layers[layer]) if kv is not None]
 
-    def branch(self) -> "KVCache":
+    def branch(self) -> KVCache:
         """Turn a single-row cache into the shared segment of a cache for any number of rows (no copy)."""
         if any(kv is not None and kv.keys.shape[0] != 1 for kv in self.layers):
             raise ValueError("only a single-row cache can be branched")
@@ -59,7 +60,7 @@ class KVCache:
         return new
 
     @staticmethod
-    def pool_rows(caches: list["KVCache"]) -> "KVCache":
+    def pool_rows(caches: list[KVCache]) -> KVCache:
         """The rows of caches branched off one prefix, as one cache to decode them together.
 
         Rows hold prompts of different lengths. Stacked as [rows, entries] they would all be
@@ -72,8 +73,11 @@ class KVCache:
             raise ValueError("only caches branched off the same prefix can be pooled")
         pooled = KVCache(len(shared))
         for index, prefix in enumerate(shared):
+            row_entries = [cache.layers[index] for cache in caches]
+            if prefix is None or any(kv is None for kv in row_entries):
+                raise ValueError("only caches branched off a prefix and prefilled can be pooled")
             keys, values, positions, owners, rows = [prefix.keys[0]], [prefix.values[0]], [prefix.positions[0]], [], 0
-            for kv in (cache.layers[index] for cache in caches):
+            for kv in typing.cast(list[LayerKV], row_entries):
                 keep = kv.valid  # [P, W]: the row's entries, not its padding
                 keys.append(kv.keys.transpose(0, 1)[:, keep])  # [H, n, d]
                 values.append(kv.values.transpose(0, 1)[:, keep])
@@ -90,7 +94,7 @@ class KVCache:
             )
         return pooled
 
-    def select_rows(self, rows: torch.Tensor) -> "KVCache":
+    def select_rows(self, rows: torch.Tensor) -> KVCache:
         """A cache whose row i is a copy of row rows[i], over the same shared prefix: one row
         per prompt of each training example (autograd needs the copies; inference shares the
         prefix with `branch`), or the rows still decoding."""

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -153,7 +154,8 @@ def _per_channel(path: Path, field: str, values: object, positive: bool) -> tupl
     if not numbers:
         kind = "finite numbers above 0" if positive else "finite numbers"
         raise InputError(f"{path}: {field} must be 3 {kind}, one per RGB channel, got {values!r}")
-    return tuple(float(v) for v in values)
+    red, green, blue = typing.cast(list, values)
+    return float(red), float(green), float(blue)
 
 
 def _read_image_statistics(folder: Path) -> tuple[tuple[float, float, float], tuple[float, float, float]]:

@@ -7,9 +7,9 @@ locally with the `tokenizers` library, so nothing is downloaded.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import torch
 import torch.nn.functional as F

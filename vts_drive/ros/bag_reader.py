@@ -7,9 +7,9 @@ named *.bag for a ROS 1 bag file).
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Iterator
 
 from rosbags.highlevel import AnyReader, AnyReaderError
 from rosbags.interfaces import Connection

@@ -11,9 +11,9 @@ gives an array, empty, so a viewer clears the previous box.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import SimpleNamespace
-from typing import Callable, Mapping
 
 import numpy as np
 

@@ -10,9 +10,9 @@ setting, else the default (vts_drive/config.py). Nothing here imports rclpy or t
 from __future__ import annotations
 
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable
 
 import yaml
 

@@ -124,7 +124,7 @@ class Scene:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Scene":
+    def from_dict(cls, data: dict) -> Scene:
         data = dict(data)
         objects = [SceneObject(**o) for o in data.pop("objects")]
         light = data.pop("light")

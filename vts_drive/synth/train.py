@@ -47,6 +47,7 @@ import cv2
 import numpy as np
 import torch
 from tqdm import tqdm
+from transformers import AutoTokenizer
 
 from vts_drive.config import KeyframeConfig, ModConfig, read_settings, resolve_config, write_settings
 from vts_drive.keyframe.scorer import WEIGHTS_FILE as SCORER_WEIGHTS
@@ -56,7 +57,13 @@ from vts_drive.mod.routing import Routers, load_routers, save_routers
 from vts_drive.mod.train import PromptAttentionProbe, routed_losses
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import VisionLanguageModel, load_model
-from vts_drive.model.small import SmallModelSize, build_small_model, save_small_model, train_tokenizer, with_image_size
+from vts_drive.model.small import (
+    SmallModelSize,
+    build_small_model,
+    save_small_model,
+    train_tokenizer,
+    with_image_size,
+)
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.pipeline import Pipeline
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, SYSTEM_PROMPT, PromptBuilder
@@ -64,8 +71,15 @@ from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, exact_match
 from vts_drive.synth.dataset import SynthDataset, SynthScene
 from vts_drive.synth.truth import QUESTIONS, TEMPORAL_QUESTIONS, question_kind
-from vts_drive.training import AuxiliaryHeads, CoordinateTargets, TrainingExample, cosine_lr, forward_losses, load_checkpoint, save_checkpoint
-from transformers import AutoTokenizer
+from vts_drive.training import (
+    AuxiliaryHeads,
+    CoordinateTargets,
+    TrainingExample,
+    cosine_lr,
+    forward_losses,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 
 @dataclass
