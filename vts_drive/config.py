@@ -209,13 +209,13 @@ def parse_assignment(text: str, source: str) -> tuple[str, str]:
     return key.strip(), value.strip()
 
 
-def set_value(config: object, key: str, value: object, source: str) -> None:
-    """Set one dotted key of a configuration (a PipelineConfig or any dataclass tree)."""
-    hint = setting_keys(type(config)).get(key)
+def set_value(config: PipelineConfig, key: str, value: object, source: str) -> None:
+    """Set one dotted key; `source` names where the value came from in an error."""
+    hint = setting_keys().get(key)
     if hint is None:
-        raise InputError(f"{source}: unknown setting {key!r}{_suggestion(key, type(config))}")
+        raise InputError(f"{source}: unknown setting {key!r}{_suggestion(key)}")
     *sections, name = key.split(".")
-    target = config
+    target: object = config
     for section in sections:
         target = getattr(target, section)
     setattr(target, name, convert(value, hint, f"{source}: {key}"))
@@ -231,9 +231,12 @@ def check_setting(key: str, value: object, source: str) -> None:
         raise InputError(f"{source}: {error}") from None
 
 
-def apply(config: object, overrides: Overrides, source: str) -> None:
+def apply(config: PipelineConfig, overrides: Overrides, source: str) -> None:
     for key, value in flatten(overrides).items():
         set_value(config, key, value, source)
+
+
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def convert(value: object, hint: object, name: str) -> object:
@@ -272,9 +275,6 @@ def convert(value: object, hint: object, name: str) -> object:
     raise InputError(f"{name} must be {expected}, got {value!r}")
 
 
-BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
-
-
 def _float(value: object) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -307,9 +307,9 @@ def _items(value: object, kind: type) -> list | None:
     return [text] if text else []
 
 
-def _suggestion(key: str, cls: type) -> str:
-    keys = list(setting_keys(cls))
-    if key in ALIASES and cls is PipelineConfig:
+def _suggestion(key: str) -> str:
+    keys = list(setting_keys())
+    if key in ALIASES:
         return f" (did you mean {ALIASES[key]}?)"
     close = [name for name in keys if name.startswith(key)] or difflib.get_close_matches(key, keys, n=1)
     return f" (did you mean {close[0]}?)" if close else f"; settings: {', '.join(keys)}"

@@ -4,7 +4,7 @@
     stages:
       - synth: {out: "${work}/synth-train", scenes: 3000, workers: "${cpus}", overwrite: true}
       - train-synth: {data: "${work}/synth-train", out: "${work}/models/m", steps: 700}
-      - settings: {model: "${work}/models/m", set: {mod.keep_ratio: 0.15}}
+      - settings: {model: "${work}/models/m", set: {mod.keep_ratio: 0.2}}
       - copy: {from: "${work}/models/m", to: "${work}/models/n", exclude: ["keyframe_scorer.*"]}
 
 A stage named after a `vts-drive` command (synth, train-synth, train-keyframe, train-router)

@@ -95,6 +95,7 @@ class NodeParams:
 
     @property
     def mode(self) -> str:
+        """The mode the parameters ask for (diagnostics and logs name it; so do backend and device)."""
         return self.requested().mode
 
     @property
