@@ -58,12 +58,13 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.report import format_report_text
     from vts_drive.results_file import ResultsFile, pipeline_source
 
+    overrides = pipeline_overrides(args)  # a bad setting stops the command before any frame is read
     stride = args.stride or args.frames
     if args.images is not None:
         windows = windows_from_folders(args.images, args.frames, stride, args.fps)
     else:
         windows = windows_from_videos(parse_video_args(args.video), args.frames, stride, args.fps)
-    pipeline = Pipeline.load(args.model, pipeline_overrides(args))
+    pipeline = Pipeline.load(args.model, overrides)
     results = None
     if args.json is not None:
         results = ResultsFile(args.json, {"input": input_source(args, stride), **pipeline_source(pipeline)}, args.force)
