@@ -49,8 +49,9 @@ setup(
         "pycocoevalcap>=1.2",
         "pillow>=9",
     ],
-    # mcap readers: tests read results bags back with a reader other than rosbags
-    extras_require={"dev": ["pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5"]},
+    # mcap readers: tests read results bags back with a reader other than rosbags; pandas: tests read
+    # LingoQA's predictions.csv as its official evaluator does
+    extras_require={"dev": ["pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5", "pandas>=2"]},
     entry_points={
         "console_scripts": [
             "vts-drive = vts_drive.cli:main",

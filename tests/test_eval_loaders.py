@@ -236,8 +236,9 @@ def test_lingoqa_bad_parquet(tmp_path):
 def test_lingoqa_predictions_csv_round_trip_and_errors(tmp_path):
     rows = [{"question_id": "q1", "segment_id": "s1", "answer": 'Yes, "one" car, slowly'}, {"question_id": "q2", "segment_id": "s1", "answer": ""}]
     lingoqa.write_predictions(tmp_path / "predictions.csv", rows)
-    assert (tmp_path / "predictions.csv").read_text().splitlines()[0] == "question_id,segment_id,answer"
-    assert lingoqa.read_predictions(tmp_path / "predictions.csv") == {("q1", "s1"): 'Yes, "one" car, slowly', ("q2", "s1"): ""}
+    assert (tmp_path / "predictions.csv").read_text().splitlines()[0] == "question_id,segment_id,question,answer"
+    # an empty answer is written as " ", which pandas does not read as NaN and every metric strips
+    assert lingoqa.read_predictions(tmp_path / "predictions.csv") == {("q1", "s1"): 'Yes, "one" car, slowly', ("q2", "s1"): " "}
     (tmp_path / "bad.csv").write_text("question_id,answer\nq1,yes\n")
     with pytest.raises(InputError, match="lacks column\\(s\\) segment_id"):
         lingoqa.read_predictions(tmp_path / "bad.csv")

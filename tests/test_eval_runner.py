@@ -8,13 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import TEST_SELECTION
 from test_eval_judge import tiny_judge
 from vts_drive.cli import main
-from vts_drive.config import KeyframeConfig, ModConfig
 from vts_drive.eval import lingoqa
-from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
-from vts_drive.mod.routing import Routers, save_routers
+from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
+from vts_drive.mod.routing import ModConfig, Routers, save_routers
 from vts_drive.pipeline import Pipeline
 from vts_drive.synth.generate import SynthConfig, generate_dataset
 
@@ -34,7 +32,7 @@ def model(tiny_model_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("eval") / "model"
     shutil.copytree(tiny_model_dir, folder)
     torch.manual_seed(0)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), folder)
     save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[1])), folder)
     return folder
 
@@ -130,7 +128,7 @@ def test_lingoqa_eval_then_score_the_official_csv(export, model, tmp_path, capsy
     asked = sum(q.segment_id == questions[0].segment_id for q in questions)  # --limit 1: the first segment's questions
     with (out / "dense" / "predictions.csv").open(newline="") as rows:  # an answer may hold a line break
         csv_rows = list(csv.reader(rows))
-    assert csv_rows[0] == ["question_id", "segment_id", "answer"] and len(csv_rows) == 1 + asked
+    assert csv_rows[0] == ["question_id", "segment_id", "question", "answer"] and len(csv_rows) == 1 + asked
     evaluated = json.loads((out / "vts" / "metrics.json").read_text())["metrics"]
     assert evaluated["n"] == asked and 0.0 <= evaluated["lingo_judge"] <= 1.0
 

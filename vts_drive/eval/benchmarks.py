@@ -114,7 +114,10 @@ class LingoQABenchmark:
         return lingoqa.score_lingoqa(asked, predictions, self.judge)
 
     def export(self, records: list[dict], folder: Path) -> None:
-        lingoqa.write_predictions(folder / "predictions.csv", self.rows(records))
+        """predictions.csv with the question text, which the official evaluator reads from it."""
+        asked = {q.key: q.question for q in self.questions}
+        rows = [{**row, "question": asked[row["question_id"], row["segment_id"]]} for row in self.rows(records)]
+        lingoqa.write_predictions(folder / "predictions.csv", rows)
 
 
 class SynthBenchmark:

@@ -6,6 +6,15 @@ images (5 frame paths, relative to the parquet's folder), question, answer. Rows
 frames once and answers all of that segment's questions from the shared visual context.
 An image path that leads outside the parquet's folder (`..`, absolute, a symlink) is an
 InputError naming the question: the loader reads nothing outside its data.
+
+predictions.csv is written for the official evaluator (benchmark/evaluate.py of wayveai/LingoQA),
+which reads it with pandas' read_csv defaults, merges it with the references on question_id and
+segment_id, and takes the question from the predictions: hence the columns question_id,
+segment_id, question, answer (with three, it fails with KeyError: 'question'). read_csv turns
+a field that is exactly one of PANDAS_NA_STRINGS ("None", "", "N/A", ...) into NaN, quoted or not,
+and the judge would then read "nan" or "none". Such an answer is written with one leading space
+(" None", " "): read_csv keeps it, and Lingo-Judge (which strips answers) and the caption
+metrics (whose tokenizer drops spaces) score it as the answer itself.
 """
 from __future__ import annotations
 
@@ -22,7 +31,13 @@ from vts_drive.inputs import read_image
 from vts_drive.window import FrameWindow
 
 COLUMNS = ("question_id", "segment_id", "images", "question", "answer")
-PREDICTION_COLUMNS = ("question_id", "segment_id", "answer")
+PREDICTION_COLUMNS = ("question_id", "segment_id", "question", "answer")  # as the official evaluator reads them
+REQUIRED_COLUMNS = ("question_id", "segment_id", "answer")  # what scoring needs (LingoQA's README names only these)
+# read_csv's default na_values (pandas 1.x to 3.x): a field equal to one of them reads as NaN
+PANDAS_NA_STRINGS = frozenset({
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+})
 FRAME_PERIOD_NS = 1_000_000_000  # stamps for the segment's frames; only their order matters
 
 
@@ -86,12 +101,18 @@ def segment_window(images: list[Path]) -> FrameWindow:
     return FrameWindow(["front"], [[read_image(p) for p in images]], [[i * FRAME_PERIOD_NS for i in range(len(images))]])
 
 
+def survives_read_csv(answer: str) -> str:
+    """The answer as pandas' read_csv will give it back: one that it would read as NaN gets a
+    leading space, which Lingo-Judge and the caption metrics ignore."""
+    return " " + answer if answer in PANDAS_NA_STRINGS else answer
+
+
 def write_predictions(path: Path, rows: list[dict]) -> None:
-    """The official predictions file: CSV with question_id, segment_id, answer."""
+    """The official predictions file: CSV with question_id, segment_id, question, answer."""
     with Path(path).open("w", newline="") as out:
         writer = csv.DictWriter(out, fieldnames=PREDICTION_COLUMNS, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows({**row, "answer": survives_read_csv(row["answer"])} for row in rows)
 
 
 def read_predictions(path: Path) -> dict[tuple[str, str], str]:
@@ -104,9 +125,9 @@ def read_predictions(path: Path) -> dict[tuple[str, str], str]:
     reader = csv.DictReader(io.StringIO(read_utf8(path), newline=""))
     predictions, line_of = {}, {}
     try:
-        missing = [c for c in PREDICTION_COLUMNS if c not in (reader.fieldnames or [])]
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise InputError(f"predictions file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(PREDICTION_COLUMNS)}")
+            raise InputError(f"predictions file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}")
         for row in reader:
             key = (row["question_id"], row["segment_id"])
             if key in line_of:
@@ -118,15 +139,21 @@ def read_predictions(path: Path) -> dict[tuple[str, str], str]:
 
 
 def score_lingoqa(
-    questions: list[LingoQuestion], predictions: dict[tuple[str, str], str], judge_model: judge.LingoJudge | None
+    questions: list[LingoQuestion],
+    predictions: dict[tuple[str, str], str],
+    judge_model: judge.LingoJudge | None,
+    captions: bool = True,
 ) -> dict[str, float | int | None]:
     """Metrics over the questions that have a prediction (as the official evaluator merges them);
-    lingo_judge is None without a judge."""
+    lingo_judge is None without a judge. Without `captions`, no caption metric is computed, so
+    no Java is needed."""
     answered = [q for q in questions if q.key in predictions]
     answers = [predictions[q.key] for q in answered]
     references = [q.references for q in answered]
     metrics: dict[str, float | int | None] = {"n": len(answered)}
     scores = judge_model.max_scores([q.question for q in answered], references, answers) if judge_model and answered else []
     metrics["lingo_judge"] = judge.accuracy(scores) if judge_model else None
-    metrics.update(caption_metrics(answers, references))
+    if captions:
+        metrics.update(caption_metrics(answers, references))
     return metrics
+
