@@ -8,11 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import TEST_SELECTION
 from test_eval_judge import tiny_judge
 from vts_drive.cli import main
+from vts_drive.config import KeyframeConfig, ModConfig
 from vts_drive.eval import lingoqa
-from vts_drive.keyframe.scorer import KeyframeConfig, KeyframeScorer, save_scorer
-from vts_drive.mod.routing import ModConfig, Routers, save_routers
+from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
+from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.pipeline import Pipeline
 from vts_drive.synth.generate import SynthConfig, generate_dataset
 
@@ -32,7 +34,7 @@ def model(tiny_model_dir, tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("eval") / "model"
     shutil.copytree(tiny_model_dir, folder)
     torch.manual_seed(0)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32)).eval(), folder)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
     save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[1])), folder)
     return folder
 
