@@ -50,8 +50,8 @@ setup(
         "pillow>=9",
     ],
     # mcap readers: tests read results bags back with a reader other than rosbags; pandas: tests read
-    # LingoQA's predictions.csv as its official evaluator does
-    extras_require={"dev": ["pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5", "pandas>=2"]},
+    # LingoQA's predictions.csv as its official evaluator does; websocket-client: tests drive headless Chromium
+    extras_require={"dev": ["pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5", "pandas>=2", "websocket-client>=1.6"]},
     entry_points={
         "console_scripts": [
             "vts-drive = vts_drive.cli:main",

@@ -12,8 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "eval",
         help="score modes on DRAMA, LingoQA or synthdrive: accuracy next to throughput and memory",
         description="Runs each mode over the benchmark, appending predictions as they are made (a rerun "
-        "resumes; changed settings restart that mode), then writes OUT/<mode>/metrics.json, OUT/report.md "
-        "and OUT/pareto.png. Caption metrics need Java (see README).",
+        "resumes; changed settings restart that mode), then writes OUT/<mode>/metrics.json, OUT/report.md, "
+        "OUT/pareto.png and OUT/report.html (the table, the plot and per sample the frames with true and "
+        "predicted boxes and the answers next to the truth). Caption metrics need Java (see README).",
     )
     parser.add_argument("benchmark", choices=["drama", "lingoqa", "synth"])
     parser.add_argument("--data", type=Path, required=True, help="DRAMA folder (integrated_output_v2.json), LingoQA folder (val.parquet) or synthdrive folder")
@@ -55,5 +56,5 @@ def run(args: argparse.Namespace) -> int:
     model = load_model(args.model, device=run.device, dtype=run.dtype)
     results = run_eval(benchmark, model, base, specs, args.out, blind=args.blind)
     print(report_table(benchmark, results))
-    print(f"report: {args.out / 'report.md'}, plot: {args.out / 'pareto.png'}")
+    print(f"report: {args.out / 'report.md'}, plot: {args.out / 'pareto.png'}, page: {args.out / 'report.html'}")
     return 0

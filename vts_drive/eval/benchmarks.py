@@ -2,23 +2,29 @@
 those predictions are scored.
 
 Every benchmark is a list of items (a key, the prompts, and a function that reads the
-window's frames) plus three methods: `record` turns a window's answers into the fields of a
-prediction line, `score` turns prediction lines back into metrics against the data, and
-`export` writes the benchmark's official predictions file where it has one.
+window's frames) plus four methods: `record` turns a window's answers into the fields of a
+prediction line, `score` turns prediction lines back into metrics against the data, `export`
+writes the benchmark's official predictions file where it has one, and `view` shows one sample's
+truth next to each mode's prediction lines on the report page (html_report.py).
 """
 from __future__ import annotations
 
 import sys
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+
+import numpy as np
 
 from vts_drive.errors import InputError
 from vts_drive.eval import drama, lingoqa
+from vts_drive.eval.html_report import Cell, Frame, Row, SampleView, format_box, valid_box
 from vts_drive.eval.judge import LingoJudge
 from vts_drive.eval.metrics import CAPTION_METRICS, caption_metrics, localisation_metrics
+from vts_drive.inputs import read_image
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
 from vts_drive.report import parse_risk
 from vts_drive.scoring import box_iou, exact_match
@@ -28,6 +34,7 @@ if TYPE_CHECKING:  # the bench module pulls in torch and the pipeline
     from vts_drive.bench import BenchWindow
 
 BENCHMARKS = ("drama", "lingoqa", "synth")
+BOX_CAMERA = "front"  # risk boxes are scored on this camera's image (synthdrive's truth; DRAMA and LingoQA have only it)
 
 
 @dataclass
@@ -44,8 +51,39 @@ def file_identity(path: Path) -> list:
 
 
 def risk_fields(answer: str) -> dict:
-    risk = parse_risk(answer, default_camera="front")
+    risk = parse_risk(answer, default_camera=BOX_CAMERA)
     return {"risk": answer, "object": risk.object, "caption": risk.caption, "bbox": risk.bbox}
+
+
+def read_frame(path: Path) -> np.ndarray | None:
+    """A frame for the report page; None when it cannot be read (the page says so)."""
+    try:
+        return read_image(path)
+    except InputError:
+        return None
+
+
+def box_row(truth: list[float] | None, records: dict[str, dict]) -> Row:
+    """Each mode's risk box with its IoU, right at IoU > 0.5 as bbox_acc50 counts it; without a true
+    box nothing is scored, and only the boxes are compared."""
+    cells = {}
+    for mode, record in records.items():
+        iou = box_iou(record["bbox"], truth) if truth is not None else None
+        text = format_box(valid_box(record["bbox"])) + (f"  IoU {iou:.2f}" if iou is not None else "")
+        cells[mode] = Cell(text, iou > 0.5 if iou is not None else None)
+    return Row("risk box", format_box(truth), cells)
+
+
+def text_row(label: str, reference: str, records: dict[str, dict], field: str) -> Row:
+    """Free text (a caption, a description) that no verdict decides and the filter leaves alone."""
+    return Row(label, reference, {mode: Cell(record[field] or "") for mode, record in records.items()}, counts=False)
+
+
+def risk_frame(camera: str, image: np.ndarray | None, truth: list[float] | None, records: dict[str, dict]) -> Frame:
+    """A frame with the true box and every mode's box drawn, where the camera is the one boxes are scored on."""
+    if camera != BOX_CAMERA:
+        return Frame(camera, image)
+    return Frame(camera, image, truth, {mode: valid_box(record["bbox"]) for mode, record in records.items()})
 
 
 class DramaBenchmark:
@@ -72,6 +110,13 @@ class DramaBenchmark:
     def export(self, records: list[dict], folder: Path) -> None:
         """The prediction lines are DRAMA's predictions file already (key, caption, bbox)."""
 
+    def view(self, index: int, records: dict[str, dict]) -> SampleView:
+        """The key frame with the true and predicted boxes; each mode's IoU, caption and description."""
+        sample = self.samples[index]
+        truth = sample.truth_box()
+        rows = [box_row(truth, records), text_row("risk caption", sample.caption, records, "caption"), text_row("description", "", records, "description")]
+        return SampleView(sample.key, [risk_frame(BOX_CAMERA, read_frame(sample.image), truth, records)], rows)
+
 
 class LingoQABenchmark:
     """A segment's 5 frames -> answers to all of its questions; scored against the references."""
@@ -81,7 +126,7 @@ class LingoQABenchmark:
 
     def __init__(self, data: Path, judge: LingoJudge | None = None, limit: int | None = None) -> None:
         self.questions = lingoqa.load_lingoqa(data)
-        self.judge = judge
+        self.judge = lingoqa.CachedJudge(judge) if judge else None
         self.skipped: dict[str, int] = {}
         segments: dict[str, list[lingoqa.LingoQuestion]] = {}
         for question in self.questions:
@@ -118,6 +163,22 @@ class LingoQABenchmark:
         asked = {q.key: q.question for q in self.questions}
         rows = [{**row, "question": asked[row["question_id"], row["segment_id"]]} for row in self.rows(records)]
         lingoqa.write_predictions(folder / "predictions.csv", rows)
+
+    def view(self, index: int, records: dict[str, dict]) -> SampleView:
+        """The segment's newest frame and each question's references next to every mode's answer,
+        marked by the judge when there is one (its scores are cached from scoring)."""
+        questions = self.segments[self.items[index].key]
+        rows = []
+        for number, question in enumerate(questions):
+            answers = {mode: record["questions"][number]["answer"] for mode, record in records.items()}
+            if self.judge:
+                scores = self.judge.max_scores([question.question] * len(answers), [question.references] * len(answers), list(answers.values()))
+                verdicts = [score > 0 for score in scores]
+            else:
+                verdicts = [None] * len(answers)
+            cells = {mode: Cell(answer, verdict) for (mode, answer), verdict in zip(answers.items(), verdicts, strict=True)}
+            rows.append(Row(question.question, " | ".join(question.references), cells))
+        return SampleView(self.items[index].key, [Frame(BOX_CAMERA, read_frame(questions[0].images[-1]))], rows)
 
 
 class SynthBenchmark:
@@ -165,6 +226,25 @@ class SynthBenchmark:
 
     def export(self, records: list[dict], folder: Path) -> None:
         """synthdrive has no official predictions format beyond the prediction lines."""
+
+    def view(self, index: int, records: dict[str, dict]) -> SampleView:
+        """Each camera's newest frame, the boxes on the front one; the risk object, box and caption,
+        the description, and every question's true answer next to each mode's (exact match)."""
+        bench = self.windows[index]
+        truth, window = bench.truth, bench.window
+        frames = [risk_frame(camera, images[-1], truth.risk_bbox, records) for camera, images in zip(window.cameras, window.images)]
+        objects = {mode: Cell(record["object"] or "none", record["object"] == truth.risk_object) for mode, record in records.items()}
+        rows = [
+            Row("risk object", truth.risk_object or "none", objects),
+            box_row(truth.risk_bbox, records),
+            text_row("risk caption", truth.risk_caption, records, "caption"),
+            text_row("description", "", records, "description"),
+            *(
+                Row(question, answer, {mode: Cell(record["answers"][number], exact_match(record["answers"][number], answer)) for mode, record in records.items()})
+                for number, (question, answer) in enumerate(zip(bench.questions, truth.answers, strict=True))
+            ),
+        ]
+        return SampleView(self.items[index].key, frames, rows)
 
 
 def majority_answers(windows: list[BenchWindow]) -> dict[str, str]:
@@ -227,6 +307,16 @@ def risk_by_object(risky: list[tuple[BenchWindow, dict]]) -> dict[str, dict[str,
 
 
 Benchmark = DramaBenchmark | LingoQABenchmark | SynthBenchmark
+
+
+def sample_views(benchmark: Benchmark, records_by_mode: dict[str, dict[str, dict]], limit: int) -> tuple[list[SampleView], int]:
+    """Views of the first `limit` samples that some mode has a prediction for, and how many have one."""
+    answered = []
+    for index, item in enumerate(benchmark.items):
+        records = {mode: found[item.key] for mode, found in records_by_mode.items() if item.key in found}
+        if records:
+            answered.append((index, records))
+    return [benchmark.view(index, records) for index, records in answered[:limit]], len(answered)
 
 
 def load_benchmark(

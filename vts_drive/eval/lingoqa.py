@@ -141,7 +141,7 @@ def read_predictions(path: Path) -> dict[tuple[str, str], str]:
 def score_lingoqa(
     questions: list[LingoQuestion],
     predictions: dict[tuple[str, str], str],
-    judge_model: judge.LingoJudge | None,
+    judge_model: judge.LingoJudge | CachedJudge | None,
     captions: bool = True,
 ) -> dict[str, float | int | None]:
     """Metrics over the questions that have a prediction (as the official evaluator merges them);
@@ -157,3 +157,19 @@ def score_lingoqa(
         metrics.update(caption_metrics(answers, references))
     return metrics
 
+
+class CachedJudge:
+    """A judge that remembers its scores, so that eval's report page marks each answer right or
+    wrong without running the classifier again over what the metrics already judged."""
+
+    def __init__(self, judge_model: judge.LingoJudge) -> None:
+        self.judge = judge_model
+        self.scores: dict[tuple[str, tuple[str, ...], str], float] = {}
+
+    def max_scores(self, questions: list[str], references: list[list[str]], predictions: list[str]) -> list[float]:
+        keys = [(q, tuple(refs), p) for q, refs, p in zip(questions, references, predictions, strict=True)]
+        new = list(dict.fromkeys(key for key in keys if key not in self.scores))
+        if new:
+            computed = self.judge.max_scores([q for q, _, _ in new], [list(refs) for _, refs, _ in new], [p for _, _, p in new])
+            self.scores.update(zip(new, computed, strict=True))
+        return [self.scores[key] for key in keys]

@@ -6,6 +6,8 @@
                                 window's time, visual tokens and peak memory
     R/<mode>/metrics.json       accuracy and efficiency over the finished windows
     R/report.md, R/pareto.png   every mode side by side, ratios to dense
+    R/report.html               the table and plot, and per sample the frames with true and
+                                predicted boxes and every mode's answers next to the truth
 
 A rerun resumes each mode after its last finished window. A last prediction line that is not a
 record (a run killed while writing it) is dropped, saying so, and its window computed again;
@@ -15,17 +17,18 @@ into the metrics. The model is loaded once and shared by every mode's pipeline.
 Efficiency figures come from the prediction lines, so a resumed run reports the same kind of
 numbers as one that ran through: reports_per_s is windows per second of pipeline time (frames
 already decoded, one warm-up window per run not counted), vision_tokens the visual tokens
-entering the LLM per window, peak_mem_mb the largest memory rise during one window (CUDA
-allocator on GPU, resident set on CPU).
+entering the LLM per window, peak_mem_mb the most memory one of the mode's windows allocated
+beyond what was allocated just before it (measure.PeakMemory: the CUDA allocator's peak on GPU,
+the C heap on CPU), so each mode is charged its own memory whatever ran before it.
 """
 from __future__ import annotations
 
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -33,8 +36,9 @@ from tqdm import tqdm
 from vts_drive.bench import ModeSpec, answer_function, plot_tradeoff
 from vts_drive.config import Overrides
 from vts_drive.errors import InputError
-from vts_drive.eval.benchmarks import Benchmark, EvalItem, file_identity
+from vts_drive.eval.benchmarks import Benchmark, EvalItem, file_identity, sample_views
 from vts_drive.eval.files import finite_number
+from vts_drive.eval.html_report import MAX_SAMPLES, write_html_report
 from vts_drive.measure import PeakMemory, synchronize
 from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.pipeline import Pipeline, PipelineConfig, WindowAnswers
@@ -203,6 +207,7 @@ def run_eval(
         raise InputError(f"{benchmark.name}: no samples to evaluate (skipped: {benchmark.skipped or 'none'})")
     out = Path(out)
     results: dict[str, dict] = {}
+    records_by_mode: dict[str, dict[str, dict]] = {}
     for spec in specs:
         pipeline = Pipeline(model, spec.overrides(base))
         answer = answer_function(spec, pipeline)
@@ -215,8 +220,8 @@ def run_eval(
         summary = {"benchmark": benchmark.name, "mode": spec.label, "model": model.name, "blind": blind,
                    "skipped": {**benchmark.skipped, "unreadable_frames": unreadable}, "metrics": metrics}
         (folder / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
-        results[spec.label] = metrics
-    write_report(out, benchmark, results, model.name, blind)
+        results[spec.label], records_by_mode[spec.label] = metrics, records
+    write_report(out, benchmark, results, records_by_mode, model.name, blind)
     return results
 
 
@@ -226,36 +231,42 @@ def format_value(value: float | int | None) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def report_table(benchmark: Benchmark, results: dict[str, dict]) -> str:
-    """Markdown table: a row per mode, each figure with its ratio to dense (or the first mode)."""
+def report_rows(benchmark: Benchmark, results: dict[str, dict]) -> tuple[list[str], list[list[str]]]:
+    """The report table's header and a row per mode, each figure with its ratio to dense (or the first mode)."""
     reference = results.get("dense") or next(iter(results.values()))
     columns = ["n", *benchmark.accuracy_metrics, *EFFICIENCY_METRICS]
-    lines = ["| mode | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+    rows = []
     for label, metrics in results.items():
-        cells = []
+        cells = [label]
         for name in columns:
             value, base = metrics.get(name), reference.get(name)
             ratio = f" (x{value / base:.2f})" if metrics is not reference and name != "n" and value is not None and base else ""
             cells.append(format_value(value) + ratio)
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        rows.append(cells)
+    return ["mode", *columns], rows
 
 
-def write_report(out: Path, benchmark: Benchmark, results: dict[str, dict], model_name: str, blind: bool) -> None:
+def report_table(benchmark: Benchmark, results: dict[str, dict]) -> str:
+    """The report table in Markdown."""
+    columns, rows = report_rows(benchmark, results)
+    return "\n".join(["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|", *("| " + " | ".join(row) + " |" for row in rows)])
+
+
+def write_report(
+    out: Path, benchmark: Benchmark, results: dict[str, dict], records_by_mode: dict[str, dict[str, dict]], model_name: str, blind: bool
+) -> None:
+    """report.md and pareto.png, then report.html from the prediction lines of every mode."""
     reference = "dense" if "dense" in results else next(iter(results))
-    notes = [
-        f"# {benchmark.name} evaluation",
-        "",
-        f"model `{model_name}`; ratios are to `{reference}`; n/c: not computed"
+    note = (
+        f"model {model_name}; ratios are to {reference}; n/c: not computed"
         + ("; lingo_judge needs --judge" if benchmark.name == "lingoqa" else "")
-        + ("; **blind: every frame replaced by black**" if blind else ""),
-        "",
-        report_table(benchmark, results),
-        "",
-        "![accuracy vs throughput](pareto.png)",
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(notes))
+        + ("; blind: every frame replaced by black" if blind else "")
+    )
+    title = f"{benchmark.name} evaluation"
+    (out / "report.md").write_text("\n".join([f"# {title}", "", note, "", report_table(benchmark, results), "", "![accuracy vs throughput](pareto.png)", ""]))
     metric = benchmark.primary_metric
     plotted = {label: m for label, m in results.items() if m.get(metric) is not None and m.get("reports_per_s") is not None}
     plot_tradeoff({"modes": plotted}, out / "pareto.png", metric, "reports_per_s")
+    views, total = sample_views(benchmark, records_by_mode, MAX_SAMPLES)
+    notes = [note, *(["the model saw black frames; the samples show the real ones"] if blind else [])]
+    write_html_report(out / "report.html", title, notes, report_rows(benchmark, results), out / "pareto.png", list(results), views, total)
