@@ -50,8 +50,14 @@ setup(
         "pillow>=9",
     ],
     # mcap readers: tests read results bags back with a reader other than rosbags; pandas: tests read
-    # LingoQA's predictions.csv as its official evaluator does; websocket-client: tests drive headless Chromium
-    extras_require={"dev": ["pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5", "pandas>=2", "websocket-client>=1.6"]},
+    # LingoQA's predictions.csv as its official evaluator does; websocket-client: tests drive headless Chromium;
+    # ruff and mypy: the lint, format and type checks of .ci/run
+    extras_require={
+        "dev": [
+            "pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5", "pandas>=2", "websocket-client>=1.6",
+            "ruff>=0.6", "mypy>=1.10",
+        ]
+    },
     entry_points={
         "console_scripts": [
             "vts-drive = vts_drive.cli:main",
