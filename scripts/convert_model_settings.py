@@ -5,8 +5,10 @@ weights; now they are the `keyframe` and `mod` sections of vts_drive.json (vts_d
 
     python scripts/convert_model_settings.py FOLDER [FOLDER ...]
 
-Each folder's two files are checked, written into vts_drive.json (keeping any settings it holds)
-and removed. A folder without them is left as it is.
+Each folder's two files are checked, written into vts_drive.json and removed; settings the file
+already holds stay unless the older files set them too (then those win: they were copied over it,
+as when a newly trained model in the older layout replaces a converted one). A folder without
+them is left as it is.
 """
 
 from __future__ import annotations

@@ -120,3 +120,11 @@ def test_older_model_folders_convert_to_one_settings_file(tmp_path):
     config = resolve_config(tmp_path)
     assert (config.keyframe.input_size, config.keyframe.max_keyframes, config.keyframe.anchor) == (32, 3, "first")
     assert (config.mod.keep_ratio, config.mod.layers) == (0.2, [1])
+    # a newer model's older-layout files copied over a converted folder: refused, then converted over it
+    (tmp_path / "mod_router.json").write_text(json.dumps({"keep_ratio": 0.3, "layers": [0], "gate": True, "routing": "learned"}))
+    with pytest.raises(InputError, match="convert_model_settings.py"):
+        resolve_config(tmp_path)
+    subprocess.run([sys.executable, str(root / "scripts" / "convert_model_settings.py"), str(tmp_path)], check=True,
+                   capture_output=True)
+    config = resolve_config(tmp_path)
+    assert (config.mod.keep_ratio, config.mod.layers, config.keyframe.input_size) == (0.3, [0], 32)

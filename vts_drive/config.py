@@ -319,13 +319,13 @@ def read_settings(folder: Path | str) -> dict[str, object]:
     """A folder's settings file as dotted keys ({} when it has none)."""
     folder = Path(folder)
     path = folder / SETTINGS_FILE
+    old = [name for name in OLD_SETTINGS_FILES if (folder / name).is_file()]
+    if old:  # beside a settings file too: files of another model were copied over this one's
+        raise InputError(
+            f"{folder} keeps settings in {' and '.join(old)}, an older layout: convert it with "
+            f"`python scripts/convert_model_settings.py {folder}` (writes them into {SETTINGS_FILE})"
+        )
     if not path.is_file():
-        old = [name for name in OLD_SETTINGS_FILES if (folder / name).is_file()]
-        if old:
-            raise InputError(
-                f"{folder} keeps its settings in {' and '.join(old)}, an older layout: convert it with "
-                f"`python scripts/convert_model_settings.py {folder}` (writes {SETTINGS_FILE})"
-            )
         return {}
     try:
         settings = json.loads(path.read_text())
