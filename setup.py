@@ -4,6 +4,7 @@ The folders beside vts_drive/ install as its subpackages: engines/ as
 vts_drive.engines and ros_nodes/ as vts_drive.ros_nodes. Only ros_nodes imports
 rclpy, and nothing in the library imports ros_nodes.
 """
+
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -54,8 +55,13 @@ setup(
     # ruff and mypy: the lint, format and type checks of .ci/run
     extras_require={
         "dev": [
-            "pytest>=8", "mcap>=1.1", "mcap-ros2-support>=0.5", "pandas>=2", "websocket-client>=1.6",
-            "ruff>=0.6", "mypy>=1.10",
+            "pytest>=8",
+            "mcap>=1.1",
+            "mcap-ros2-support>=0.5",
+            "pandas>=2",
+            "websocket-client>=1.6",
+            "ruff>=0.6",
+            "mypy>=1.10",
         ]
     },
     entry_points={

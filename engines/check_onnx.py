@@ -42,6 +42,7 @@ node, the op and the reason. The rules, in the order they are applied:
      profile given, or K computed inside an If/Loop body). A K computed from
      tensor values is a data-dependent shape and always a violation.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,8 +97,18 @@ SHAPE_INPUTS = {
     "Upsample": (1,),
     "Split": (1,),
 }
-REDUCE_OPS = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
-              "ReduceMin", "ReduceProd", "ReduceSum", "ReduceSumSquare")
+REDUCE_OPS = (
+    "ReduceL1",
+    "ReduceL2",
+    "ReduceLogSum",
+    "ReduceLogSumExp",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceMin",
+    "ReduceProd",
+    "ReduceSum",
+    "ReduceSumSquare",
+)
 # op -> input positions that must be build-time constants (table restrictions, and TopK's K)
 CONSTANT_INPUTS = {
     "TopK": (1,),
@@ -228,7 +239,11 @@ def _first_line(error: Exception) -> str:
 
 class _ModelChecker:
     def __init__(
-        self, model: onnx.ModelProto, graph_name: str, table: SupportTable, base_dir: Path | None,
+        self,
+        model: onnx.ModelProto,
+        graph_name: str,
+        table: SupportTable,
+        base_dir: Path | None,
         max_shapes: dict[str, list[int]] | None,
     ) -> None:
         self.graph_name = graph_name
@@ -253,16 +268,28 @@ class _ModelChecker:
         if self.opset is None:
             self.add("(model)", "-", "imports no default-domain (ai.onnx) opset")
         elif self.opset < MIN_OPSET:
-            self.add("(model)", "-",
-                     f"opset {self.opset} is below {MIN_OPSET}: export with opset_version >= {MIN_OPSET}")
+            self.add(
+                "(model)",
+                "-",
+                f"opset {self.opset} is below {MIN_OPSET}: export with opset_version >= {MIN_OPSET}",
+            )
         elif self.opset > table.opset_max:
-            self.add("(model)", "-", f"opset {self.opset} is above {table.opset_max}, the newest {table.label} parses")
+            self.add(
+                "(model)",
+                "-",
+                f"opset {self.opset} is above {table.opset_max}, the newest {table.label} parses",
+            )
         graph = self.model.graph
         self.check_graph(graph, "", ChainMap(), ChainMap(), ChainMap())
         return self.violations
 
     def check_graph(
-        self, graph: onnx.GraphProto, prefix: str, constants: ChainMap, value_dependent: ChainMap, types: ChainMap
+        self,
+        graph: onnx.GraphProto,
+        prefix: str,
+        constants: ChainMap,
+        value_dependent: ChainMap,
+        types: ChainMap,
     ) -> None:
         """Check one graph; the ChainMaps carry the enclosing scopes of subgraphs."""
         outputs = {output.name for output in graph.output}
@@ -282,14 +309,23 @@ class _ModelChecker:
             name = prefix + (node.name or f"{node.op_type}#{index}")
             for output in node.output:
                 if output:
-                    self.check_type(name, node.op_type, output, types.get(output), at_boundary=output in outputs)
+                    self.check_type(
+                        name, node.op_type, output, types.get(output), at_boundary=output in outputs
+                    )
             self.check_node(node, name, constants, value_dependent, types)
             self.record_outputs(node, constants, value_dependent)
             for attribute in node.attribute:
-                subgraphs = [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+                subgraphs = (
+                    [attribute.g] if attribute.type == onnx.AttributeProto.GRAPH else list(attribute.graphs)
+                )
                 for subgraph in subgraphs:
-                    self.check_graph(subgraph, f"{name}/{attribute.name}/", constants.new_child(),
-                                     value_dependent.new_child(), types.new_child())
+                    self.check_graph(
+                        subgraph,
+                        f"{name}/{attribute.name}/",
+                        constants.new_child(),
+                        value_dependent.new_child(),
+                        types.new_child(),
+                    )
 
     @staticmethod
     def record_outputs(node: onnx.NodeProto, constants: ChainMap, value_dependent: ChainMap) -> None:
@@ -311,8 +347,12 @@ class _ModelChecker:
     ) -> None:
         op = node.op_type
         if node.domain not in DEFAULT_DOMAINS:
-            self.add(name, op, f"op from domain '{node.domain}' is not an ONNX standard op: "
-                               f"{self.table.label} would need a plugin for it")
+            self.add(
+                name,
+                op,
+                f"op from domain '{node.domain}' is not an ONNX standard op: "
+                f"{self.table.label} would need a plugin for it",
+            )
             return
         entry = self.table.operators.get(op)
         if entry is None:
@@ -326,22 +366,35 @@ class _ModelChecker:
             if op == rule_op:
                 value = _attribute(node, attribute, default)
                 if value not in allowed:
-                    self.add(name, op, f"{attribute}={value!r}: only {attribute}={allowed[0]!r} runs in "
-                                       f"{self.table.label}'s core layers")
+                    self.add(
+                        name,
+                        op,
+                        f"{attribute}={value!r}: only {attribute}={allowed[0]!r} runs in "
+                        f"{self.table.label}'s core layers",
+                    )
         if op in DATA_DEPENDENT_OPS:
             self.add(name, op, "output shape depends on input values (data-dependent shape)")
         for position in SHAPE_INPUTS.get(op, ()):
             source = _input(node, position)
             if source and value_dependent.get(source, False):
-                self.add(name, op, f"input '{self.input_name(node, position)}' ({source}) is computed from tensor "
-                                   "values, so the output shape depends on data (data-dependent shape)")
+                self.add(
+                    name,
+                    op,
+                    f"input '{self.input_name(node, position)}' ({source}) is computed from tensor "
+                    "values, so the output shape depends on data (data-dependent shape)",
+                )
         for position in CONSTANT_INPUTS.get(op, ()):
             source = _input(node, position)
             if source:
                 self.check_constant_input(node, name, position, source, constants, value_dependent)
 
     def check_constant_input(
-        self, node: onnx.NodeProto, name: str, position: int, source: str, constants: ChainMap,
+        self,
+        node: onnx.NodeProto,
+        name: str,
+        position: int,
+        source: str,
+        constants: ChainMap,
         value_dependent: ChainMap,
     ) -> None:
         label = self.input_name(node, position)
@@ -351,15 +404,21 @@ class _ModelChecker:
             elif node.op_type == "TopK":
                 bound = self.value_at_max_shapes(source)
                 if bound is None:
-                    reason = (f"K is computed from tensor shapes and could not be evaluated at the profile's max "
-                              f"shapes to check K < {TOPK_K_LIMIT} (is the graph in manifest.json?)")
+                    reason = (
+                        f"K is computed from tensor shapes and could not be evaluated at the profile's max "
+                        f"shapes to check K < {TOPK_K_LIMIT} (is the graph in manifest.json?)"
+                    )
                 elif bound >= TOPK_K_LIMIT:
-                    reason = (f"K reaches {bound} at the profile's max shapes: "
-                              f"{self.table.label} needs K < {TOPK_K_LIMIT}")
+                    reason = (
+                        f"K reaches {bound} at the profile's max shapes: "
+                        f"{self.table.label} needs K < {TOPK_K_LIMIT}"
+                    )
                 else:
                     return
             else:
-                reason = f"input '{label}' ({source}) must be a build-time constant (an initializer or Constant)"
+                reason = (
+                    f"input '{label}' ({source}) must be a build-time constant (an initializer or Constant)"
+                )
             self.add(name, node.op_type, reason)
         elif node.op_type == "TopK":
             k = int(np.asarray(self.constant_value(constants[source])).reshape(-1)[0])
@@ -372,7 +431,11 @@ class _ModelChecker:
             return
         type_name = TensorProto.DataType.Name(elem_type).lower()
         if elem_type == TensorProto.UINT8 and not at_boundary:
-            self.add(name, op, f"tensor '{tensor}' is uint8: TensorRT allows uint8 only on graph inputs and outputs")
+            self.add(
+                name,
+                op,
+                f"tensor '{tensor}' is uint8: TensorRT allows uint8 only on graph inputs and outputs",
+            )
         elif elem_type not in TABLE_TYPE:
             advice = TYPE_ADVICE.get(elem_type, f"{self.table.label} does not support {type_name} tensors")
             self.add(name, op, f"tensor '{tensor}' is {type_name}: {advice}")
@@ -389,17 +452,25 @@ class _ModelChecker:
             return
         if TABLE_TYPE[elem_type] not in entry["types"]:
             type_name = TensorProto.DataType.Name(elem_type).lower()
-            self.add(name, node.op_type, f"{kind} '{tensor}' is {type_name}; {self.table.label} runs "
-                                         f"{node.op_type} on {', '.join(entry['types'])} only")
+            self.add(
+                name,
+                node.op_type,
+                f"{kind} '{tensor}' is {type_name}; {self.table.label} runs "
+                f"{node.op_type} on {', '.join(entry['types'])} only",
+            )
 
     def value_at_max_shapes(self, tensor: str) -> int | None:
         """A top-level tensor computed from shapes only, evaluated with every input at its max profile shape."""
         graph = self.max_shape_graph
         if graph is None:
             return None
-        shapes = {value.name: [dim.dim_value if dim.HasField("dim_value") else None
-                               for dim in value.type.tensor_type.shape.dim]
-                  for value in [*graph.input, *graph.value_info, *graph.output]}
+        shapes = {
+            value.name: [
+                dim.dim_value if dim.HasField("dim_value") else None
+                for dim in value.type.tensor_type.shape.dim
+            ]
+            for value in [*graph.input, *graph.value_info, *graph.output]
+        }
         producers = {output: node for node in graph.node for output in node.output}
         initializers = {tensor.name: tensor for tensor in graph.initializer}
         nodes, feeds, used, pending = {}, {}, {}, [tensor]
@@ -420,7 +491,9 @@ class _ModelChecker:
                 if node.op_type == "Size":
                     feeds[name] = np.array(int(np.prod(shape)), dtype=np.int64)
                 else:
-                    feeds[name] = np.array(shape[_attribute(node, "start", 0):_attribute(node, "end", None)], np.int64)
+                    feeds[name] = np.array(
+                        shape[_attribute(node, "start", 0) : _attribute(node, "end", None)], np.int64
+                    )
                 continue
             for output in node.output:
                 nodes[output] = node
@@ -429,8 +502,12 @@ class _ModelChecker:
         subgraph = helper.make_graph(
             sorted({id(node): node for node in nodes.values()}.values(), key=lambda node: order[id(node)]),
             "bound",
-            [helper.make_tensor_value_info(name, TensorProto.INT64, value.shape) for name, value in feeds.items()],
-            [helper.make_empty_tensor_value_info(tensor)], list(used.values()),
+            [
+                helper.make_tensor_value_info(name, TensorProto.INT64, value.shape)
+                for name, value in feeds.items()
+            ],
+            [helper.make_empty_tensor_value_info(tensor)],
+            list(used.values()),
         )
         evaluator = ReferenceEvaluator(helper.make_model(subgraph, opset_imports=self.model.opset_import))
         return int(np.asarray(evaluator.run(None, feeds)[0]).reshape(-1)[0])

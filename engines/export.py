@@ -11,6 +11,7 @@ An interrupted export resumes: the manifest is rewritten after every graph,
 and a rerun with the same model, mode and settings keeps the graphs already
 written.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -101,8 +102,10 @@ def export_engines(
     pipeline = Pipeline.load(model, overrides)
     routers = pipeline.decoder.routers
     if routers is not None and routers.config.routing == "random":
-        raise InputError("random routing draws new scores on every pass and cannot be exported: "
-                         "export learned (or uniform) routing")
+        raise InputError(
+            "random routing draws new scores on every pass and cannot be exported: "
+            "export learned (or uniform) routing"
+        )
     out = Path(out)
     manifest = Manifest(
         name=out.name,
@@ -168,23 +171,47 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
     if scorer is not None:
         size = scorer.config.input_size
         images = torch.rand(2, 3, size, size, device=device)
-        definitions.append(GraphDefinition(
-            "keyframe_scorer", ScorerGraph(scorer), {"frames": images, "previous": images.flip(0)},
-            {"frames": {0: "frames"}, "previous": {0: "frames"}}, ["logits"], {"frames": (1, frames, frames)},
-        ))
+        definitions.append(
+            GraphDefinition(
+                "keyframe_scorer",
+                ScorerGraph(scorer),
+                {"frames": images, "previous": images.flip(0)},
+                {"frames": {0: "frames"}, "previous": {0: "frames"}},
+                ["logits"],
+                {"frames": (1, frames, frames)},
+            )
+        )
     pixels = torch.randn(2, 3, vision.image_size, vision.image_size, device=device, dtype=dtype)
-    definitions.append(GraphDefinition(
-        "vision", VisionGraph(vision), {"pixels": pixels}, {"pixels": {0: "frames"}}, ["tokens", "saliency"],
-        {"frames": (1, frames, frames)},
-    ))
-    definitions.append(GraphDefinition(
-        "llm_embed", EmbedGraph(decoder), {"token_ids": torch.arange(5, device=device)}, {"token_ids": {0: "tokens"}},
-        ["embeds"], {"tokens": (1, typical_rows, max(prefix, rows * shapes.prompt_tokens))},
-    ))
-    definitions.append(GraphDefinition(
-        "llm_head", HeadGraph(decoder), {"hidden": torch.randn(2, hidden_size, device=device, dtype=dtype)},
-        {"hidden": {0: "rows"}}, ["logits"], {"rows": (1, typical_rows, rows)},
-    ))
+    definitions.append(
+        GraphDefinition(
+            "vision",
+            VisionGraph(vision),
+            {"pixels": pixels},
+            {"pixels": {0: "frames"}},
+            ["tokens", "saliency"],
+            {"frames": (1, frames, frames)},
+        )
+    )
+    definitions.append(
+        GraphDefinition(
+            "llm_embed",
+            EmbedGraph(decoder),
+            {"token_ids": torch.arange(5, device=device)},
+            {"token_ids": {0: "tokens"}},
+            ["embeds"],
+            {"tokens": (1, typical_rows, max(prefix, rows * shapes.prompt_tokens))},
+        )
+    )
+    definitions.append(
+        GraphDefinition(
+            "llm_head",
+            HeadGraph(decoder),
+            {"hidden": torch.randn(2, hidden_size, device=device, dtype=dtype)},
+            {"hidden": {0: "rows"}},
+            ["logits"],
+            {"rows": (1, typical_rows, rows)},
+        )
+    )
 
     # llm_prefill: a small prefix of two frames (and its routing plan in modes with MoD)
     frame_index = example_prefix(vision.tokens_per_frame).to(device)
@@ -200,14 +227,33 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
     keep_ratio = decoder.routers.config.keep_ratio if pipeline.config.layer_skipping else None
     if keep_ratio is not None:
         plan = RoutingPlan.from_frame_index(frame_index, keep_ratio)
-        inputs |= {"text_index": plan.text_index, "frame_slots": plan.frame_slots, "frame_keep": plan.frame_keep}
-        axes |= {"text_index": {1: "text"}, "frame_slots": {1: "frames", 2: "slots"}, "frame_keep": {1: "frames"}}
+        inputs |= {
+            "text_index": plan.text_index,
+            "frame_slots": plan.frame_slots,
+            "frame_keep": plan.frame_keep,
+        }
+        axes |= {
+            "text_index": {1: "text"},
+            "frame_slots": {1: "frames", 2: "slots"},
+            "frame_keep": {1: "frames"},
+        }
         slots = vision.tokens_per_frame
-        dims |= {"text": (1, prefix_text, prefix_text), "frames": (1, frames, frames), "slots": (1, slots, slots)}
+        dims |= {
+            "text": (1, prefix_text, prefix_text),
+            "frames": (1, frames, frames),
+            "slots": (1, slots, slots),
+        }
     prefill = PrefillGraph(decoder, keep_ratio)
-    definitions.append(GraphDefinition(
-        "llm_prefill", prefill, inputs, axes, ["hidden", *kv_names("present", layers)], dims,
-    ))
+    definitions.append(
+        GraphDefinition(
+            "llm_prefill",
+            prefill,
+            inputs,
+            axes,
+            ["hidden", *kv_names("present", layers)],
+            dims,
+        )
+    )
 
     # llm_decode: 2 rows of 3 new tokens, each row with 4 + layer entries of its own, over the prefix above
     # (batch-1 keys and values, a valid mask per row).
@@ -223,8 +269,12 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
         keys = prefix_kv[4 * layer]
         shape = (batch, keys.shape[1], 4 + layer, keys.shape[3])
         past_positions = (length + torch.arange(4 + layer, device=device)).expand(batch, -1).clone()
-        past_kv += [torch.randn(shape, device=device, dtype=dtype), torch.randn(shape, device=device, dtype=dtype),
-                    past_positions, torch.ones_like(past_positions, dtype=torch.bool)]
+        past_kv += [
+            torch.randn(shape, device=device, dtype=dtype),
+            torch.randn(shape, device=device, dtype=dtype),
+            past_positions,
+            torch.ones_like(past_positions, dtype=torch.bool),
+        ]
     new_positions = (length + 4 + layers + torch.arange(new, device=device)).expand(batch, -1)
     inputs = {
         "embeds": torch.randn(batch, new, hidden_size, device=device, dtype=dtype),
@@ -244,9 +294,16 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
             entries = 2 if name.endswith((".key", ".value")) else 1  # the axis that counts entries
             per_row = group == "past" or name.endswith(".valid")
             axes[name] = {entries: f"{group}_{layer}"} | ({0: "batch"} if per_row else {})
-    definitions.append(GraphDefinition(
-        "llm_decode", DecodeGraph(decoder), inputs, axes, ["hidden", *kv_names("present", layers)], dims,
-    ))
+    definitions.append(
+        GraphDefinition(
+            "llm_decode",
+            DecodeGraph(decoder),
+            inputs,
+            axes,
+            ["hidden", *kv_names("present", layers)],
+            dims,
+        )
+    )
     return definitions
 
 
@@ -276,8 +333,10 @@ def export_graph(definition: GraphDefinition, path: Path, opset: int) -> None:
     written = next(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx"))
     if written != opset:
         path.unlink()
-        raise InputError(f"torch.onnx could not write graph {definition.name} in opset {opset} (it wrote opset "
-                         f"{written}): export with --opset {written}")
+        raise InputError(
+            f"torch.onnx could not write graph {definition.name} in opset {opset} (it wrote opset "
+            f"{written}): export with --opset {written}"
+        )
     onnx.save(legalize_for_tensorrt(model), str(path))
 
 
@@ -305,8 +364,10 @@ def legalize_for_tensorrt(model: onnx.ModelProto) -> onnx.ModelProto:
     ScatterElements no bools. Works on a model loaded without its external weights.
     """
     inferred = onnx.shape_inference.infer_shapes(model).graph
-    types = {value.name: value.type.tensor_type.elem_type
-             for value in [*inferred.input, *inferred.value_info, *inferred.output]}
+    types = {
+        value.name: value.type.tensor_type.elem_type
+        for value in [*inferred.input, *inferred.value_info, *inferred.output]
+    }
     types |= {tensor.name: tensor.data_type for tensor in inferred.initializer}
     nodes = []
     for index, node in enumerate(model.graph.node):
@@ -323,7 +384,9 @@ def legalize_for_tensorrt(model: onnx.ModelProto) -> onnx.ModelProto:
         output = node.output[0]
         node.output[0] = f"{name}/output"
         nodes.append(node)
-        nodes.append(helper.make_node("Cast", [node.output[0]], [output], name=f"{name}/cast_back", to=original))
+        nodes.append(
+            helper.make_node("Cast", [node.output[0]], [output], name=f"{name}/cast_back", to=original)
+        )
     del model.graph.node[:]
     model.graph.node.extend(nodes)
     return model

@@ -27,6 +27,7 @@ The routing plan enters llm_prefill as three host-built tensors (text_index
 routed layers' TopK has K = ceil(r x N) from the shape of frame_slots, so every
 shape follows from input shapes and no output shape depends on data.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -105,7 +106,10 @@ class VisionGraph(nn.Module):
     def __init__(self, vision: VisionEncoder) -> None:
         super().__init__()
         self.vision = vision
-        self.tower, self.projector = vision.tower, vision.projector  # registered, so weights export as initializers
+        self.tower, self.projector = (
+            vision.tower,
+            vision.projector,
+        )  # registered, so weights export as initializers
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.vision.encode(pixels)
@@ -137,13 +141,21 @@ class PrefillGraph(nn.Module):
         self.decoder = decoder
         self.keep_ratio = keep_ratio
 
-    def forward(self, embeds: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, *plan_inputs: torch.Tensor):
+    def forward(
+        self, embeds: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, *plan_inputs: torch.Tensor
+    ):
         plan = None
         if self.keep_ratio is not None:
             text_index, frame_slots, frame_keep = plan_inputs
             length = embeds.shape[1]  # index `length` is the junk row padding points to
-            plan = RoutingPlan(text_index, text_index < length, frame_slots, frame_slots < length, frame_keep,
-                               self.keep_ratio)
+            plan = RoutingPlan(
+                text_index,
+                text_index < length,
+                frame_slots,
+                frame_slots < length,
+                frame_keep,
+                self.keep_ratio,
+            )
         cache = KVCache(self.decoder.num_layers)
         hidden = self.decoder(embeds, positions, valid, cache, plan)
         return hidden, *flatten_kv(cache.layers)

@@ -9,6 +9,7 @@ prefill, LLM decode, ...): its file, its inputs and outputs with dtypes and
 dynamic axes, and for each input with dynamic axes the min/opt/max shapes of the
 TensorRT optimisation profile.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -57,9 +58,13 @@ class TensorSpec:
             raise InputError(f"{where}: min/opt/max must all have rank {len(self.shape)}")
         for axis, (dim, low, mid, high) in enumerate(zip(self.shape, self.min, self.opt, self.max)):
             if not 0 <= low <= mid <= high:
-                raise InputError(f"{where}: axis {axis} needs 0 <= min <= opt <= max, got {low}, {mid}, {high}")
+                raise InputError(
+                    f"{where}: axis {axis} needs 0 <= min <= opt <= max, got {low}, {mid}, {high}"
+                )
             if isinstance(dim, int) and not low == mid == high == dim:
-                raise InputError(f"{where}: axis {axis} is fixed at {dim} but the profile gives {low}, {mid}, {high}")
+                raise InputError(
+                    f"{where}: axis {axis} is fixed at {dim} but the profile gives {low}, {mid}, {high}"
+                )
 
 
 @dataclass
@@ -85,14 +90,20 @@ class GraphSpec:
 
     def max_shapes(self) -> dict[str, list[int]]:
         """Each input's largest shape: its profile's max, or its fixed shape."""
-        return {tensor.name: tensor.max or tensor.shape for tensor in self.inputs if tensor.max or not tensor.dynamic}
+        return {
+            tensor.name: tensor.max or tensor.shape
+            for tensor in self.inputs
+            if tensor.max or not tensor.dynamic
+        }
 
     def input(self, name: str) -> TensorSpec:
         for spec in self.inputs:
             if spec.name == name:
                 return spec
-        raise InputError(f"graph {self.name} has no input {name!r} in its manifest (inputs: "
-                         f"{', '.join(spec.name for spec in self.inputs)})")
+        raise InputError(
+            f"graph {self.name} has no input {name!r} in its manifest (inputs: "
+            f"{', '.join(spec.name for spec in self.inputs)})"
+        )
 
 
 @dataclass
@@ -106,15 +117,19 @@ class Manifest:
     dtype: str  # the float type the graphs were exported in: float32 | float16 | bfloat16
     export_tools: dict[str, str]  # package -> version
     graphs: list[GraphSpec]
-    settings: dict = field(default_factory=dict)  # export settings the runtime needs (cameras, frames, image size)
+    settings: dict = field(
+        default_factory=dict
+    )  # export settings the runtime needs (cameras, frames, image size)
     schema: str = SCHEMA
 
     def graph(self, name: str) -> GraphSpec:
         for graph in self.graphs:
             if graph.name == name:
                 return graph
-        raise InputError(f"engine manifest {self.name} has no graph {name!r} (graphs: "
-                         f"{', '.join(graph.name for graph in self.graphs)})")
+        raise InputError(
+            f"engine manifest {self.name} has no graph {name!r} (graphs: "
+            f"{', '.join(graph.name for graph in self.graphs)})"
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -172,17 +187,25 @@ def describe_graph(
     initializers = {tensor.name for tensor in graph.initializer}
     unknown = set(profiles) - {value.name for value in graph.input}
     if unknown:
-        raise InputError(f"profiles name inputs that graph {name} does not have: {', '.join(sorted(unknown))}")
+        raise InputError(
+            f"profiles name inputs that graph {name} does not have: {', '.join(sorted(unknown))}"
+        )
 
     def spec(value: onnx.ValueInfoProto, profile=None) -> TensorSpec:
         tensor_type = value.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name if tensor_type.elem_type else "unknown"
+        dtype = (
+            onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name
+            if tensor_type.elem_type
+            else "unknown"
+        )
         dims = tensor_type.shape.dim
         shape = [dim.dim_param or (dim.dim_value if dim.HasField("dim_value") else "?") for dim in dims]
-        low, mid, high = ([list(map(int, shape)) for shape in profile] if profile else (None, None, None))
+        low, mid, high = [list(map(int, shape)) for shape in profile] if profile else (None, None, None)
         return TensorSpec(value.name, dtype, shape, low, mid, high)
 
-    inputs = [spec(value, profiles.get(value.name)) for value in graph.input if value.name not in initializers]
+    inputs = [
+        spec(value, profiles.get(value.name)) for value in graph.input if value.name not in initializers
+    ]
     for tensor in inputs:
         tensor.check_profile(name)
     return GraphSpec(name, onnx_path.name, inputs, [spec(value) for value in graph.output])
@@ -221,8 +244,10 @@ def verify_model(manifest: Manifest, model_folder: Path) -> None:
     """The engines must come from the checkpoint the pipeline loads (same weights, tokenizer, config)."""
     found = model_hash(model_folder)
     if found != manifest.model_hash:
-        raise InputError(f"engines {manifest.name} were exported from {manifest.model} ({manifest.model_hash[:19]}), "
-                         f"not from {model_folder} ({found[:19]}): export this model's graphs again")
+        raise InputError(
+            f"engines {manifest.name} were exported from {manifest.model} ({manifest.model_hash[:19]}), "
+            f"not from {model_folder} ({found[:19]}): export this model's graphs again"
+        )
 
 
 def verify_engine(folder: Path, graph: GraphSpec, tensorrt_version: str, compute_capability: str) -> Path:
@@ -235,8 +260,10 @@ def verify_engine(folder: Path, graph: GraphSpec, tensorrt_version: str, compute
     rebuild = f"rebuild with `vts-drive build-engine {folder}`"
     record = graph.engine
     if record is None:
-        raise InputError(f"graph {graph.name} in {folder} has no TensorRT engine yet: build it with "
-                         f"`vts-drive build-engine {folder}`")
+        raise InputError(
+            f"graph {graph.name} in {folder} has no TensorRT engine yet: build it with "
+            f"`vts-drive build-engine {folder}`"
+        )
     plan = folder / record.file
     if (record.tensorrt_version, record.compute_capability) != (tensorrt_version, compute_capability):
         raise InputError(

@@ -10,6 +10,7 @@ Execution providers: on --device cpu the CPU provider only; on --device cuda
 TensorRT's and CUDA's providers first, where this onnxruntime build has them
 (onnxruntime-gpu), with the CPU provider for whatever they do not take.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,7 +48,9 @@ class OnnxRuntimeGraph:
     def __init__(self, folder: Path, spec: GraphSpec, device: torch.device | str = "cpu") -> None:
         path = Path(folder) / spec.file
         if not path.is_file():
-            raise InputError(f"graph {path} named in {Path(folder) / 'manifest.json'} is missing: export again")
+            raise InputError(
+                f"graph {path} named in {Path(folder) / 'manifest.json'} is missing: export again"
+            )
         self.name = str(path)
         self.device = torch.device(device)
         options = ort.SessionOptions()
@@ -65,7 +68,9 @@ class OnnxRuntimeGraph:
         check_input_names(f"graph {self.name}", list(self.input_types), inputs)
         feeds = {name: _numpy(inputs[name], dtype) for name, dtype in self.input_types.items()}
         outputs = self.session.run(self.output_names, feeds)
-        return {name: torch.from_numpy(array).to(self.device) for name, array in zip(self.output_names, outputs)}
+        return {
+            name: torch.from_numpy(array).to(self.device) for name, array in zip(self.output_names, outputs)
+        }
 
 
 def load_sessions(folder: Path, device: torch.device | str = "cpu") -> dict[str, OnnxRuntimeGraph]:

@@ -8,6 +8,7 @@ torch modules stay as the source of configuration, preprocessing and shapes.
 A graph is anything called with a dict of torch tensors that returns one:
 OnnxRuntimeGraph (onnxruntime_runtime.py) or TensorRTEngine (tensorrt_runtime.py).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -68,8 +69,9 @@ class ExportedDecoder(Qwen2Decoder):
     was branched, as generate() does, or over its own entries otherwise.
     """
 
-    def __init__(self, language_model: nn.Module, lm_head: nn.Linear, graphs: dict[str, Graph],
-                 routers: Routers | None) -> None:
+    def __init__(
+        self, language_model: nn.Module, lm_head: nn.Linear, graphs: dict[str, Graph], routers: Routers | None
+    ) -> None:
         super().__init__(language_model, lm_head, routers)
         self.graphs = graphs
         # the exported routed layers' r (check_export found it the routers'); None: llm_prefill does not route
@@ -109,7 +111,9 @@ class ExportedDecoder(Qwen2Decoder):
         else:
             batch = embeds.shape[0]
             prefix = [cache.shared[layer] or self.empty_kv(1, embeds) for layer in range(self.num_layers)]
-            prefix = [replace(kv, valid=kv.valid.expand(batch, -1)) for kv in prefix]  # the graph takes a mask per row
+            prefix = [
+                replace(kv, valid=kv.valid.expand(batch, -1)) for kv in prefix
+            ]  # the graph takes a mask per row
             past = [cache.layers[layer] or self.empty_kv(batch, embeds) for layer in range(self.num_layers)]
             inputs |= dict(zip(kv_names("prefix", self.num_layers), flatten_kv(prefix)))
             inputs |= dict(zip(kv_names("past", self.num_layers), flatten_kv(past)))
@@ -152,22 +156,34 @@ def load_exported_stages(
     return ExportedVisionEncoder(model, graphs["vision"]), decoder, scorer
 
 
-def check_export(manifest: Manifest, folder: Path, model: VisionLanguageModel, mode: str,
-                 scorer: KeyframeScorer | None, routers: Routers | None) -> None:
+def check_export(
+    manifest: Manifest,
+    folder: Path,
+    model: VisionLanguageModel,
+    mode: str,
+    scorer: KeyframeScorer | None,
+    routers: Routers | None,
+) -> None:
     export = f"export again with `vts-drive export --model {model.name} --mode {mode} --out {folder}`"
     verify_model(manifest, model.folder)
     if manifest.mode != mode:
         raise InputError(f"engines {folder} were exported for mode {manifest.mode}, not {mode}: {export}")
     dtype = str(model.dtype).removeprefix("torch.")
     if manifest.dtype != dtype:
-        raise InputError(f"engines {folder} were exported in {manifest.dtype}, the model is loaded in {dtype}: "
-                         f"load it in {manifest.dtype} or {export}")
+        raise InputError(
+            f"engines {folder} were exported in {manifest.dtype}, the model is loaded in {dtype}: "
+            f"load it in {manifest.dtype} or {export}"
+        )
     if manifest.settings.get("routers") != router_settings(routers):
-        raise InputError(f"engines {folder} were exported with routers {manifest.settings.get('routers')}, this run "
-                         f"has {router_settings(routers)}: {export}")
+        raise InputError(
+            f"engines {folder} were exported with routers {manifest.settings.get('routers')}, this run "
+            f"has {router_settings(routers)}: {export}"
+        )
     expected = {"vision", "llm_embed", "llm_prefill", "llm_decode", "llm_head"}
     if scorer is not None:
         expected.add("keyframe_scorer")
     missing = sorted(expected - {graph.name for graph in manifest.graphs})
     if missing:
-        raise InputError(f"engines {folder} lack the graphs {', '.join(missing)} (an interrupted export?): {export}")
+        raise InputError(
+            f"engines {folder} lack the graphs {', '.join(missing)} (an interrupted export?): {export}"
+        )

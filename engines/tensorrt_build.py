@@ -19,6 +19,7 @@ dtype. We do not cast a float32 graph's tensors ourselves: a float32 export does
 not mark which ops must stay in float32, and a blind cast would move the norm
 statistics to 16 bits, where Qwen2's large activations overflow.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -68,16 +69,22 @@ def build_engines(
         record = graph.engine
         plan = folder / f"{graph.name}.plan"
         current = (trt.__version__, capability, precision)
-        if not force and record and (record.tensorrt_version, record.compute_capability, record.precision) == current \
-                and (folder / record.file).is_file():
+        if (
+            not force
+            and record
+            and (record.tensorrt_version, record.compute_capability, record.precision) == current
+            and (folder / record.file).is_file()
+        ):
             tqdm.write(f"{graph.name}: engine up to date ({record.file})")
             plans.append(folder / record.file)
             continue
         violations = check_onnx_file(folder / graph.file, max_shapes=graph.max_shapes())
         if violations:
             first = violations[0]
-            raise InputError(f"graph {graph.file} has {len(violations)} TensorRT violation(s), first: node "
-                             f"{first.node} ({first.op}): {first.reason}; see `vts-drive check-onnx {folder}`")
+            raise InputError(
+                f"graph {graph.file} has {len(violations)} TensorRT violation(s), first: node "
+                f"{first.node} ({first.op}): {first.reason}; see `vts-drive check-onnx {folder}`"
+            )
         serialized = build_engine(trt, folder, graph, precision, typing, workspace_gb)
         _write_atomic(plan, serialized)
         graph.engine = EngineRecord(
@@ -117,14 +124,18 @@ def build_engine(
             spec = graph.input(tensor.name)
             spec.check_profile(graph.name)
             if spec.profile is None:
-                raise InputError(f"input {tensor.name} of graph {graph.name} is dynamic {list(tensor.shape)} in "
-                                 "the ONNX graph but its manifest entry has no min/opt/max shapes")
+                raise InputError(
+                    f"input {tensor.name} of graph {graph.name} is dynamic {list(tensor.shape)} in "
+                    "the ONNX graph but its manifest entry has no min/opt/max shapes"
+                )
             profile.set_shape(tensor.name, spec.min, spec.opt, spec.max)
     config.add_optimization_profile(profile)
 
     cache_path = folder / TIMING_CACHE
     cache = config.create_timing_cache(cache_path.read_bytes() if cache_path.is_file() else b"")
-    if not config.set_timing_cache(cache, False):  # a cache from another GPU or TensorRT version: start afresh
+    if not config.set_timing_cache(
+        cache, False
+    ):  # a cache from another GPU or TensorRT version: start afresh
         tqdm.write(f"{cache_path} does not match this GPU or TensorRT version; starting a new timing cache")
         config.set_timing_cache(config.create_timing_cache(b""), False)
 
@@ -143,9 +154,13 @@ def _typing(trt: ModuleType, graph_dtype: str, precision: str) -> str:
     if graph_dtype == "float32" and _major(trt) == 10:
         return "weak"
     if graph_dtype == "float32":
-        raise InputError(f"TensorRT {trt.__version__} takes precision from the graph, and these graphs are float32: "
-                         f"export them in {wanted} for --precision {precision}, or build with --precision fp32")
-    raise InputError(f"the graphs were exported in {graph_dtype}; --precision {precision} needs an export in {wanted}")
+        raise InputError(
+            f"TensorRT {trt.__version__} takes precision from the graph, and these graphs are float32: "
+            f"export them in {wanted} for --precision {precision}, or build with --precision fp32"
+        )
+    raise InputError(
+        f"the graphs were exported in {graph_dtype}; --precision {precision} needs an export in {wanted}"
+    )
 
 
 def _network_flags(trt: ModuleType, typing: str) -> int:

@@ -8,6 +8,7 @@ without extra synchronisation. Output tensors are allocated from the shapes
 TensorRT infers once the input shapes are set; check-onnx guarantees there is
 no data-dependent output shape.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -69,28 +70,38 @@ class TensorRTEngine:
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = self.runtime.deserialize_cuda_engine(plan.read_bytes())
         if self.engine is None:
-            raise InputError(f"engine {plan} could not be deserialized (corrupt file?): "
-                             f"rebuild with `vts-drive build-engine {folder}`")
+            raise InputError(
+                f"engine {plan} could not be deserialized (corrupt file?): "
+                f"rebuild with `vts-drive build-engine {folder}`"
+            )
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(index) for index in range(self.engine.num_io_tensors)]
-        self.input_names = [name for name in names if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT]
+        self.input_names = [
+            name for name in names if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        ]
         self.output_names = [name for name in names if name not in self.input_names]
         if set(self.input_names) != {tensor.name for tensor in spec.inputs}:
             expected = [tensor.name for tensor in spec.inputs]
-            raise InputError(f"engine {plan} has inputs {self.input_names}, its manifest {expected}: "
-                             f"rebuild with `vts-drive build-engine {folder}`")
+            raise InputError(
+                f"engine {plan} has inputs {self.input_names}, its manifest {expected}: "
+                f"rebuild with `vts-drive build-engine {folder}`"
+            )
         self.dtypes = {name: _torch_dtype(trt, self.engine.get_tensor_dtype(name)) for name in names}
 
     def __call__(self, inputs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run on torch's current stream; returns the outputs (ready in stream order)."""
         check_input_names(f"engine {self.name}", self.input_names, inputs)
         # inputs in the engine's dtypes on its device; kept alive until enqueued on the same stream
-        bound = {name: inputs[name].to(self.device, self.dtypes[name]).contiguous() for name in self.input_names}
+        bound = {
+            name: inputs[name].to(self.device, self.dtypes[name]).contiguous() for name in self.input_names
+        }
         for name, tensor in bound.items():
             if not self.context.set_input_shape(name, tuple(tensor.shape)):
                 low, _, high = self.engine.get_tensor_profile_shape(name, 0)
-                raise InputError(f"input {name} of engine {self.name} has shape {list(tensor.shape)}, outside the "
-                                 f"profile it was built for ({list(low)} to {list(high)})")
+                raise InputError(
+                    f"input {name} of engine {self.name} has shape {list(tensor.shape)}, outside the "
+                    f"profile it was built for ({list(low)} to {list(high)})"
+                )
             self.context.set_tensor_address(name, tensor.data_ptr())
         unresolved = self.context.infer_shapes()
         if unresolved:
@@ -99,7 +110,9 @@ class TensorRTEngine:
         for name in self.output_names:
             shape = tuple(self.context.get_tensor_shape(name))
             if any(dim < 0 for dim in shape):
-                raise RuntimeError(f"engine {self.name}: output {name} has a data-dependent shape {list(shape)}")
+                raise RuntimeError(
+                    f"engine {self.name}: output {name} has a data-dependent shape {list(shape)}"
+                )
             outputs[name] = torch.empty(shape, dtype=self.dtypes[name], device=self.device)
             self.context.set_tensor_address(name, outputs[name].data_ptr())
         if not self.context.execute_async_v3(stream_handle(self.device)):

@@ -9,6 +9,7 @@ activate subscribes); with autostart:=true (the default) this file configures
 and then activates it, with autostart:=false it waits for a lifecycle manager
 or `ros2 lifecycle set /vts_drive configure`.
 """
+
 import yaml
 from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
 from launch.events import matches_action
@@ -47,20 +48,39 @@ def node(context):
             overrides[name] = yaml.safe_load(text)  # 4, 0.05, true and [a, b] keep their types
     parameters = [LaunchConfiguration("params_file").perform(context), overrides]
     if not _flag(context, "lifecycle"):
-        return [Node(package="vts_drive", executable="vts_drive_node", name="vts_drive", output="screen",
-                     parameters=parameters)]
-    managed = LifecycleNode(package="vts_drive", executable="vts_drive_lifecycle_node", name="vts_drive",
-                            namespace="", output="screen", parameters=parameters)
+        return [
+            Node(
+                package="vts_drive",
+                executable="vts_drive_node",
+                name="vts_drive",
+                output="screen",
+                parameters=parameters,
+            )
+        ]
+    managed = LifecycleNode(
+        package="vts_drive",
+        executable="vts_drive_lifecycle_node",
+        name="vts_drive",
+        namespace="",
+        output="screen",
+        parameters=parameters,
+    )
     if not _flag(context, "autostart"):
         return [managed]
 
     def transition(transition_id):
-        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(managed), transition_id=transition_id))
+        return EmitEvent(
+            event=ChangeState(lifecycle_node_matcher=matches_action(managed), transition_id=transition_id)
+        )
 
     # configuring -> inactive only: a node deactivated later (also inactive) stays so
     activate_when_configured = RegisterEventHandler(
-        OnStateTransition(target_lifecycle_node=managed, start_state="configuring", goal_state="inactive",
-                          entities=[transition(Transition.TRANSITION_ACTIVATE)])
+        OnStateTransition(
+            target_lifecycle_node=managed,
+            start_state="configuring",
+            goal_state="inactive",
+            entities=[transition(Transition.TRANSITION_ACTIVATE)],
+        )
     )
     return [activate_when_configured, managed, transition(Transition.TRANSITION_CONFIGURE)]
 
@@ -77,8 +97,13 @@ def generate_launch_description():
     default_params = PathJoinSubstitution([FindPackageShare("vts_drive"), "config", "params.yaml"])
     return LaunchDescription(
         [DeclareLaunchArgument("params_file", default_value=default_params, description="ROS 2 params YAML")]
-        + [DeclareLaunchArgument(name, default_value="", description=text) for name, text in OVERRIDES.items()]
-        + [DeclareLaunchArgument(name, default_value=default, description=text)
-           for name, (default, text) in LIFECYCLE.items()]
+        + [
+            DeclareLaunchArgument(name, default_value="", description=text)
+            for name, text in OVERRIDES.items()
+        ]
+        + [
+            DeclareLaunchArgument(name, default_value=default, description=text)
+            for name, (default, text) in LIFECYCLE.items()
+        ]
         + [OpaqueFunction(function=node)]
     )

@@ -12,6 +12,7 @@ sync, windows, queueing, diagnostics, detections, overlay, QoS) and is tested
 without ROS; this file only declares parameters and wires topics. It is the one
 module that imports rclpy.
 """
+
 from __future__ import annotations
 
 import array
@@ -45,8 +46,12 @@ from vts_drive.ros.params import NODE_NAME, NodeParams, declarations, params_fro
 from vts_drive.ros.qos import QosSpec, input_qos, output_qos
 
 ROS_DIAGNOSTIC_TYPES = SimpleNamespace(
-    Time=Time, Header=Header, KeyValue=KeyValue, DiagnosticStatus=DiagnosticStatus,
-    DiagnosticArray=DiagnosticArray, level=lambda level: bytes([level]),
+    Time=Time,
+    Header=Header,
+    KeyValue=KeyValue,
+    DiagnosticStatus=DiagnosticStatus,
+    DiagnosticArray=DiagnosticArray,
+    level=lambda level: bytes([level]),
 )
 
 
@@ -64,8 +69,12 @@ QUESTION_QOS = QoSProfile(history=HistoryPolicy.KEEP_ALL, reliability=Reliabilit
 def ros_qos(spec: QosSpec) -> QoSProfile:
     """The rclpy profile of a QosSpec (keep last, volatile)."""
     reliability = ReliabilityPolicy.RELIABLE if spec.reliable else ReliabilityPolicy.BEST_EFFORT
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=spec.depth, reliability=reliability,
-                      durability=DurabilityPolicy.VOLATILE)
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=spec.depth,
+        reliability=reliability,
+        durability=DurabilityPolicy.VOLATILE,
+    )
 
 
 def overlay_message(rgb: np.ndarray, detection: RiskDetection) -> Image:
@@ -107,7 +116,9 @@ def subscribe(node: Node, params: NodeParams, core: NodeCore) -> list:
         node.create_subscription(image_type, topic, partial(core.on_message, camera), camera_qos)
         for camera, topic in zip(params.cameras, params.subscribed_topics)
     ]
-    subscriptions.append(node.create_subscription(String, "~/question", lambda msg: core.on_question(msg.data), QUESTION_QOS))
+    subscriptions.append(
+        node.create_subscription(String, "~/question", lambda msg: core.on_question(msg.data), QUESTION_QOS)
+    )
     node.get_logger().info(f"cameras {', '.join(params.subscribed_topics)} ({params.qos})")
     return subscriptions
 
@@ -122,7 +133,9 @@ def load_pipeline(params: NodeParams):
 class VtsDriveNode(Node):
     def __init__(self) -> None:
         super().__init__(NODE_NAME)
-        params = params_from_ros_node(self, ParameterDescriptor, source=f"node {self.get_fully_qualified_name()}")
+        params = params_from_ros_node(
+            self, ParameterDescriptor, source=f"node {self.get_fully_qualified_name()}"
+        )
         pipeline = load_pipeline(params)
         outputs, _ = create_outputs(self.create_publisher, ros_qos(output_qos(params)))
         self.core = NodeCore(pipeline, params, outputs, node_name=self.get_name())

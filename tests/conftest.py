@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny random checkpoint written once per test session and
 loaded back through the real loading code, and synthetic camera windows."""
+
 from __future__ import annotations
 
 from pathlib import Path

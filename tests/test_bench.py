@@ -1,5 +1,6 @@
 """vts-drive bench: every mode on the same windows in one run, the JSON the issues ask for, and
 mode specs that change one setting (including which routers a mode uses)."""
+
 import json
 
 import pytest
@@ -15,22 +16,59 @@ from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.synth.generate import SynthConfig, generate_dataset
 
 PER_MODE = (
-    "vision_tokens", "llm_prefill_flops", "keyframe_ms", "vision_ms", "sparsify_ms", "prefill_ms", "decode_ms",
-    "ttft_ms", "decode_tokens_per_s", "reports_per_s", "peak_mem_mb", "kv_cache_mb", "qa_exact_match",
-    "bbox_acc50", "caption_cider",
+    "vision_tokens",
+    "llm_prefill_flops",
+    "keyframe_ms",
+    "vision_ms",
+    "sparsify_ms",
+    "prefill_ms",
+    "decode_ms",
+    "ttft_ms",
+    "decode_tokens_per_s",
+    "reports_per_s",
+    "peak_mem_mb",
+    "kv_cache_mb",
+    "qa_exact_match",
+    "bbox_acc50",
+    "caption_cider",
 )
 
 
 def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
-    generate_dataset(tmp_path / "synth", SynthConfig(scenes=1, frames=6, image_size=(64, 48), formats=("synth",)))
+    generate_dataset(
+        tmp_path / "synth", SynthConfig(scenes=1, frames=6, image_size=(64, 48), formats=("synth",))
+    )
     torch.manual_seed(0)
     save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), tmp_path / "scorer")
-    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[0, 1])), tmp_path / "routers")
+    save_routers(
+        Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[0, 1])),
+        tmp_path / "routers",
+    )
     out = tmp_path / "bench.json"
     modes = f"naive,dense,vts,mod[routers={tmp_path / 'routers'}],vts+mod[routers={tmp_path / 'routers'},skip=1.01]"
-    argv = ["bench", "--model", str(tiny_model_dir), "--data", str(tmp_path / "synth"), "--keyframe-scorer",
-            str(tmp_path / "scorer"), "--modes", modes, "--windows", "3", "--frames", "4", "--stride", "1",
-            "--max-new-tokens", "4", "--json", str(out), "--plot", str(tmp_path / "bench.png")]
+    argv = [
+        "bench",
+        "--model",
+        str(tiny_model_dir),
+        "--data",
+        str(tmp_path / "synth"),
+        "--keyframe-scorer",
+        str(tmp_path / "scorer"),
+        "--modes",
+        modes,
+        "--windows",
+        "3",
+        "--frames",
+        "4",
+        "--stride",
+        "1",
+        "--max-new-tokens",
+        "4",
+        "--json",
+        str(out),
+        "--plot",
+        str(tmp_path / "bench.png"),
+    ]
     assert main(argv) == 0
     results = json.loads(out.read_text())
     assert results["device"].startswith("cpu") and results["model"]
@@ -39,8 +77,13 @@ def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
     for run in runs.values():
         assert all(isinstance(run[name], (int, float)) for name in PER_MODE)
     naive, dense, vts = runs["naive"], runs["dense"], runs["vts"]
-    mod, gated = runs[f"mod[routers={tmp_path / 'routers'}]"], runs[f"vts+mod[routers={tmp_path / 'routers'},skip=1.01]"]
-    assert naive["llm_prefill_flops"] > dense["llm_prefill_flops"], "naive prefills the window once per prompt"
+    mod, gated = (
+        runs[f"mod[routers={tmp_path / 'routers'}]"],
+        runs[f"vts+mod[routers={tmp_path / 'routers'},skip=1.01]"],
+    )
+    assert naive["llm_prefill_flops"] > dense["llm_prefill_flops"], (
+        "naive prefills the window once per prompt"
+    )
     assert vts["vision_tokens"] <= dense["vision_tokens"]
     assert mod["llm_prefill_flops"] < dense["llm_prefill_flops"], "the given routers skip layers"
     assert mod["kv_cache_mb"] < dense["kv_cache_mb"]
@@ -50,7 +93,10 @@ def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
 
 def test_mode_specs_name_a_mode_and_known_settings():
     (spec,) = parse_mode_specs("vts+mod[r=0.1,routers=/a/b,skip=0.2]")
-    assert (spec.mode, spec.settings) == ("vts+mod", {"mod.keep_ratio": "0.1", "routers": "/a/b", "keyframe.skip_threshold": "0.2"})
+    assert (spec.mode, spec.settings) == (
+        "vts+mod",
+        {"mod.keep_ratio": "0.1", "routers": "/a/b", "keyframe.skip_threshold": "0.2"},
+    )
     (dotted,) = parse_mode_specs("vts+mod[mod.keep_ratio=0.1,routers=/a/b,keyframe.skip_threshold=0.2]")
     assert dotted.settings == spec.settings
     with pytest.raises(InputError, match="unknown setting"):
@@ -76,7 +122,9 @@ def test_modes_take_turns_window_by_window_after_each_warms_up(tiny_model_dir):
         pipeline = Pipeline(model, overrides)
         answer = pipeline.answer
         mode = pipeline.config.mode
-        pipeline.answer = lambda window, prompts, meter=None: calls.append((mode, window.stamp_ns)) or answer(window, prompts, meter)
+        pipeline.answer = lambda window, prompts, meter=None: (
+            calls.append((mode, window.stamp_ns)) or answer(window, prompts, meter)
+        )
         return pipeline
 
     windows = [BenchWindow(random_window(seed, frames=2), ["Why?"]) for seed in range(3)]
@@ -84,7 +132,9 @@ def test_modes_take_turns_window_by_window_after_each_warms_up(tiny_model_dir):
         item.window.stamps_ns = [[stamp + index for stamp in camera] for camera in item.window.stamps_ns]
     results = run_bench(load, {"max_new_tokens": 2}, parse_mode_specs("dense,prumerge"), windows)
     stamps = [item.window.stamp_ns for item in windows]
-    assert calls == [("dense", stamps[0]), ("prumerge", stamps[0])] + [(mode, s) for s in stamps for mode in ("dense", "prumerge")]
+    assert calls == [("dense", stamps[0]), ("prumerge", stamps[0])] + [
+        (mode, s) for s in stamps for mode in ("dense", "prumerge")
+    ]
     assert results["modes"]["prumerge"]["reports_per_s"] > 0
 
 

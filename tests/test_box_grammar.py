@@ -1,5 +1,6 @@
 """The risk box grammar: which box prefixes can still become a well-formed box, and the token
 masks it turns into, with the project's own tokenizer and through transformers' generate."""
+
 import pytest
 import torch
 
@@ -9,8 +10,19 @@ from vts_drive.report import parse_bbox
 
 @pytest.mark.parametrize(
     "box",
-    ["", "0", "0.", "0.8", "0.85, 0.2", "0.85, 0.20, 0", "0.85, 0.20, 0.9", "0.85, 0.20, 1.00, 0.45",
-     "0.85, 0.20, 1.00, 0.45]", "0.85, 0.20, 1.00, 0.45]; caption: x", " 0, 0, 1, 1]"],
+    [
+        "",
+        "0",
+        "0.",
+        "0.8",
+        "0.85, 0.2",
+        "0.85, 0.20, 0",
+        "0.85, 0.20, 0.9",
+        "0.85, 0.20, 1.00, 0.45",
+        "0.85, 0.20, 1.00, 0.45]",
+        "0.85, 0.20, 1.00, 0.45]; caption: x",
+        " 0, 0, 1, 1]",
+    ],
 )
 def test_prefixes_that_can_still_become_a_box(box):
     assert box_prefix_ok(box)
@@ -18,8 +30,19 @@ def test_prefixes_that_can_still_become_a_box(box):
 
 @pytest.mark.parametrize(
     "box",
-    ["2", "0.8a", "1.5", "0.85, 0.20, 0.0", "0.85, 0.20, 0.00", "0.85, 0.20, 0.85,", "0.5, 0.5, 0.9, 0.4]",
-     "0.1, 0.2, 0.3]", "0.1, 0.2, 0.3, 0.4, 0.5", "0.1, 0.2, 1.71", "0.1234"],
+    [
+        "2",
+        "0.8a",
+        "1.5",
+        "0.85, 0.20, 0.0",
+        "0.85, 0.20, 0.00",
+        "0.85, 0.20, 0.85,",
+        "0.5, 0.5, 0.9, 0.4]",
+        "0.1, 0.2, 0.3]",
+        "0.1, 0.2, 0.3, 0.4, 0.5",
+        "0.1, 0.2, 1.71",
+        "0.1234",
+    ],
 )
 def test_prefixes_that_cannot(box):
     assert not box_prefix_ok(box)
@@ -54,9 +77,15 @@ def test_masks_steer_a_model_that_would_write_a_broken_box(tiny_model_dir):
     text = completed(constraint, prefix, ["0", "5", "9", ",", "Ġ0", ".", "];"], vocab)
     box = parse_bbox(text[text.index("[") :])
     assert box is not None and box[2] > 0.85, text
-    assert constraint.allowed(tokenizer(prefix.split("box")[0], add_special_tokens=False)["input_ids"], vocab) is None
+    assert (
+        constraint.allowed(tokenizer(prefix.split("box")[0], add_special_tokens=False)["input_ids"], vocab)
+        is None
+    )
     # a head wider than the tokenizer (padded vocabulary rows) can emit ids the tokenizer lacks
-    assert constraint.allowed([vocab + 5, *tokenizer(prefix, add_special_tokens=False)["input_ids"]], vocab + 64) is not None
+    assert (
+        constraint.allowed([vocab + 5, *tokenizer(prefix, add_special_tokens=False)["input_ids"]], vocab + 64)
+        is not None
+    )
 
 
 def test_generate_with_the_logits_processor_keeps_the_box(tiny_model_dir):
@@ -68,7 +97,10 @@ def test_generate_with_the_logits_processor_keeps_the_box(tiny_model_dir):
     prefix = model.tokenizer("box: [0.5", add_special_tokens=False)["input_ids"]
     embeds = model.hf_model.get_input_embeddings()(torch.tensor([prefix]))
     output = model.hf_model.generate(
-        inputs_embeds=embeds, max_new_tokens=12, do_sample=False, logits_processor=[_Offset(len(prefix), prefix, constraint)]
+        inputs_embeds=embeds,
+        max_new_tokens=12,
+        do_sample=False,
+        logits_processor=[_Offset(len(prefix), prefix, constraint)],
     )[0].tolist()
     text = model.tokenizer.decode(prefix + output)
     box = text[len("box: [") :]

@@ -1,4 +1,5 @@
 """`vts-drive describe` end to end, and one clear error line (exit 2) for each bad input."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ def write_camera_folders(root: Path, frames: int = 4, seed: int = 0) -> Path:
     for camera in CAMERAS:
         (root / camera).mkdir(parents=True)
         for t in range(frames):
-            cv2.imwrite(str(root / camera / f"{t:06d}.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+            cv2.imwrite(
+                str(root / camera / f"{t:06d}.jpg"), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            )
     return root
 
 
@@ -33,7 +36,19 @@ def test_describe_images_writes_valid_report(tiny_model_dir, tmp_path, capsys):
     images = write_camera_folders(tmp_path / "drive")
     out = tmp_path / "out.json"
     code, stdout, _ = run_cli(
-        ["describe", "--model", str(tiny_model_dir), "--images", str(images), "--frames", "4", "--json", str(out), "--max-new-tokens", "6"],
+        [
+            "describe",
+            "--model",
+            str(tiny_model_dir),
+            "--images",
+            str(images),
+            "--frames",
+            "4",
+            "--json",
+            str(out),
+            "--max-new-tokens",
+            "6",
+        ],
         capsys,
     )
     assert code == 0
@@ -57,7 +72,20 @@ def test_describe_videos_and_questions(tiny_model_dir, tmp_path, capsys):
     questions.write_text("# asked of every window\nIs the light red?\nHow many cars are ahead?\n")
     out = tmp_path / "out.jsonl"
     code, _, _ = run_cli(
-        ["describe", "--model", str(tiny_model_dir), *videos, "--frames", "3", "--questions", str(questions), "--json", str(out), "--max-new-tokens", "4"],
+        [
+            "describe",
+            "--model",
+            str(tiny_model_dir),
+            *videos,
+            "--frames",
+            "3",
+            "--questions",
+            str(questions),
+            "--json",
+            str(out),
+            "--max-new-tokens",
+            "4",
+        ],
         capsys,
     )
     assert code == 0
@@ -73,7 +101,19 @@ def test_bad_window_is_skipped_counted_and_others_go_on(tiny_model_dir, tmp_path
     (images / "front_left" / "000005.jpg").write_bytes(b"")
     out = tmp_path / "out.jsonl"
     code, _, stderr = run_cli(
-        ["describe", "--model", str(tiny_model_dir), "--images", str(images), "--frames", "4", "--json", str(out), "--max-new-tokens", "2"],
+        [
+            "describe",
+            "--model",
+            str(tiny_model_dir),
+            "--images",
+            str(images),
+            "--frames",
+            "4",
+            "--json",
+            str(out),
+            "--max-new-tokens",
+            "2",
+        ],
         capsys,
     )
     assert code == 2
@@ -85,7 +125,11 @@ def test_bad_window_is_skipped_counted_and_others_go_on(tiny_model_dir, tmp_path
 @pytest.fixture
 def other_architecture(tmp_path):
     folder = tmp_path / "qwen2"
-    Qwen2ForCausalLM(Qwen2Config(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    Qwen2ForCausalLM(
+        Qwen2Config(
+            vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64
+        )
+    ).save_pretrained(folder)
     return folder
 
 
@@ -99,7 +143,10 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
     broken_video.write_bytes(b"\x00" * 100)
     model = ["--model", str(tiny_model_dir)]
     cases = [
-        (["--model", str(tmp_path / "missing"), "--images", str(good)], "model folder .*missing does not exist"),
+        (
+            ["--model", str(tmp_path / "missing"), "--images", str(good)],
+            "model folder .*missing does not exist",
+        ),
         (["--model", str(other_architecture), "--images", str(good)], "qwen2 checkpoint"),
         ([*model, "--images", str(tmp_path / "nowhere")], "image folder .*nowhere does not exist"),
         ([*model, "--images", str(uneven)], "different numbers of frames"),
@@ -107,13 +154,31 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
         ([*model, "--video", f"front={broken_video}"], "broken.mp4 cannot be decoded"),
         ([*model, "--video", "front"], "--video takes CAMERA=FILE"),
         ([*model, "--images", str(good), "--frames", "9"], "need at least 9 frames"),
-        ([*model, "--images", str(good), "--questions", str(tmp_path / "q.txt")], "questions file .*q.txt does not exist"),
+        (
+            [*model, "--images", str(good), "--questions", str(tmp_path / "q.txt")],
+            "questions file .*q.txt does not exist",
+        ),
         ([*model, "--images", str(good), "--mode", "turbo"], "mode 'turbo' is not available"),
-        ([*model, "--images", str(good), "--skip-threshold", "-0.1"], "--skip-threshold: keyframe.skip_threshold must be at least 0"),
-        ([*model, "--images", str(good), "--keep-ratio", "0"], r"--keep-ratio: mod.keep_ratio must be in \(0, 1\]"),
-        ([*model, "--images", str(good), "--max-keyframes", "0"], "--max-keyframes: keyframe.max_keyframes must be at least 1"),
-        ([*model, "--images", str(good), "--set", "vts.budjet=0.3"], "unknown setting 'vts.budjet' .did you mean vts.budget"),
-        ([*model, "--images", str(good), "--set", "mod.gate=maybe"], "--set mod.gate=maybe: mod.gate must be true or false"),
+        (
+            [*model, "--images", str(good), "--skip-threshold", "-0.1"],
+            "--skip-threshold: keyframe.skip_threshold must be at least 0",
+        ),
+        (
+            [*model, "--images", str(good), "--keep-ratio", "0"],
+            r"--keep-ratio: mod.keep_ratio must be in \(0, 1\]",
+        ),
+        (
+            [*model, "--images", str(good), "--max-keyframes", "0"],
+            "--max-keyframes: keyframe.max_keyframes must be at least 1",
+        ),
+        (
+            [*model, "--images", str(good), "--set", "vts.budjet=0.3"],
+            "unknown setting 'vts.budjet' .did you mean vts.budget",
+        ),
+        (
+            [*model, "--images", str(good), "--set", "mod.gate=maybe"],
+            "--set mod.gate=maybe: mod.gate must be true or false",
+        ),
     ]
     import re
 
@@ -126,7 +191,9 @@ def test_each_bad_input_gets_one_clear_line(tiny_model_dir, tmp_path, capsys, ot
 
 
 def test_console_script_help():
-    result = subprocess.run([sys.executable, "-m", "vts_drive", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "vts_drive", "--help"], capture_output=True, text=True, check=True
+    )
     assert "describe" in result.stdout
 
 
@@ -139,10 +206,30 @@ def test_pipeline_settings_reach_the_pipeline_config():
 
     parser = argparse.ArgumentParser()
     add_pipeline_arguments(parser)
-    argv = ["--skip-threshold", "0.4", "--keep-ratio", "0.3", "--keyframe-anchor", "first", "--max-keyframes", "1", "--free-box",
-            "--set", "vts.budget=0.3", "--set", "keyframe.max_keyframes=2"]
+    argv = [
+        "--skip-threshold",
+        "0.4",
+        "--keep-ratio",
+        "0.3",
+        "--keyframe-anchor",
+        "first",
+        "--max-keyframes",
+        "1",
+        "--free-box",
+        "--set",
+        "vts.budget=0.3",
+        "--set",
+        "keyframe.max_keyframes=2",
+    ]
     overrides = pipeline_overrides(parser.parse_args(argv))
-    assert overrides == {"keyframe.skip_threshold": 0.4, "mod.keep_ratio": 0.3, "keyframe.anchor": "first",
-                         "keyframe.max_keyframes": "2", "box_grammar": False, "vts.budget": "0.3", "device": "cpu"}
+    assert overrides == {
+        "keyframe.skip_threshold": 0.4,
+        "mod.keep_ratio": 0.3,
+        "keyframe.anchor": "first",
+        "keyframe.max_keyframes": "2",
+        "box_grammar": False,
+        "vts.budget": "0.3",
+        "device": "cpu",
+    }
     defaults = pipeline_overrides(parser.parse_args([]))
     assert defaults == {"device": "cpu"}

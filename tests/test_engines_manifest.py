@@ -1,4 +1,5 @@
 """Engine manifest: model hash, describing exported graphs, write/read, and the checks made before an engine loads."""
+
 from __future__ import annotations
 
 import json
@@ -39,26 +40,46 @@ def decode_graph(path: Path) -> Path:
         helper.make_tensor_value_info("past_keys", TensorProto.FLOAT, ["batch", 2, "cache", 8]),
     ]
     outputs = [helper.make_tensor_value_info("hidden", TensorProto.FLOAT, ["batch", 1, 16])]
-    graph = helper.make_graph([helper.make_node("Identity", ["embeds"], ["hidden"])], "decode", inputs, outputs)
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["embeds"], ["hidden"])], "decode", inputs, outputs
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
 
 def manifest_for(folder: Path, model_folder: Path) -> Manifest:
-    graph = describe_graph("llm_decode", decode_graph(folder / "llm_decode.onnx"), {
-        "embeds": ([1, 1, 16], [3, 1, 16], [8, 1, 16]),
-        "past_keys": ([1, 2, 1, 8], [3, 2, 256, 8], [8, 2, 1024, 8]),
-    })
+    graph = describe_graph(
+        "llm_decode",
+        decode_graph(folder / "llm_decode.onnx"),
+        {
+            "embeds": ([1, 1, 16], [3, 1, 16], [8, 1, 16]),
+            "past_keys": ([1, 2, 1, 8], [3, 2, 256, 8], [8, 2, 1024, 8]),
+        },
+    )
     return Manifest(
-        name=folder.name, model=str(model_folder), model_hash=model_hash(model_folder), mode="vts+mod",
-        mod_keep_ratio=0.2, opset=17, dtype="float32", export_tools=export_tool_versions(), graphs=[graph],
+        name=folder.name,
+        model=str(model_folder),
+        model_hash=model_hash(model_folder),
+        mode="vts+mod",
+        mod_keep_ratio=0.2,
+        opset=17,
+        dtype="float32",
+        export_tools=export_tool_versions(),
+        graphs=[graph],
         settings={"cameras": ["front", "front_left", "front_right"], "frames": 4},
     )
 
 
 def record(**changes) -> EngineRecord:
-    fields = dict(file="llm_decode.plan", precision="fp16", typing="weak", tensorrt_version="10.3.0",
-                  compute_capability="8.7", gpu="Orin", built="2025-01-01T00:00:00+00:00")
+    fields = dict(
+        file="llm_decode.plan",
+        precision="fp16",
+        typing="weak",
+        tensorrt_version="10.3.0",
+        compute_capability="8.7",
+        gpu="Orin",
+        built="2025-01-01T00:00:00+00:00",
+    )
     return EngineRecord(**{**fields, **changes})
 
 
@@ -86,11 +107,23 @@ def test_describe_graph_needs_a_valid_profile_for_each_dynamic_input(tmp_path: P
     with pytest.raises(InputError, match="input past_keys of graph llm_decode has dynamic axes"):
         describe_graph("llm_decode", path, {"embeds": ([1, 1, 16], [1, 1, 16], [8, 1, 16])})
     with pytest.raises(InputError, match="axis 0 needs 0 <= min <= opt <= max"):
-        describe_graph("llm_decode", path, {"embeds": ([4, 1, 16], [2, 1, 16], [8, 1, 16]),
-                                            "past_keys": ([1, 2, 1, 8], [1, 2, 1, 8], [1, 2, 1, 8])})
+        describe_graph(
+            "llm_decode",
+            path,
+            {
+                "embeds": ([4, 1, 16], [2, 1, 16], [8, 1, 16]),
+                "past_keys": ([1, 2, 1, 8], [1, 2, 1, 8], [1, 2, 1, 8]),
+            },
+        )
     with pytest.raises(InputError, match="axis 1 is fixed at 1"):
-        describe_graph("llm_decode", path, {"embeds": ([1, 2, 16], [1, 2, 16], [1, 2, 16]),
-                                            "past_keys": ([1, 2, 1, 8], [1, 2, 1, 8], [1, 2, 1, 8])})
+        describe_graph(
+            "llm_decode",
+            path,
+            {
+                "embeds": ([1, 2, 16], [1, 2, 16], [1, 2, 16]),
+                "past_keys": ([1, 2, 1, 8], [1, 2, 1, 8], [1, 2, 1, 8]),
+            },
+        )
 
 
 def test_write_read_round_trip(tmp_path: Path) -> None:
@@ -104,12 +137,15 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
     assert data["export_tools"]["onnx"] == onnx.__version__
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "has no manifest.json"),
-    ("{not json", "is not valid JSON"),
-    ('{"schema": "something/else"}', "is not a vts_drive.engine_manifest/1 manifest"),
-    ('{"schema": "vts_drive.engine_manifest/1", "name": "x"}', "is not a valid engine manifest"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "has no manifest.json"),
+        ("{not json", "is not valid JSON"),
+        ('{"schema": "something/else"}', "is not a vts_drive.engine_manifest/1 manifest"),
+        ('{"schema": "vts_drive.engine_manifest/1", "name": "x"}', "is not a valid engine manifest"),
+    ],
+)
 def test_bad_manifests_are_input_errors(tmp_path: Path, content: str | None, message: str) -> None:
     if content is not None:
         (tmp_path / MANIFEST_NAME).write_text(content)

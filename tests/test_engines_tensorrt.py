@@ -8,6 +8,7 @@ with onnxruntime on the memory bound by address. CUDA is stood in for by CPU
 tensors, a fixed GPU (name, compute capability) and stream handle 0. The build
 and binding code under test is the real code the vehicle runs.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -64,10 +65,20 @@ class MemoryPoolType(enum.Enum):
     WORKSPACE = 0
 
 
-ONNX_TYPES = {TensorProto.FLOAT: DataType.FLOAT, TensorProto.FLOAT16: DataType.HALF, TensorProto.INT64: DataType.INT64,
-              TensorProto.INT32: DataType.INT32, TensorProto.BOOL: DataType.BOOL}
-NUMPY_TYPES = {DataType.FLOAT: np.float32, DataType.HALF: np.float16, DataType.INT64: np.int64,
-               DataType.INT32: np.int32, DataType.BOOL: np.bool_}
+ONNX_TYPES = {
+    TensorProto.FLOAT: DataType.FLOAT,
+    TensorProto.FLOAT16: DataType.HALF,
+    TensorProto.INT64: DataType.INT64,
+    TensorProto.INT32: DataType.INT32,
+    TensorProto.BOOL: DataType.BOOL,
+}
+NUMPY_TYPES = {
+    DataType.FLOAT: np.float32,
+    DataType.HALF: np.float16,
+    DataType.INT64: np.int64,
+    DataType.INT32: np.int32,
+    DataType.BOOL: np.bool_,
+}
 
 
 class Logger:
@@ -171,10 +182,14 @@ class Builder:
         return OptimizationProfile()
 
     def build_serialized_network(self, network: Network, config: BuilderConfig) -> bytes:
-        build = {"onnx": network.onnx_path, "network_flags": network.flags,
-                 "flags": sorted(flag.name for flag in config.flags),
-                 "workspace": config.pools[MemoryPoolType.WORKSPACE], "profile": config.profiles[0].shapes,
-                 "timing_cache": config.cache.data.decode()}
+        build = {
+            "onnx": network.onnx_path,
+            "network_flags": network.flags,
+            "flags": sorted(flag.name for flag in config.flags),
+            "workspace": config.pools[MemoryPoolType.WORKSPACE],
+            "profile": config.profiles[0].shapes,
+            "timing_cache": config.cache.data.decode(),
+        }
         Builder.builds.append(build)
         return json.dumps(build).encode()
 
@@ -227,9 +242,13 @@ class CudaEngine:
         self.profile = build["profile"]
         self.inputs = [value.name for value in graph.input]
         self.outputs = [value.name for value in graph.output]
-        self.dtypes = {value.name: ONNX_TYPES[value.type.tensor_type.elem_type]
-                       for value in [*graph.input, *graph.output]}
-        self.static = {value.name: [d.dim_value for d in value.type.tensor_type.shape.dim] for value in graph.input}
+        self.dtypes = {
+            value.name: ONNX_TYPES[value.type.tensor_type.elem_type]
+            for value in [*graph.input, *graph.output]
+        }
+        self.static = {
+            value.name: [d.dim_value for d in value.type.tensor_type.shape.dim] for value in graph.input
+        }
 
     @property
     def num_io_tensors(self) -> int:
@@ -265,8 +284,17 @@ class Runtime:
 def stand_in_tensorrt(version: str) -> ModuleType:
     module = ModuleType("tensorrt")
     module.__version__ = version
-    for item in (DataType, TensorIOMode, BuilderFlag, NetworkDefinitionCreationFlag, MemoryPoolType, Logger,
-                 Builder, OnnxParser, Runtime):
+    for item in (
+        DataType,
+        TensorIOMode,
+        BuilderFlag,
+        NetworkDefinitionCreationFlag,
+        MemoryPoolType,
+        Logger,
+        Builder,
+        OnnxParser,
+        Runtime,
+    ):
         setattr(module, item.__name__, item)
     return module
 
@@ -289,19 +317,31 @@ def platform(monkeypatch: pytest.MonkeyPatch):
 def export_folder(folder: Path, dtype: str = "float32", nodes=None) -> Path:
     """engines/NAME with one graph: y = 2 * tokens, next_ids = ids + 1, dynamic frames and ids axes."""
     folder.mkdir(parents=True)
-    inputs = [helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["frames", 4]),
-              helper.make_tensor_value_info("ids", TensorProto.INT64, ["length"])]
-    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["frames", 4]),
-               helper.make_tensor_value_info("next_ids", TensorProto.INT64, ["length"])]
-    nodes = nodes or [helper.make_node("Mul", ["tokens", "two"], ["y"], name="double"),
-                      helper.make_node("Add", ["ids", "one"], ["next_ids"], name="next")]
-    initializers = [numpy_helper.from_array(np.array(2.0, np.float32), "two"),
-                    numpy_helper.from_array(np.array(1, np.int64), "one")]
+    inputs = [
+        helper.make_tensor_value_info("tokens", TensorProto.FLOAT, ["frames", 4]),
+        helper.make_tensor_value_info("ids", TensorProto.INT64, ["length"]),
+    ]
+    outputs = [
+        helper.make_tensor_value_info("y", TensorProto.FLOAT, ["frames", 4]),
+        helper.make_tensor_value_info("next_ids", TensorProto.INT64, ["length"]),
+    ]
+    nodes = nodes or [
+        helper.make_node("Mul", ["tokens", "two"], ["y"], name="double"),
+        helper.make_node("Add", ["ids", "one"], ["next_ids"], name="next"),
+    ]
+    initializers = [
+        numpy_helper.from_array(np.array(2.0, np.float32), "two"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+    ]
     graph = helper.make_graph(nodes, "toy", inputs, outputs, initializers)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(folder / "toy.onnx"))
     (folder / "config.json").write_text("{}")  # the folder doubles as the "checkpoint" hashed below
-    spec = describe_graph("toy", folder / "toy.onnx", {"tokens": ([1, 4], [3, 4], [8, 4]), "ids": ([1], [4], [16])})
-    write_manifest(folder, Manifest("toy", str(folder), model_hash(folder), "dense", None, 17, dtype, {}, [spec]))
+    spec = describe_graph(
+        "toy", folder / "toy.onnx", {"tokens": ([1, 4], [3, 4], [8, 4]), "ids": ([1], [4], [16])}
+    )
+    write_manifest(
+        folder, Manifest("toy", str(folder), model_hash(folder), "dense", None, 17, dtype, {}, [spec])
+    )
     return folder
 
 
@@ -310,12 +350,19 @@ def test_build_then_run_binds_tensors_by_name(tmp_path: Path, platform) -> None:
     plans = build_engines(folder, workspace_gb=2)
     assert plans == [folder / "toy.plan"] and (folder / "timing.cache").read_bytes() == b"+timings"
     (build,) = Builder.builds
-    assert build["network_flags"] == 1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED and build["flags"] == []
+    assert (
+        build["network_flags"] == 1 << NetworkDefinitionCreationFlag.STRONGLY_TYPED and build["flags"] == []
+    )
     assert build["profile"] == {"tokens": [[1, 4], [3, 4], [8, 4]], "ids": [[1], [4], [16]]}
     assert build["workspace"] == 2 << 30
     record = read_manifest(folder).graph("toy").engine
-    assert (record.tensorrt_version, record.compute_capability, record.gpu, record.precision, record.typing) == (
-        "10.3.0", "8.7", "Orin", "fp32", "strong")
+    assert (
+        record.tensorrt_version,
+        record.compute_capability,
+        record.gpu,
+        record.precision,
+        record.typing,
+    ) == ("10.3.0", "8.7", "Orin", "fp32", "strong")
 
     engine = TensorRTEngine(folder, "toy", device="cpu")
     tokens = torch.arange(12, dtype=torch.float64).view(3, 4)  # converted to the engine's float32
@@ -360,9 +407,11 @@ def test_graph_exported_in_float16_builds_strongly_typed(tmp_path: Path, platfor
 
 
 def test_build_refuses_a_graph_that_fails_check_onnx(tmp_path: Path, platform) -> None:
-    nodes = [helper.make_node("Mul", ["tokens", "two"], ["y"], name="double"),
-             helper.make_node("Add", ["ids", "one"], ["next_ids"], name="next"),
-             helper.make_node("NonZero", ["tokens"], ["where"], name="find_ids")]
+    nodes = [
+        helper.make_node("Mul", ["tokens", "two"], ["y"], name="double"),
+        helper.make_node("Add", ["ids", "one"], ["next_ids"], name="next"),
+        helper.make_node("NonZero", ["tokens"], ["where"], name="find_ids"),
+    ]
     folder = export_folder(tmp_path / "toy", nodes=nodes)
     with pytest.raises(InputError, match="node find_ids \\(NonZero\\).*data-dependent"):
         build_engines(folder)
@@ -375,8 +424,10 @@ def test_engine_from_another_tensorrt_or_gpu_is_refused(tmp_path: Path, platform
     platform("10.8.0", ("H100", "9.0"))
     with pytest.raises(InputError) as error:
         TensorRTEngine(folder, "toy", device="cpu")
-    assert str(error.value) == (f"engine {folder}/toy.plan was built with TensorRT 10.3.0 for sm_87; this machine "
-                                f"has TensorRT 10.8.0 on sm_90: rebuild with `vts-drive build-engine {folder}`")
+    assert str(error.value) == (
+        f"engine {folder}/toy.plan was built with TensorRT 10.3.0 for sm_87; this machine "
+        f"has TensorRT 10.8.0 on sm_90: rebuild with `vts-drive build-engine {folder}`"
+    )
 
 
 def test_bad_inputs_are_named(tmp_path: Path, platform) -> None:
@@ -395,10 +446,14 @@ def test_bad_inputs_are_named(tmp_path: Path, platform) -> None:
 
 def test_without_tensorrt_build_engine_exits_with_one_line(tmp_path: Path, monkeypatch, capsys) -> None:
     folder = export_folder(tmp_path / "toy")
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError, as on this machine
+    monkeypatch.setitem(
+        sys.modules, "tensorrt", None
+    )  # `import tensorrt` raises ImportError, as on this machine
     assert main(["build-engine", str(folder)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert err.startswith("vts-drive build-engine: error: TensorRT is not installed: build engines on the vehicle")
+    assert err.startswith(
+        "vts-drive build-engine: error: TensorRT is not installed: build engines on the vehicle"
+    )
     with pytest.raises(InputError, match="TensorRT is not installed"):
         TensorRTEngine(folder, "toy", device="cpu")

@@ -1,5 +1,6 @@
 """Lingo-Judge: the official max-over-references rule on hand-made cases, and the loading and
 input plumbing with a tiny DeBERTa-v2 classifier built here (nothing is downloaded)."""
+
 from pathlib import Path
 
 import pytest
@@ -39,24 +40,43 @@ def test_max_over_references_decides():
 
 
 def tiny_judge(folder: Path, bias: float) -> Path:
-    corpus = ["question: is there a car ahead? answer: yes, one car student: no", "the pedestrian is crossing the road"] * 8
+    corpus = [
+        "question: is there a car ahead? answer: yes, one car student: no",
+        "the pedestrian is crossing the road",
+    ] * 8
     backend = Tokenizer(models.Unigram())
     backend.normalizer = normalizers.NFKC()
     backend.pre_tokenizer = pre_tokenizers.Metaspace()
     backend.decoder = decoders.Metaspace()
     specials = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
-    backend.train_from_iterator(corpus, trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="[UNK]"))
+    backend.train_from_iterator(
+        corpus, trainers.UnigramTrainer(vocab_size=120, special_tokens=specials, unk_token="[UNK]")
+    )
     cls, sep = backend.token_to_id("[CLS]"), backend.token_to_id("[SEP]")
     backend.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
     )
     tokenizer = DebertaV2TokenizerFast(
-        tokenizer_object=backend, bos_token="[CLS]", eos_token="[SEP]", cls_token="[CLS]", sep_token="[SEP]",
-        unk_token="[UNK]", pad_token="[PAD]", mask_token="[MASK]",
+        tokenizer_object=backend,
+        bos_token="[CLS]",
+        eos_token="[SEP]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        mask_token="[MASK]",
     )
     config = DebertaV2Config(
-        vocab_size=backend.get_vocab_size(), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=256, num_labels=1, pad_token_id=tokenizer.pad_token_id,
+        vocab_size=backend.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=256,
+        num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(0)
     model = DebertaV2ForSequenceClassification(config).eval()
@@ -91,7 +111,9 @@ def test_inputs_are_truncated_to_128_tokens(judge_folder, monkeypatch):
     loaded = LingoJudge(str(judge_folder))
     seen = []
     forward = loaded.model.forward
-    monkeypatch.setattr(loaded.model, "forward", lambda **inputs: seen.append(inputs["input_ids"].shape) or forward(**inputs))
+    monkeypatch.setattr(
+        loaded.model, "forward", lambda **inputs: seen.append(inputs["input_ids"].shape) or forward(**inputs)
+    )
     loaded.max_scores(["Why?"], [["because " * 300, "short"]], ["the pedestrian " * 200])
     assert seen == [torch.Size([2, judge.MAX_TOKENS])]
 

@@ -1,5 +1,6 @@
 """LingoQA's predictions.csv as the official evaluator (benchmark/evaluate.py of wayveai/LingoQA)
 reads it, with pandas, and `score --judge-only`, which needs no Java."""
+
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,18 @@ from vts_drive.synth.generate import SynthConfig, generate_dataset
 
 pd = pytest.importorskip("pandas")
 
-ANSWERS = ["None", "", "N/A", "nan", "NULL", " None", "no, none", 'a "quoted", multi\nline answer', "01", "Yes."]
+ANSWERS = [
+    "None",
+    "",
+    "N/A",
+    "nan",
+    "NULL",
+    " None",
+    "no, none",
+    'a "quoted", multi\nline answer',
+    "01",
+    "Yes.",
+]
 
 
 @pytest.fixture(scope="module")
@@ -24,8 +36,15 @@ def data(tmp_path_factory) -> Path:
 def predictions_file(data: Path, path: Path) -> tuple[Path, list[dict]]:
     """Every question of the data answered with ANSWERS in turn, written as eval writes it."""
     questions = lingoqa.load_lingoqa(data)
-    rows = [{"question_id": q.question_id, "segment_id": q.segment_id, "question": q.question, "answer": ANSWERS[i % len(ANSWERS)]}
-            for i, q in enumerate(questions)]
+    rows = [
+        {
+            "question_id": q.question_id,
+            "segment_id": q.segment_id,
+            "question": q.question,
+            "answer": ANSWERS[i % len(ANSWERS)],
+        }
+        for i, q in enumerate(questions)
+    ]
     lingoqa.write_predictions(path, rows)
     return path, rows
 
@@ -45,10 +64,14 @@ def test_the_official_reader_finds_the_question_and_every_answer(data, tmp_path)
     path, rows = predictions_file(data, tmp_path / "predictions.csv")
     merged = official_merge(path, data)
     assert len(merged) == len(rows)
-    assert list(merged["question"]) == [row["question"] for row in rows]  # evaluate_question reads data_dict["question"]
+    assert list(merged["question"]) == [
+        row["question"] for row in rows
+    ]  # evaluate_question reads data_dict["question"]
     read = list(merged["prediction"])
     assert not any(isinstance(answer, float) for answer in read)  # no NaN
-    assert [judge.preprocess(answer) for answer in read] == [judge.preprocess(row["answer"]) for row in rows]  # what Lingo-Judge sees
+    assert [judge.preprocess(answer) for answer in read] == [
+        judge.preprocess(row["answer"]) for row in rows
+    ]  # what Lingo-Judge sees
 
 
 def test_without_the_question_column_the_official_reader_has_no_question(data, tmp_path):
@@ -70,8 +93,12 @@ def test_the_written_answers_cover_every_string_read_csv_reads_as_missing():
 def test_score_reads_its_own_csv_and_a_three_column_one(data, tmp_path, capsys):
     path, rows = predictions_file(data, tmp_path / "predictions.csv")
     read = lingoqa.read_predictions(path)
-    assert [judge.preprocess(read[row["question_id"], row["segment_id"]]) for row in rows] == [judge.preprocess(row["answer"]) for row in rows]
-    pd.read_csv(path, keep_default_na=False).drop(columns="question").to_csv(tmp_path / "three.csv", index=False)
+    assert [judge.preprocess(read[row["question_id"], row["segment_id"]]) for row in rows] == [
+        judge.preprocess(row["answer"]) for row in rows
+    ]
+    pd.read_csv(path, keep_default_na=False).drop(columns="question").to_csv(
+        tmp_path / "three.csv", index=False
+    )
     assert set(lingoqa.read_predictions(tmp_path / "three.csv")) == set(read)
 
 
@@ -79,7 +106,17 @@ def test_score_with_only_the_judge_needs_no_java(data, tmp_path, monkeypatch, ca
     path, _ = predictions_file(data, tmp_path / "predictions.csv")
     folder = tiny_judge(tmp_path / "judge", bias=50.0)
     monkeypatch.setattr(metrics.shutil, "which", lambda name: None)  # no java on PATH
-    argv = ["score", "--benchmark", "lingoqa", "--predictions", str(path), "--data", str(data), "--judge", str(folder)]
+    argv = [
+        "score",
+        "--benchmark",
+        "lingoqa",
+        "--predictions",
+        str(path),
+        "--data",
+        str(data),
+        "--judge",
+        str(folder),
+    ]
     capsys.readouterr()
     assert main(argv) == 2 and "need Java" in capsys.readouterr().err
     assert main([*argv, "--judge-only"]) == 0

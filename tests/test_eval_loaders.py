@@ -1,5 +1,6 @@
 """DRAMA and LingoQA loaders on a synthdrive export and on hand-made files: skipped entries
 counted, splits, clips from frames, mp4 and gif, references grouped, clear errors."""
+
 import json
 import shutil
 from pathlib import Path
@@ -22,7 +23,10 @@ from vts_drive.synth.generate import SynthConfig, generate_dataset
 @pytest.fixture(scope="module")
 def export(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "d"
-    generate_dataset(out, SynthConfig(scenes=3, seed=7, frames=6, image_size=(96, 64), formats=("synth", "drama", "lingoqa")))
+    generate_dataset(
+        out,
+        SynthConfig(scenes=3, seed=7, frames=6, image_size=(96, 64), formats=("synth", "drama", "lingoqa")),
+    )
     return out
 
 
@@ -55,7 +59,9 @@ def clip_only(export: Path, tmp_path: Path, video_name: str) -> tuple[drama.Dram
         pictures[0].save(clip / video_name, save_all=True, append_images=pictures[1:], duration=250, loop=0)
     else:
         shutil.copy(sample.video, clip / video_name)
-    return drama.DramaSample("k", clip / sample.image.name, clip / video_name, sample.box, sample.caption), frames
+    return drama.DramaSample(
+        "k", clip / sample.image.name, clip / video_name, sample.box, sample.caption
+    ), frames
 
 
 @pytest.mark.parametrize("video_name", ["clip.mp4", "clip.gif"])
@@ -81,15 +87,22 @@ def write_png(path: Path) -> None:
 
 
 def entry(url: str, **overrides) -> dict:
-    base = {"s3_fileUrl": url, "s3_instructionReference": "none.gif", "Risk": "Yes", "Caption": "a car brakes",
-            "geometry": [[8, 4], [40, 4], [40, 20], [8, 20]]}
+    base = {
+        "s3_fileUrl": url,
+        "s3_instructionReference": "none.gif",
+        "Risk": "Yes",
+        "Caption": "a car brakes",
+        "geometry": [[8, 4], [40, 4], [40, 20], [8, 20]],
+    }
     return {**base, **overrides}
 
 
 def test_drama_skips_what_common_loaders_skip(tmp_path):
     write_png(tmp_path / "combined" / "clip_1" / "frame_000010.png")
     entries = [
-        entry("https://bucket.s3.amazonaws.com/drama/combined/clip_1/frame_000010.png"),  # kept, found by its path's tail
+        entry(
+            "https://bucket.s3.amazonaws.com/drama/combined/clip_1/frame_000010.png"
+        ),  # kept, found by its path's tail
         entry("combined/clip_1/frame_000010.png", Risk="No"),
         entry("combined/clip_1/frame_000010.png", Caption="N/A"),
         {k: v for k, v in entry("combined/clip_1/frame_000010.png").items() if k != "Caption"},
@@ -103,7 +116,14 @@ def test_drama_skips_what_common_loaders_skip(tmp_path):
     (tmp_path / drama.ANNOTATIONS).write_text(json.dumps(entries))
     data = drama.load_drama(tmp_path, split="all")
     assert data.entries == 10
-    assert data.skipped == {"risk_no": 1, "caption_na": 2, "no_geometry": 3, "malformed": 1, "no_key_frame": 1, "missing_key_frame": 1}
+    assert data.skipped == {
+        "risk_no": 1,
+        "caption_na": 2,
+        "no_geometry": 3,
+        "malformed": 1,
+        "no_key_frame": 1,
+        "missing_key_frame": 1,
+    }
     [sample] = data.samples
     assert sample.image == tmp_path / "combined" / "clip_1" / "frame_000010.png" and sample.video is None
     assert sample.truth_box() == pytest.approx([0.1, 0.1, 0.5, 0.5])
@@ -113,8 +133,13 @@ def test_drama_ordered_split_and_split_file(tmp_path):
     urls = [f"clips/c{i:02d}/frame_000001.png" for i in range(20)]
     for url in urls:
         write_png(tmp_path / url)
-    (tmp_path / drama.ANNOTATIONS).write_text(json.dumps([entry(u) for u in urls] + [entry(urls[0], Risk="No")]))
-    keys = {split: [s.key for s in drama.load_drama(tmp_path, split).samples] for split in ("train", "val", "test", "all")}
+    (tmp_path / drama.ANNOTATIONS).write_text(
+        json.dumps([entry(u) for u in urls] + [entry(urls[0], Risk="No")])
+    )
+    keys = {
+        split: [s.key for s in drama.load_drama(tmp_path, split).samples]
+        for split in ("train", "val", "test", "all")
+    }
     assert keys["train"] == urls[:14] and keys["val"] == urls[14:17] and keys["test"] == urls[17:]
     assert keys["all"] == urls
     split_file = tmp_path / "mine.txt"
@@ -153,7 +178,12 @@ def test_synth_scores_the_risk_per_kind_of_object(export):
     risky = [(item, w) for item, w in pairs if w.truth.risk_bbox is not None]
     assert risky, "the fixture's scenes need a risk object"
     records = {
-        item.key: {"object": w.truth.risk_object, "bbox": w.truth.risk_bbox, "caption": w.truth.risk_caption, "answers": w.truth.answers}
+        item.key: {
+            "object": w.truth.risk_object,
+            "bbox": w.truth.risk_bbox,
+            "caption": w.truth.risk_caption,
+            "answers": w.truth.answers,
+        }
         for item, w in pairs
     }
     perfect = benchmark.score(records)["risk_by_object"]
@@ -164,7 +194,10 @@ def test_synth_scores_the_risk_per_kind_of_object(export):
     item, window = risky[0]
     records[item.key]["object"] = "cyclist"  # the wrong object, its box still right
     kind = benchmark.score(records)["risk_by_object"][window.truth.risk_object]
-    assert kind["named"] == pytest.approx(1 - 1 / perfect[window.truth.risk_object]["n"]) and kind["bbox_acc50"] == 1.0
+    assert (
+        kind["named"] == pytest.approx(1 - 1 / perfect[window.truth.risk_object]["n"])
+        and kind["bbox_acc50"] == 1.0
+    )
 
 
 def test_synth_scores_present_and_temporal_questions_apart(export):
@@ -186,7 +219,10 @@ def test_synth_scores_present_and_temporal_questions_apart(export):
     assert metrics["qa_temporal"] == kinds["temporal"]["exact_match"] == 0.0
     assert kinds["temporal"]["n"] == len(TEMPORAL_QUESTIONS) * len(records)
     assert set(kinds["per_question"]) >= set(TEMPORAL_QUESTIONS) | {"light", "action"}
-    assert kinds["per_question"]["ego_motion"]["kind"] == "temporal" and kinds["per_question"]["light"]["kind"] == "present"
+    assert (
+        kinds["per_question"]["ego_motion"]["kind"] == "temporal"
+        and kinds["per_question"]["light"]["kind"] == "present"
+    )
     assert 0.0 < kinds["temporal"]["majority_answer"] <= 1.0
 
 
@@ -195,7 +231,9 @@ def test_synth_majority_answer_baseline_answers_each_question_with_its_most_comm
     from vts_drive.eval.benchmarks import majority_answer_exact_match
 
     def window(answers: list[str]) -> BenchWindow:
-        return BenchWindow(None, ["Is the light red?", "How many cars?"], WindowTruth(answers, None, "", None))
+        return BenchWindow(
+            None, ["Is the light red?", "How many cars?"], WindowTruth(answers, None, "", None)
+        )
 
     windows = [window(["yes", "2"]), window(["yes", "3"]), window(["no", "2"]), window(["Yes.", "2"])]
     # "yes" wins the first question (3 of 4 with "Yes." scored as the same answer), "2" the second (3 of 4)
@@ -225,7 +263,10 @@ def test_lingoqa_scores_only_answered_questions(export):
 def test_lingoqa_bad_parquet(tmp_path):
     with pytest.raises(InputError, match="val.parquet does not exist: LingoQA needs"):
         lingoqa.load_lingoqa(tmp_path)
-    pq.write_table(pa.table({"question_id": ["q"], "segment_id": ["s"], "images": [["a.jpg"]], "question": ["why?"]}), tmp_path / "val.parquet")
+    pq.write_table(
+        pa.table({"question_id": ["q"], "segment_id": ["s"], "images": [["a.jpg"]], "question": ["why?"]}),
+        tmp_path / "val.parquet",
+    )
     with pytest.raises(InputError, match="lacks column\\(s\\) answer"):
         lingoqa.load_lingoqa(tmp_path)
     (tmp_path / "val.parquet").write_text("not parquet")
@@ -234,11 +275,19 @@ def test_lingoqa_bad_parquet(tmp_path):
 
 
 def test_lingoqa_predictions_csv_round_trip_and_errors(tmp_path):
-    rows = [{"question_id": "q1", "segment_id": "s1", "answer": 'Yes, "one" car, slowly'}, {"question_id": "q2", "segment_id": "s1", "answer": ""}]
+    rows = [
+        {"question_id": "q1", "segment_id": "s1", "answer": 'Yes, "one" car, slowly'},
+        {"question_id": "q2", "segment_id": "s1", "answer": ""},
+    ]
     lingoqa.write_predictions(tmp_path / "predictions.csv", rows)
-    assert (tmp_path / "predictions.csv").read_text().splitlines()[0] == "question_id,segment_id,question,answer"
+    assert (tmp_path / "predictions.csv").read_text().splitlines()[
+        0
+    ] == "question_id,segment_id,question,answer"
     # an empty answer is written as " ", which pandas does not read as NaN and every metric strips
-    assert lingoqa.read_predictions(tmp_path / "predictions.csv") == {("q1", "s1"): 'Yes, "one" car, slowly', ("q2", "s1"): " "}
+    assert lingoqa.read_predictions(tmp_path / "predictions.csv") == {
+        ("q1", "s1"): 'Yes, "one" car, slowly',
+        ("q2", "s1"): " ",
+    }
     (tmp_path / "bad.csv").write_text("question_id,answer\nq1,yes\n")
     with pytest.raises(InputError, match="lacks column\\(s\\) segment_id"):
         lingoqa.read_predictions(tmp_path / "bad.csv")

@@ -1,4 +1,5 @@
 """Caption metrics equal pycocoevalcap's own COCO pipeline; localisation by hand; no Java fails clearly."""
+
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider

@@ -1,6 +1,7 @@
 """ONNX export and the onnxruntime backend against the torch pipeline, on the tiny model with
 random routers and keyframe scorer: graphs pass check-onnx, logits agree within 1e-3, greedy
 answers are identical in every exported mode, and mismatched engines are refused."""
+
 import json
 import shutil
 
@@ -66,7 +67,9 @@ def engines(model_dir, tmp_path_factory):
 
 def pipelines(model, folder, mode, **settings):
     torch_pipeline = Pipeline(model, {"mode": mode, **settings})
-    onnx_pipeline = Pipeline(model, {"mode": mode, "backend": "onnxruntime", "engines": str(folder), **settings})
+    onnx_pipeline = Pipeline(
+        model, {"mode": mode, "backend": "onnxruntime", "engines": str(folder), **settings}
+    )
     return torch_pipeline, onnx_pipeline
 
 
@@ -74,8 +77,19 @@ def test_routed_export_passes_check_onnx_and_records_its_manifest(model_dir, eng
     folder = engines("vts+mod")
     manifest = read_manifest(folder)
     assert [graph.name for graph in manifest.graphs] == [
-        "keyframe_scorer", "vision", "llm_embed", "llm_head", "llm_prefill", "llm_decode"]
-    assert (manifest.mode, manifest.mod_keep_ratio, manifest.opset, manifest.dtype) == ("vts+mod", 0.25, 18, "float32")
+        "keyframe_scorer",
+        "vision",
+        "llm_embed",
+        "llm_head",
+        "llm_prefill",
+        "llm_decode",
+    ]
+    assert (manifest.mode, manifest.mod_keep_ratio, manifest.opset, manifest.dtype) == (
+        "vts+mod",
+        0.25,
+        18,
+        "float32",
+    )
     assert manifest.model_hash == model_hash(model_dir)
     assert {"torch", "onnx", "onnxruntime"} <= set(manifest.export_tools)
     for graph in manifest.graphs:
@@ -85,9 +99,14 @@ def test_routed_export_passes_check_onnx_and_records_its_manifest(model_dir, eng
     prefill = manifest.graph("llm_prefill")
     assert prefill.input("frame_slots").max == [1, 24, 4]  # 24 frames of 4 tokens: TopK's K bounded from this
     topk = [node for node in onnx.load(str(folder / prefill.file)).graph.node if node.op_type == "TopK"]
-    assert len(topk) == 1 and all(helper.get_attribute_value(a) == 1 for n in topk for a in n.attribute if a.name == "sorted")
+    assert len(topk) == 1 and all(
+        helper.get_attribute_value(a) == 1 for n in topk for a in n.attribute if a.name == "sorted"
+    )
     decode = manifest.graph("llm_decode")
-    assert decode.input("past.1.key").shape == ["batch", 2, "past_1", 16] and decode.input("past.1.key").min[2] == 0
+    assert (
+        decode.input("past.1.key").shape == ["batch", 2, "past_1", 16]
+        and decode.input("past.1.key").min[2] == 0
+    )
     assert decode.input("prefix.0.position").shape == [1, "prefix_0"]
     assert main(["check-onnx", str(folder)]) == 0
 
@@ -101,14 +120,20 @@ def test_stages_match_torch_within_1e_3(model, engines):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     frames = torch_pipeline.keyframe_scorer.prepare(images)
     previous = frames.roll(1, 0)
-    torch.testing.assert_close(onnx_pipeline.keyframe_scorer(frames, previous),
-                               torch_pipeline.keyframe_scorer(frames, previous), rtol=0, atol=1e-4)
+    torch.testing.assert_close(
+        onnx_pipeline.keyframe_scorer(frames, previous),
+        torch_pipeline.keyframe_scorer(frames, previous),
+        rtol=0,
+        atol=1e-4,
+    )
 
     keyframes = torch_pipeline.score_keyframes(window)
     frames = torch_pipeline.select_tokens(window, *torch_pipeline.encode_window(window), keyframes)
     context = torch_pipeline.prompts.context(frames, torch_pipeline.device)
     suffixes = [torch_pipeline.prompts.question_ids(q) for q in ("Why?", "What should the ego car do now?")]
-    expected, got = (llm_logits(pipeline.decoder, context, suffixes) for pipeline in (torch_pipeline, onnx_pipeline))
+    expected, got = (
+        llm_logits(pipeline.decoder, context, suffixes) for pipeline in (torch_pipeline, onnx_pipeline)
+    )
     assert got["entries"] == expected["entries"]
     assert expected["entries"][1] < expected["entries"][0] == context.length  # the routed layer holds fewer
     for name in ("prefix", "suffix", "step", "unbranched_step"):
@@ -121,8 +146,12 @@ def llm_logits(decoder, context, suffixes):
     decode step for both, and of one step on the unbranched prefix cache."""
     length = context.length
     cache = KVCache(decoder.num_layers)
-    hidden = decoder(context.embeds[None], torch.arange(length)[None], cache=cache,
-                     plan=decoder.routing_plan(context.frame_index[None]))
+    hidden = decoder(
+        context.embeds[None],
+        torch.arange(length)[None],
+        cache=cache,
+        plan=decoder.routing_plan(context.frame_index[None]),
+    )
     prefix = decoder.logits(hidden[:, -1])
     entries = [cache.entries(layer) for layer in range(decoder.num_layers)]
     lengths = torch.tensor([len(ids) for ids in suffixes])
@@ -131,14 +160,21 @@ def llm_logits(decoder, context, suffixes):
         ids[row, : len(suffix)] = torch.tensor(suffix)
     columns = torch.arange(ids.shape[1])[None]
     branched = cache.branch()
-    hidden = decoder(decoder.embed(ids), (length + columns).expand(len(suffixes), -1), columns < lengths[:, None], branched)
+    hidden = decoder(
+        decoder.embed(ids), (length + columns).expand(len(suffixes), -1), columns < lengths[:, None], branched
+    )
     suffix = decoder.logits(hidden[torch.arange(len(suffixes)), lengths - 1])
     tokens = suffix.argmax(-1)
     hidden = decoder(decoder.embed(tokens[:, None]), (length + lengths)[:, None], None, branched)
     step = decoder.logits(hidden[:, 0])
     hidden = decoder(decoder.embed(tokens[:1, None]), torch.tensor([[length]]), None, cache)
-    return {"prefix": prefix, "suffix": suffix, "step": step, "unbranched_step": decoder.logits(hidden[:, 0]),
-            "entries": entries}
+    return {
+        "prefix": prefix,
+        "suffix": suffix,
+        "step": step,
+        "unbranched_step": decoder.logits(hidden[:, 0]),
+        "entries": entries,
+    }
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -148,7 +184,10 @@ def test_greedy_answers_are_identical_to_torch(model, engines, mode):
     for seed in (0, 1):
         window = random_window(seed=seed)
         prompts = ["Describe the driving scene.", "Why?", "What should the ego car do?"]
-        expected_meter, got_meter = GenerationMeter(model.hf_model.config.text_config), GenerationMeter(model.hf_model.config.text_config)
+        expected_meter, got_meter = (
+            GenerationMeter(model.hf_model.config.text_config),
+            GenerationMeter(model.hf_model.config.text_config),
+        )
         expected = torch_pipeline.answer(window, prompts, expected_meter)
         got = onnx_pipeline.answer(window, prompts, got_meter)
         assert got.answers == expected.answers
@@ -162,9 +201,14 @@ def test_engines_that_do_not_match_are_refused(model, model_dir, tiny_model_dir,
     with pytest.raises(InputError, match=r"exported for mode vts\+mod, not mod: export again"):
         Pipeline(model, {"mode": "mod", "backend": "onnxruntime", "engines": str(folder)})
     with pytest.raises(InputError, match="exported with routers .*'keep_ratio': 0.25.*'keep_ratio': 0.5"):
-        Pipeline(model, {"mode": "vts+mod", "backend": "onnxruntime", "engines": str(folder), "mod.keep_ratio": 0.5})
+        Pipeline(
+            model,
+            {"mode": "vts+mod", "backend": "onnxruntime", "engines": str(folder), "mod.keep_ratio": 0.5},
+        )
     with pytest.raises(InputError, match="export this model's graphs again"):
-        Pipeline.load(str(tiny_model_dir), {"mode": "dense", "backend": "onnxruntime", "engines": str(engines("dense"))})
+        Pipeline.load(
+            str(tiny_model_dir), {"mode": "dense", "backend": "onnxruntime", "engines": str(engines("dense"))}
+        )
     with pytest.raises(InputError, match="is not an engines folder"):
         Pipeline(model, {"backend": "onnxruntime", "engines": str(tmp_path / "missing")})
     with pytest.raises(InputError, match="--engines DIR"):
@@ -191,11 +235,31 @@ def test_a_rerun_keeps_the_graphs_already_exported(model_dir, engines):
 def test_bench_runs_the_onnxruntime_backend_next_to_torch(model_dir, engines, tmp_path):
     from vts_drive.synth.generate import SynthConfig, generate_dataset
 
-    generate_dataset(tmp_path / "synth", SynthConfig(scenes=1, frames=4, image_size=(64, 48), formats=("synth",)))
+    generate_dataset(
+        tmp_path / "synth", SynthConfig(scenes=1, frames=4, image_size=(64, 48), formats=("synth",))
+    )
     out = tmp_path / "bench.json"
-    argv = ["bench", "--model", str(model_dir), "--data", str(tmp_path / "synth"), "--backend", "onnxruntime",
-            "--engines", str(engines("dense")), "--modes", "dense,dense[backend=torch]", "--windows", "2",
-            "--frames", "4", "--max-new-tokens", "4", "--json", str(out)]
+    argv = [
+        "bench",
+        "--model",
+        str(model_dir),
+        "--data",
+        str(tmp_path / "synth"),
+        "--backend",
+        "onnxruntime",
+        "--engines",
+        str(engines("dense")),
+        "--modes",
+        "dense,dense[backend=torch]",
+        "--windows",
+        "2",
+        "--frames",
+        "4",
+        "--max-new-tokens",
+        "4",
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     results = json.loads(out.read_text())
     onnx_run, torch_run = results["modes"]["dense"], results["modes"]["dense[backend=torch]"]
@@ -208,19 +272,28 @@ def test_legalize_retypes_integer_cumsum_and_bool_scatter_exactly():
     counts = helper.make_node("CumSum", ["x", "axis"], ["running"])
     scatter = helper.make_node("ScatterElements", ["mask", "index", "flags"], ["marked"], axis=1)
     graph = helper.make_graph(
-        [counts, scatter], "retype",
-        [helper.make_tensor_value_info("x", TensorProto.INT64, [1, 5]),
-         helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 5]),
-         helper.make_tensor_value_info("index", TensorProto.INT64, [1, 2]),
-         helper.make_tensor_value_info("flags", TensorProto.BOOL, [1, 2])],
-        [helper.make_tensor_value_info("running", TensorProto.INT64, [1, 5]),
-         helper.make_tensor_value_info("marked", TensorProto.BOOL, [1, 5])],
+        [counts, scatter],
+        "retype",
+        [
+            helper.make_tensor_value_info("x", TensorProto.INT64, [1, 5]),
+            helper.make_tensor_value_info("mask", TensorProto.BOOL, [1, 5]),
+            helper.make_tensor_value_info("index", TensorProto.INT64, [1, 2]),
+            helper.make_tensor_value_info("flags", TensorProto.BOOL, [1, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("running", TensorProto.INT64, [1, 5]),
+            helper.make_tensor_value_info("marked", TensorProto.BOOL, [1, 5]),
+        ],
         [helper.make_tensor("axis", TensorProto.INT64, [], [1])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     assert {v.op for v in check_model(model, "retype")} == {"CumSum", "ScatterElements"}
-    feeds = {"x": np.array([[1, 0, 1, 1, 0]]), "mask": np.zeros((1, 5), bool), "index": np.array([[3, 0]]),
-             "flags": np.array([[True, True]])}
+    feeds = {
+        "x": np.array([[1, 0, 1, 1, 0]]),
+        "mask": np.zeros((1, 5), bool),
+        "index": np.array([[3, 0]]),
+        "flags": np.array([[True, True]]),
+    }
     before = ort.InferenceSession(model.SerializeToString()).run(None, feeds)
     fixed = legalize_for_tensorrt(model)
     assert check_model(fixed, "retype") == []

@@ -1,5 +1,6 @@
 """Streaming: frames shared by overlapping windows are encoded once, gating skips low-scoring
 frames, and cached results never leak between different frames with the same stamp."""
+
 import shutil
 
 import numpy as np
@@ -68,8 +69,12 @@ def model_with_scorer(tiny_model_dir, tmp_path_factory):
 
 def test_gating_skips_encoding_of_low_scoring_frames(model_with_scorer):
     window = window_at(stream(4), 0)
-    everything = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 0.0})
-    gated = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01})
+    everything = Pipeline.load(
+        str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 0.0}
+    )
+    gated = Pipeline.load(
+        str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01}
+    )
     everything.answer(window, ["Why?"])
     result = gated.answer(window, ["Why?"])
     assert everything.frame_cache.misses == 8
@@ -81,10 +86,14 @@ def test_skipped_frame_is_not_encoded_when_it_becomes_a_first_frame(model_with_s
     """With stride 1 every frame is once a window's first frame (a keyframe). A frame the gate
     skipped enters that window with its predecessor's tokens instead of being encoded then."""
     frames = stream(5, length=6)
-    gated = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01})
+    gated = Pipeline.load(
+        str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01}
+    )
     gated.answer(window_at(frames, 0), ["Why?"])
     assert gated.frame_cache.misses == 2
-    first = {camera: gated.frame_cache.frames[key].tokens for camera, key in _frame_keys(frames, 0, 0).items()}
+    first = {
+        camera: gated.frame_cache.frames[key].tokens for camera, key in _frame_keys(frames, 0, 0).items()
+    }
     result = gated.answer(window_at(frames, 1), ["Why?"])
     assert gated.frame_cache.misses == 2, "the new first frames were skipped before: their stand-ins are used"
     assert result.tokens["vision_kept"] == 2 * gated.vision.tokens_per_frame
@@ -107,7 +116,12 @@ def test_newest_anchor_skipped_by_the_gate_stands_in_with_its_predecessor(model_
     the tokens of the frame before it. The stream's first window encodes each camera's oldest
     frame (it always enters, and nothing before it can stand in) and the later ones stand in."""
     frames = stream(6, length=6)
-    config = {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01, "keyframe.anchor": "newest"}
+    config = {
+        "mode": "vts",
+        "keyframe.max_keyframes": 1,
+        "keyframe.skip_threshold": 1.01,
+        "keyframe.anchor": "newest",
+    }
     gated = Pipeline.load(str(model_with_scorer), config)
     result = gated.answer(window_at(frames, 0), ["Why?"])
     assert gated.frame_cache.misses == 2  # each camera's first frame; the newest stands in with it
@@ -124,7 +138,10 @@ def _probabilities(pipeline, frames, start, size=4) -> list[list[float]]:
     """Keyframe probability of each frame of the window starting at `start`, from the cache."""
     window = window_at(frames, start, size)
     return [
-        [pipeline.frame_cache.frames[frame_key(camera, stamp, image)].keyframe_probability for stamp, image in zip(stamps, images)]
+        [
+            pipeline.frame_cache.frames[frame_key(camera, stamp, image)].keyframe_probability
+            for stamp, image in zip(stamps, images)
+        ]
         for camera, stamps, images in zip(window.cameras, window.stamps_ns, window.images)
     ]
 
@@ -143,18 +160,27 @@ def test_a_windows_oldest_frame_is_scored_against_the_streams_previous_frame(mod
     oldest = [row[0] for row in _probabilities(strided, frames, stride)]
 
     scorer = strided.keyframe_scorer
-    expected = torch.sigmoid(scorer(scorer.prepare([camera[stride] for camera in frames]), scorer.prepare([camera[3] for camera in frames])))
+    expected = torch.sigmoid(
+        scorer(
+            scorer.prepare([camera[stride] for camera in frames]),
+            scorer.prepare([camera[3] for camera in frames]),
+        )
+    )
     np.testing.assert_allclose(oldest, expected.tolist(), atol=1e-6)
     if stride == 4:  # back to back: the same score as frame 4 gets inside a stride-1 stream
         continuous = Pipeline.load(str(model_with_scorer), config)
         for start in range(2):
             continuous.answer(window_at(frames, start), ["Why?"])
-        np.testing.assert_allclose(oldest, [row[-1] for row in _probabilities(continuous, frames, 1)], atol=1e-6)
+        np.testing.assert_allclose(
+            oldest, [row[-1] for row in _probabilities(continuous, frames, 1)], atol=1e-6
+        )
 
 
 def test_a_new_recording_starts_a_new_stream(model_with_scorer):
     """Stamps that go back (another bag, a restarted camera) have no previous frame."""
-    pipeline = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "max_new_tokens": 2})
+    pipeline = Pipeline.load(
+        str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "max_new_tokens": 2}
+    )
     pipeline.answer(window_at(stream(8), 4), ["Why?"])
     other = stream(9)
     pipeline.answer(window_at(other, 0), ["Why?"])
@@ -162,10 +188,14 @@ def test_a_new_recording_starts_a_new_stream(model_with_scorer):
 
 
 def test_frames_the_gate_leaves_empty_are_counted_in_the_report(model_with_scorer):
-    gated = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01})
+    gated = Pipeline.load(
+        str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 1.01}
+    )
     report = gated.describe(window_at(stream(10), 0))
     assert report.tokens["frames_skipped"] == 2 * 3  # every frame but each camera's keyframe
-    everything = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 0.0})
+    everything = Pipeline.load(
+        str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "keyframe.skip_threshold": 0.0}
+    )
     assert everything.describe(window_at(stream(10), 0)).tokens["frames_skipped"] == 0
 
 
@@ -176,6 +206,10 @@ def test_newest_mode_runs_dense_on_each_cameras_newest_frame_only(tiny_model_dir
     window = window_at(frames, 2)
     result = newest.answer(window, ["Why?"])
     assert newest.frame_cache.misses == len(CAMERAS)  # one frame per camera encoded
-    assert result.tokens["vision_dense"] == result.tokens["vision_kept"] == len(CAMERAS) * newest.vision.tokens_per_frame
+    assert (
+        result.tokens["vision_dense"]
+        == result.tokens["vision_kept"]
+        == len(CAMERAS) * newest.vision.tokens_per_frame
+    )
     one_frame = FrameWindow(CAMERAS, [[camera[5]] for camera in frames], [[500_000_000] for _ in CAMERAS])
     assert result.answers == dense.answer(one_frame, ["Why?"]).answers

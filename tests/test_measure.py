@@ -1,4 +1,5 @@
 """PeakMemory charges each block with its own allocations, whatever ran before it."""
+
 import torch
 
 from vts_drive.measure import PeakMemory

@@ -1,4 +1,5 @@
 """Mixture-of-depths invariants on the tiny model with randomly initialised routers."""
+
 import math
 import shutil
 
@@ -27,7 +28,9 @@ def model_with_routers(tiny_model_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("mod") / "model"
     shutil.copytree(tiny_model_dir, folder)
     torch.manual_seed(0)
-    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[0, 1])), folder)
+    save_routers(
+        Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[0, 1])), folder
+    )
     return folder
 
 
@@ -35,7 +38,9 @@ def sequence(pipeline, seed=0, question="What should the ego car do?"):
     """A window's prefix plus one question: embeds [1, L, D], positions, frame index (-1 for text)."""
     window = random_window(seed=seed)
     tokens, saliency = pipeline.encode_window(window)
-    context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
+    context = pipeline.prompts.context(
+        pipeline.select_tokens(window, tokens, saliency, None), pipeline.device
+    )
     suffix = torch.tensor(pipeline.prompts.question_ids(question))
     embeds = torch.cat([context.embeds, pipeline.decoder.embed(suffix)])[None]
     frame_index = torch.cat([context.frame_index, torch.full((len(suffix),), -1)])[None]
@@ -67,7 +72,9 @@ def test_each_frame_computes_ceil_r_n_tokens():
     for routing in ["learned", "random", "uniform"]:
         chosen = selected(scores, frame_index, 0.34, routing)
         assert chosen[frame_index < 0].sum() == 0
-        assert [int(chosen[frame_index == f].sum()) for f in range(3)] == [math.ceil(0.34 * n) for n in (5, 3, 1)]
+        assert [int(chosen[frame_index == f].sum()) for f in range(3)] == [
+            math.ceil(0.34 * n) for n in (5, 3, 1)
+        ]
     learned = selected(scores, frame_index, 0.34, "learned")
     assert torch.nonzero(learned[0]).flatten().tolist() == [2, 4, 7, 8, 10]  # best 2 of 5, 2 of 3, 1 of 1
     uniform = selected(scores, frame_index, 0.4, "uniform")
@@ -104,7 +111,9 @@ def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
     assert cache.entries(0) == int((~visual).sum() + selected.sum())  # equal-sized frames: no padding slots
     assert int(layer_cache.valid.sum()) == int((~visual).sum() + selected.sum())
     held = layer_cache.positions[0][layer_cache.valid[0]]
-    assert torch.equal(held.sort().values, computed_positions)  # exactly text + selected, original RoPE positions
+    assert torch.equal(
+        held.sort().values, computed_positions
+    )  # exactly text + selected, original RoPE positions
 
 
 def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers):
@@ -115,8 +124,16 @@ def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers
     with torch.no_grad():
         full = decoder.logits(decoder(embeds, positions, plan=decoder.routing_plan(frame_index)))
         cache = KVCache(decoder.num_layers)
-        decoder(embeds[:, :prefix], positions[:, :prefix], cache=cache, plan=decoder.routing_plan(frame_index[:, :prefix]))
-        steps = [decoder.logits(decoder(embeds[:, i : i + 1], positions[:, i : i + 1], cache=cache)) for i in range(prefix, length)]
+        decoder(
+            embeds[:, :prefix],
+            positions[:, :prefix],
+            cache=cache,
+            plan=decoder.routing_plan(frame_index[:, :prefix]),
+        )
+        steps = [
+            decoder.logits(decoder(embeds[:, i : i + 1], positions[:, i : i + 1], cache=cache))
+            for i in range(prefix, length)
+        ]
     # Token-by-token sums run in another order than one pass; the tiny model's wide weights give logits ~1e2.
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, prefix:], rtol=1e-4, atol=1e-4)
     visual = int((frame_index >= 0).sum())
@@ -156,25 +173,34 @@ def test_head_cache_gives_the_answers_of_a_full_prefix_prefill(model_with_router
 
     pipeline = Pipeline.load(str(model_with_routers), {"mode": mode})
     decoder, head_cache = pipeline.decoder, HeadCache()
-    suffixes = [pipeline.prompts.question_ids(q) for q in ["Describe the driving scene.", "What should the ego car do?"]]
+    suffixes = [
+        pipeline.prompts.question_ids(q)
+        for q in ["Describe the driving scene.", "What should the ego car do?"]
+    ]
     held = None
     for seed in (5, 6):  # the second window starts from the head the first one computed
         window = random_window(seed=seed)
         tokens, saliency = pipeline.encode_window(window)
-        context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
+        context = pipeline.prompts.context(
+            pipeline.select_tokens(window, tokens, saliency, None), pipeline.device
+        )
         full_meter, cached_meter = GenerationMeter(decoder.config), GenerationMeter(decoder.config)
         with torch.no_grad():
             full_state = prefill(decoder, context, suffixes, pipeline.pad_id, meter=full_meter)
             cached_state = prefill(decoder, context, suffixes, pipeline.pad_id, head_cache, cached_meter)
             layers = range(decoder.num_layers)
-            assert [cached_state.cache.entries(i) for i in layers] == [full_state.cache.entries(i) for i in layers]
+            assert [cached_state.cache.entries(i) for i in layers] == [
+                full_state.cache.entries(i) for i in layers
+            ]
             full = decode(decoder, full_state, pipeline.stop_ids, 8)
             assert decode(decoder, cached_state, pipeline.stop_ids, 8) == full
         saved = prefix_prefill_flops(decoder.config, [context.head_length] * decoder.num_layers)
         assert cached_meter.prefill_flops == pytest.approx(full_meter.prefill_flops - saved)
         held = held or head_cache.cache
         assert head_cache.cache is held  # computed once, not grown by the windows that used it
-        assert all(head_cache.cache.entries(layer) == context.head_length for layer in range(decoder.num_layers))
+        assert all(
+            head_cache.cache.entries(layer) == context.head_length for layer in range(decoder.num_layers)
+        )
 
 
 def test_random_routing_is_seeded(model_with_routers):
@@ -182,13 +208,17 @@ def test_random_routing_is_seeded(model_with_routers):
     pipelines with the same seed choose the same tokens window after window, another seed others."""
 
     def routed_tokens(seed: int) -> list[torch.Tensor]:
-        pipeline = Pipeline.load(str(model_with_routers), {"mode": "mod", "mod.routing": "random", "seed": seed})
+        pipeline = Pipeline.load(
+            str(model_with_routers), {"mode": "mod", "mod.routing": "random", "seed": seed}
+        )
         chosen = []
         for window_seed in (7, 8):
             embeds, positions, frame_index, _ = sequence(pipeline, seed=window_seed)
             trace = []
             with torch.no_grad():
-                pipeline.decoder(embeds, positions, plan=pipeline.decoder.routing_plan(frame_index), trace=trace)
+                pipeline.decoder(
+                    embeds, positions, plan=pipeline.decoder.routing_plan(frame_index), trace=trace
+                )
             chosen += [t.selected for t in trace]
         return chosen
 

@@ -1,4 +1,5 @@
 """The user-facing loading path, and its errors for folders that are not usable checkpoints."""
+
 import json
 import shutil
 
@@ -35,7 +36,9 @@ def test_corrupt_config(tmp_path):
 
 
 def test_other_architecture_is_refused(tmp_path):
-    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(tmp_path)
+    BertModel(
+        BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(tmp_path)
     with pytest.raises(InputError, match="bert checkpoint.*LlavaOnevisionForConditionalGeneration"):
         load_model(str(tmp_path))
 

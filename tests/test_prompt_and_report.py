@@ -1,4 +1,5 @@
 """inputs_embeds assembly, the report schema, and parsing of the model's risk answer."""
+
 import jsonschema
 import pytest
 import torch
@@ -32,7 +33,9 @@ def test_visual_tokens_land_where_the_markers_say(tiny_pipeline):
         return torch.equal(context.embeds[position - len(ids) : position], embed(torch.tensor(ids)))
 
     assert ends_with(visual_positions[0], "camera front:\nframe 1:")
-    assert ends_with(visual_positions[3], "\nframe 0:\ncamera front_left:\nframe 0:")  # the empty frame keeps its marker
+    assert ends_with(
+        visual_positions[3], "\nframe 0:\ncamera front_left:\nframe 0:"
+    )  # the empty frame keeps its marker
 
 
 def test_pipeline_report_validates_against_schema(tiny_pipeline):
@@ -41,7 +44,11 @@ def test_pipeline_report_validates_against_schema(tiny_pipeline):
     validate_report(data)
     assert data["schema"] == "vts_drive.report/1"
     assert [qa["question"] for qa in data["qa"]] == ["Is the light red?", "Why?"]
-    assert data["tokens"]["vision_kept"] == data["tokens"]["vision_dense"] == 3 * 4 * tiny_pipeline.vision.tokens_per_frame
+    assert (
+        data["tokens"]["vision_kept"]
+        == data["tokens"]["vision_dense"]
+        == 3 * 4 * tiny_pipeline.vision.tokens_per_frame
+    )
     assert data["tokens"]["generated"] > 0
     assert {"vision", "prefill", "decode", "total"} <= set(data["timings_ms"])
 

@@ -1,4 +1,5 @@
 """rosbag2 I/O and replay on real bags written here (mcap and sqlite3, Image and CompressedImage)."""
+
 import hashlib
 from pathlib import Path
 
@@ -23,7 +24,9 @@ CAMERAS = ["front", "front_left", "front_right"]
 SETTINGS = StreamConfig(cameras=[], frames=2, stride=2, slop_s=0.02)
 
 
-def write_camera_bag(path: Path, storage: str = "mcap", frames: int = 6, compressed: bool = False, seed: int = 0) -> Path:
+def write_camera_bag(
+    path: Path, storage: str = "mcap", frames: int = 6, compressed: bool = False, seed: int = 0
+) -> Path:
     """Three 10 Hz cameras, a few ms apart, plus a text topic that replay must ignore."""
     rng = np.random.default_rng(seed)
     suffix = "/compressed" if compressed else ""
@@ -31,8 +34,13 @@ def write_camera_bag(path: Path, storage: str = "mcap", frames: int = 6, compres
         for t in range(frames):
             for i, camera in enumerate(CAMERAS):
                 stamp = START_NS + t * 100 * MS + i * 4 * MS
-                bag.add_image(f"/cam_{camera}/image_raw{suffix}", stamp, camera,
-                              rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), compressed=compressed)
+                bag.add_image(
+                    f"/cam_{camera}/image_raw{suffix}",
+                    stamp,
+                    camera,
+                    rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
+                    compressed=compressed,
+                )
             bag.add_string("/notes", START_NS + t * 100 * MS, f"frame {t}")
     return path
 
@@ -51,8 +59,16 @@ def test_bag_writer_is_deterministic_and_readable(tmp_path, storage):
         connection, log_time, data = next(reader.messages())
         msg = reader.deserialize(data, connection.msgtype)
     assert topics["/cam_front/image_raw"] == ("sensor_msgs/msg/Image", 6) and topics["/notes"][1] == 6
-    assert log_time == START_NS and (msg.header.stamp.sec, msg.header.stamp.nanosec) == divmod(START_NS, 10**9)
-    assert (msg.encoding, msg.height, msg.width, msg.step, msg.header.frame_id) == ("rgb8", 24, 32, 96, "front")
+    assert log_time == START_NS and (msg.header.stamp.sec, msg.header.stamp.nanosec) == divmod(
+        START_NS, 10**9
+    )
+    assert (msg.encoding, msg.height, msg.width, msg.step, msg.header.frame_id) == (
+        "rgb8",
+        24,
+        32,
+        96,
+        "front",
+    )
 
 
 def test_bag_writer_refuses_an_existing_path_and_a_topic_changing_type(tmp_path):
@@ -88,11 +104,21 @@ def test_results_bag_holds_cameras_and_reports(tmp_path, tiny_pipeline):
     assert not (tmp_path / "results_bag.partial").exists()
     with AnyReader([out_bag]) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-        risk = [reader.deserialize(d, c.msgtype).data for c, _, d in reader.messages() if c.topic == "/vts_drive/risk_qa"]
+        risk = [
+            reader.deserialize(d, c.msgtype).data
+            for c, _, d in reader.messages()
+            if c.topic == "/vts_drive/risk_qa"
+        ]
         times = [t for _, t, _ in reader.messages()]
-    assert counts == {"/cam_front/image_raw": 6, "/cam_front_left/image_raw": 6, "/cam_front_right/image_raw": 6,
-                      "/vts_drive/scene_description": 3, "/vts_drive/risk_qa": 3, "/vts_drive/risk_detections": 3,
-                      "/vts_drive/overlay": 3}
+    assert counts == {
+        "/cam_front/image_raw": 6,
+        "/cam_front_left/image_raw": 6,
+        "/cam_front_right/image_raw": 6,
+        "/vts_drive/scene_description": 3,
+        "/vts_drive/risk_qa": 3,
+        "/vts_drive/risk_detections": 3,
+        "/vts_drive/overlay": 3,
+    }
     assert risk == out.read_text().splitlines()[1:] and times == sorted(times)  # line 1: the header
     with pytest.raises(InputError, match="already exists"):
         replay([bag], tiny_pipeline, tmp_path / "again.jsonl", SETTINGS, out_bag=out_bag)
@@ -119,7 +145,10 @@ class KilledAfter:
 
 
 def test_killed_replay_resumes_without_duplicates(tmp_path, tiny_pipeline):
-    bags = [write_camera_bag(tmp_path / "one", frames=8, seed=1), write_camera_bag(tmp_path / "two", "sqlite3", seed=2)]
+    bags = [
+        write_camera_bag(tmp_path / "one", frames=8, seed=1),
+        write_camera_bag(tmp_path / "two", "sqlite3", seed=2),
+    ]
     out = tmp_path / "results.jsonl"
     with pytest.raises(Killed):
         replay(bags, KilledAfter(tiny_pipeline, 5), out, SETTINGS)
@@ -139,7 +168,9 @@ def test_resuming_from_another_replays_results_is_refused(tmp_path, tiny_pipelin
     out = tmp_path / "results.jsonl"
     replay([write_camera_bag(tmp_path / "bag")], tiny_pipeline, out, SETTINGS)
     other = StreamConfig(cameras=[], frames=3, stride=3, slop_s=0.02)
-    with pytest.raises(InputError, match="holds reports of another run .*windows.frames: 2 in the file, 3 now"):
+    with pytest.raises(
+        InputError, match="holds reports of another run .*windows.frames: 2 in the file, 3 now"
+    ):
         replay([tmp_path / "bag"], tiny_pipeline, out, other)
     out.write_text("not json\n")
     with pytest.raises(InputError, match="line 1 is not a JSON report"):
@@ -169,7 +200,10 @@ def test_missing_corrupt_and_topicless_bags_raise_clear_errors(tmp_path, tiny_pi
     with pytest.raises(InputError, match="cannot be read"):
         replay([corrupt], tiny_pipeline, out, SETTINGS)
     bag = write_camera_bag(tmp_path / "bag", frames=1)
-    with pytest.raises(InputError, match=r"no topic /cam_rear/image_raw; it has: /cam_front/image_raw \(sensor_msgs/msg/Image\)"):
+    with pytest.raises(
+        InputError,
+        match=r"no topic /cam_rear/image_raw; it has: /cam_front/image_raw \(sensor_msgs/msg/Image\)",
+    ):
         replay([bag], tiny_pipeline, out, SETTINGS, topics=["/cam_rear/image_raw"])
     with pytest.raises(InputError, match=r"/notes \(std_msgs/msg/String\) are not camera images"):
         replay([bag], tiny_pipeline, out, SETTINGS, topics=["/notes"])
@@ -178,7 +212,13 @@ def test_missing_corrupt_and_topicless_bags_raise_clear_errors(tmp_path, tiny_pi
     with CameraBag(bag) as source, BagWriter(both) as writer:
         for connection, log_time, data in source.raw_messages():
             writer.add_serialized(connection.topic, connection.msgtype, log_time, data)
-        writer.add_image("/cam_front/image_raw/compressed", START_NS, "front", np.zeros((8, 8, 3), np.uint8), compressed=True)
+        writer.add_image(
+            "/cam_front/image_raw/compressed",
+            START_NS,
+            "front",
+            np.zeros((8, 8, 3), np.uint8),
+            compressed=True,
+        )
     with pytest.raises(InputError, match="image_raw, /cam_front/image_raw/compressed are all camera 'front'"):
         replay([both], tiny_pipeline, out, SETTINGS)
     assert not out.exists()
@@ -199,12 +239,30 @@ def test_truncated_mcap_raises_input_error(tmp_path, tiny_pipeline):
 def test_cli_replay_and_its_exit_code_for_bad_input(tmp_path, tiny_model_dir, capsys):
     bag = write_camera_bag(tmp_path / "bag", "sqlite3", frames=4)
     out = tmp_path / "results.jsonl"
-    args = ["replay", str(bag), "--model", str(tiny_model_dir), "--out", str(out), "--frames", "2",
-            "--stride", "2", "--max-new-tokens", "4", "--topics", "/cam_front/image_raw", "/cam_front_left/image_raw"]
+    args = [
+        "replay",
+        str(bag),
+        "--model",
+        str(tiny_model_dir),
+        "--out",
+        str(out),
+        "--frames",
+        "2",
+        "--stride",
+        "2",
+        "--max-new-tokens",
+        "4",
+        "--topics",
+        "/cam_front/image_raw",
+        "/cam_front_left/image_raw",
+    ]
     assert cli_main(args) == 0
     assert [report["cameras"] for report in read_reports(out)] == [["front", "front_left"]] * 2
     assert cli_main(args) == 0 and "0 window(s) described, 2 already in" in capsys.readouterr().err
-    assert cli_main(["replay", str(tmp_path / "missing"), "--model", str(tiny_model_dir), "--out", str(out)]) == 2
+    assert (
+        cli_main(["replay", str(tmp_path / "missing"), "--model", str(tiny_model_dir), "--out", str(out)])
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
 
 
@@ -219,9 +277,17 @@ def boxes_of(array) -> list[tuple[str, list[float]]]:
     boxes = []
     for detection in array.detections:
         center, bbox = detection.bbox.center.position, detection.bbox
-        boxes.append((detection.results[0].hypothesis.class_id,
-                      [center.x - bbox.size_x / 2, center.y - bbox.size_y / 2,
-                       center.x + bbox.size_x / 2, center.y + bbox.size_y / 2]))
+        boxes.append(
+            (
+                detection.results[0].hypothesis.class_id,
+                [
+                    center.x - bbox.size_x / 2,
+                    center.y - bbox.size_y / 2,
+                    center.x + bbox.size_x / 2,
+                    center.y + bbox.size_y / 2,
+                ],
+            )
+        )
     return boxes
 
 
@@ -233,22 +299,39 @@ def test_replay_of_a_synthdrive_bag_writes_the_reports_boxes_as_detections(tmp_p
 
     from vts_drive.pipeline import Pipeline
 
-    bag, out, out_bag = synthdrive_bag(tmp_path / "synth"), tmp_path / "results.jsonl", tmp_path / "results_bag"
+    bag, out, out_bag = (
+        synthdrive_bag(tmp_path / "synth"),
+        tmp_path / "results.jsonl",
+        tmp_path / "results_bag",
+    )
     replay([bag], Pipeline.load("synthdrive-tiny"), out, SETTINGS, out_bag=out_bag)
     reports = read_reports(out)
-    expected = [[(r["risk"]["object"], [v * size for v, size in zip(r["risk"]["bbox"], (192, 128, 192, 128))])]
-                if r["risk"]["bbox"] and r["risk"]["camera"] in r["cameras"] else [] for r in reports]
+    expected = [
+        [(r["risk"]["object"], [v * size for v, size in zip(r["risk"]["bbox"], (192, 128, 192, 128))])]
+        if r["risk"]["bbox"] and r["risk"]["camera"] in r["cameras"]
+        else []
+        for r in reports
+    ]
     assert sum(map(len, expected)) >= 2  # the shipped model boxes most risks: the comparison is not vacuous
 
-    with AnyReader([out_bag]) as reader:  # no typestore given: vision_msgs comes from the bag's own definitions
+    with AnyReader(
+        [out_bag]
+    ) as reader:  # no typestore given: vision_msgs comes from the bag's own definitions
         by_topic = {}
         for connection, log_time, data in reader.messages():
-            by_topic.setdefault(connection.topic, []).append((log_time, reader.deserialize(data, connection.msgtype)))
+            by_topic.setdefault(connection.topic, []).append(
+                (log_time, reader.deserialize(data, connection.msgtype))
+            )
     detections = [msg for _, msg in by_topic["/vts_drive/risk_detections"]]
     assert [boxes_of(msg) for msg in detections] == [
-        [(name, pytest.approx(box, abs=1e-9)) for name, box in boxes] for boxes in expected]
+        [(name, pytest.approx(box, abs=1e-9)) for name, box in boxes] for boxes in expected
+    ]
     for report, msg, (overlay_time, overlay) in zip(reports, detections, by_topic["/vts_drive/overlay"]):
-        camera = report["risk"]["camera"] if report["risk"]["camera"] in report["cameras"] else report["cameras"][0]
+        camera = (
+            report["risk"]["camera"]
+            if report["risk"]["camera"] in report["cameras"]
+            else report["cameras"][0]
+        )
         assert msg.header.frame_id == overlay.header.frame_id == f"cam_{camera}"
         assert msg.header.stamp == overlay.header.stamp and overlay_time == stamp_to_ns(overlay.header.stamp)
         assert (overlay.width, overlay.height, overlay.encoding) == (192, 128, "rgb8")
@@ -256,8 +339,12 @@ def test_replay_of_a_synthdrive_bag_writes_the_reports_boxes_as_detections(tmp_p
 
     (mcap_file,) = out_bag.glob("*.mcap")
     with mcap_file.open("rb") as stream:
-        decoded = [(schema.name, msg) for schema, _, _, msg in make_reader(stream, decoder_factories=[DecoderFactory()])
-                   .iter_decoded_messages(topics=["/vts_drive/risk_detections"])]
+        decoded = [
+            (schema.name, msg)
+            for schema, _, _, msg in make_reader(
+                stream, decoder_factories=[DecoderFactory()]
+            ).iter_decoded_messages(topics=["/vts_drive/risk_detections"])
+        ]
     assert {name for name, _ in decoded} == {"vision_msgs/msg/Detection2DArray"}
     assert [boxes_of(msg) for _, msg in decoded] == [boxes_of(msg) for msg in detections]
 
@@ -268,19 +355,43 @@ def write_image_transport_bag(path: Path) -> Path:
     with BagWriter(path) as bag:
         for t in range(4):
             for i, camera in enumerate(["front", "left", "right"]):
-                bag.add_image(f"/camera/{camera}/compressed", START_NS + t * 100 * MS + i * MS, f"{camera}_optical",
-                              rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), compressed=True)
+                bag.add_image(
+                    f"/camera/{camera}/compressed",
+                    START_NS + t * 100 * MS + i * MS,
+                    f"{camera}_optical",
+                    rng.integers(0, 256, (24, 32, 3), dtype=np.uint8),
+                    compressed=True,
+                )
     return path
 
 
 def test_image_transport_topics_name_their_cameras_or_take_the_names_given(tmp_path, tiny_model_dir, capsys):
     bag = write_image_transport_bag(tmp_path / "bag")
-    base = ["replay", str(bag), "--model", str(tiny_model_dir), "--frames", "2", "--stride", "2", "--max-new-tokens", "4"]
-    assert cli_main([*base, "--out", str(tmp_path / "derived.jsonl"), "--out-bag", str(tmp_path / "derived")]) == 0
-    assert [r["cameras"] for r in read_reports(tmp_path / "derived.jsonl")] == [["front", "left", "right"]] * 2
+    base = [
+        "replay",
+        str(bag),
+        "--model",
+        str(tiny_model_dir),
+        "--frames",
+        "2",
+        "--stride",
+        "2",
+        "--max-new-tokens",
+        "4",
+    ]
+    assert (
+        cli_main([*base, "--out", str(tmp_path / "derived.jsonl"), "--out-bag", str(tmp_path / "derived")])
+        == 0
+    )
+    assert [r["cameras"] for r in read_reports(tmp_path / "derived.jsonl")] == [
+        ["front", "left", "right"]
+    ] * 2
     with AnyReader([tmp_path / "derived"]) as reader:
-        frames = {reader.deserialize(d, c.msgtype).header.frame_id
-                  for c, _, d in reader.messages() if c.topic == "/vts_drive/risk_detections"}
+        frames = {
+            reader.deserialize(d, c.msgtype).header.frame_id
+            for c, _, d in reader.messages()
+            if c.topic == "/vts_drive/risk_detections"
+        }
     assert frames <= {"front_optical", "left_optical", "right_optical"} and frames
 
     named = ["--topics", "ahead=/camera/front/compressed", "/camera/left/compressed"]
@@ -289,7 +400,10 @@ def test_image_transport_topics_name_their_cameras_or_take_the_names_given(tmp_p
     capsys.readouterr()
     clash = ["--topics", "left=/camera/front/compressed", "/camera/left/compressed"]
     assert cli_main([*base, "--out", str(tmp_path / "clash.jsonl"), *clash]) == 2
-    assert "--topics: /camera/front/compressed, /camera/left/compressed are all camera 'left'" in capsys.readouterr().err
+    assert (
+        "--topics: /camera/front/compressed, /camera/left/compressed are all camera 'left'"
+        in capsys.readouterr().err
+    )
     assert not (tmp_path / "clash.jsonl").exists()
 
 

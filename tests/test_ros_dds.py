@@ -4,6 +4,7 @@ model and a subscriber, each its own process, speaking the ROS 2 wire format on 
 The publisher and subscriber are this file run as a script (`publish` / `subscribe`), standing in for
 ROS 2 nodes: the same topics, type names, CDR and QoS that rclpy nodes use.
 """
+
 import json
 import os
 import random
@@ -38,7 +39,9 @@ def publish(domain: int, seconds: float) -> None:
 
     participant = DomainParticipant(domain)
     writers = {
-        camera: DataWriter(participant, Topic(participant, f"rt/cam_{camera}/image_raw", msgs.Image_), qos=SENSOR_DATA_QOS)
+        camera: DataWriter(
+            participant, Topic(participant, f"rt/cam_{camera}/image_raw", msgs.Image_), qos=SENSOR_DATA_QOS
+        )
         for camera in CAMERAS
     }
     rng = np.random.default_rng(0)
@@ -81,7 +84,9 @@ def subscribe(domain: int, seconds: float) -> None:
         "detections": reader("rt/vts_drive/risk_detections", msgs.Detection2DArray_),
         "overlays": reader("rt/vts_drive/overlay", msgs.Image_),
     }
-    questions = DataWriter(participant, Topic(participant, "rt/vts_drive/question", msgs.String_), qos=RELIABLE_QOS)
+    questions = DataWriter(
+        participant, Topic(participant, "rt/vts_drive/question", msgs.String_), qos=RELIABLE_QOS
+    )
     got = {name: [] for name in readers}
     asked = False
     end = time.monotonic() + seconds
@@ -89,29 +94,56 @@ def subscribe(domain: int, seconds: float) -> None:
         for name, r in readers.items():
             for msg in r.take(N=16):
                 if name == "diagnostics":
-                    got[name].append([{"name": s.name, "level": s.level, "values": {kv.key: kv.value for kv in s.values}}
-                                      for s in msg.status])
+                    got[name].append(
+                        [
+                            {
+                                "name": s.name,
+                                "level": s.level,
+                                "values": {kv.key: kv.value for kv in s.values},
+                            }
+                            for s in msg.status
+                        ]
+                    )
                 elif name == "detections":
-                    got[name].append({"frame_id": msg.header.frame_id, "stamp": stamp_to_ns(msg.header.stamp),
-                                      "classes": [d.results[0].hypothesis.class_id for d in msg.detections]})
+                    got[name].append(
+                        {
+                            "frame_id": msg.header.frame_id,
+                            "stamp": stamp_to_ns(msg.header.stamp),
+                            "classes": [d.results[0].hypothesis.class_id for d in msg.detections],
+                        }
+                    )
                 elif name == "overlays":
-                    got[name].append({"frame_id": msg.header.frame_id, "stamp": stamp_to_ns(msg.header.stamp),
-                                      "size": [msg.width, msg.height], "encoding": msg.encoding})
+                    got[name].append(
+                        {
+                            "frame_id": msg.header.frame_id,
+                            "stamp": stamp_to_ns(msg.header.stamp),
+                            "size": [msg.width, msg.height],
+                            "encoding": msg.encoding,
+                        }
+                    )
                 elif hasattr(msg, "data"):
                     got[name].append(msg.data)
         if got["reports"] and not asked and questions.get_publication_matched_status().current_count:
             questions.write(msgs.String_(data="Is anyone crossing?"))
             questions.write(msgs.String_(data=LONG_QUESTION))
             asked = True
-        if (len(got["reports"]) >= 2 and len(got["answers"]) >= 2 and len(got["detections"]) >= 2 and got["overlays"]
-                and got["diagnostics"] and _saw_bad_frames(got["diagnostics"][-1])):
+        if (
+            len(got["reports"]) >= 2
+            and len(got["answers"]) >= 2
+            and len(got["detections"]) >= 2
+            and got["overlays"]
+            and got["diagnostics"]
+            and _saw_bad_frames(got["diagnostics"][-1])
+        ):
             break
         time.sleep(0.05)
     print(json.dumps(got))
 
 
 def _saw_bad_frames(statuses: list[dict]) -> bool:
-    return any(s["name"] == "vts_drive: camera front_left" and int(s["values"]["bad_images"]) > 0 for s in statuses)
+    return any(
+        s["name"] == "vts_drive: camera front_left" and int(s["values"]["bad_images"]) > 0 for s in statuses
+    )
 
 
 def test_node_over_dds_reports_answers_and_diagnoses(tmp_path, tiny_model_dir):
@@ -126,12 +158,22 @@ def test_node_over_dds_reports_answers_and_diagnoses(tmp_path, tiny_model_dir):
         "    max_new_tokens: 4\n    diagnostics_period_s: 0.5\n    max_question_chars: 200\n"
     )
     vts_drive = Path(sys.executable).with_name("vts-drive")
-    node = subprocess.Popen([str(vts_drive), "node", "--transport", "dds", "--params", str(params), "--domain-id", domain],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = subprocess.Popen(
+        [str(vts_drive), "node", "--transport", "dds", "--params", str(params), "--domain-id", domain],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     publisher = subprocess.Popen([sys.executable, __file__, "publish", domain, "150"], env=env)
     try:
-        subscriber = subprocess.run([sys.executable, __file__, "subscribe", domain, "150"],
-                                    env=env, capture_output=True, text=True, timeout=200)
+        subscriber = subprocess.run(
+            [sys.executable, __file__, "subscribe", domain, "150"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
     finally:
         publisher.kill()
         node.send_signal(signal.SIGTERM)
@@ -144,11 +186,16 @@ def test_node_over_dds_reports_answers_and_diagnoses(tmp_path, tiny_model_dir):
     for report in reports:
         validate_report(report)
         assert report["cameras"] == CAMERAS and report["frames_per_camera"] == 2
-    assert got["descriptions"][: len(reports)] == [r["description"] for r in reports][: len(got["descriptions"])]
+    assert (
+        got["descriptions"][: len(reports)] == [r["description"] for r in reports][: len(got["descriptions"])]
+    )
 
     answers = {a["question"][:10]: a for a in map(json.loads, got["answers"])}
     assert answers["Is anyone "]["error"] is None and isinstance(answers["Is anyone "]["answer"], str)
-    assert answers[LONG_QUESTION[:10]]["error"] == f"question is {len(LONG_QUESTION.strip())} characters, the limit is 200"
+    assert (
+        answers[LONG_QUESTION[:10]]["error"]
+        == f"question is {len(LONG_QUESTION.strip())} characters, the limit is 200"
+    )
 
     # each report's detection array sits on its risk camera's frame (the publisher stamps all cameras alike)
     for report, detection in zip(reports, got["detections"]):

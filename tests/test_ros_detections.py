@@ -1,5 +1,6 @@
 """~/risk_detections and ~/overlay: a report's box in pixels of its camera's frame, as
 vision_msgs/Detection2DArray in every binding, checked against CDR bytes written out by hand."""
+
 import struct
 
 import numpy as np
@@ -13,8 +14,17 @@ from vts_drive.window import FrameWindow
 
 ROSBAGS_TYPES = message_types(TYPESTORE.types.__getitem__)
 STAMP_NS = 1_700_000_000_123_456_789
-CAR = RiskDetection(camera="front", stamp_ns=STAMP_NS, frame_id="cam_front", width=192, height=128, present=True,
-                    object="car", caption="a car cuts in", box=(85.0, 30.0, 116.0, 50.5))
+CAR = RiskDetection(
+    camera="front",
+    stamp_ns=STAMP_NS,
+    frame_id="cam_front",
+    width=192,
+    height=128,
+    present=True,
+    object="car",
+    caption="a car cuts in",
+    box=(85.0, 30.0, 116.0, 50.5),
+)
 
 
 def window() -> FrameWindow:
@@ -26,28 +36,49 @@ def window() -> FrameWindow:
 
 
 def report(present=True, camera="front_left", bbox=(0.25, 0.5, 0.75, 1.0), object="pedestrian") -> dict:
-    return {"risk": {"present": present, "object": object if present else None, "camera": camera if present else None,
-                     "bbox": list(bbox) if bbox else None, "caption": "crossing" if present else "", "raw": "..."}}
+    return {
+        "risk": {
+            "present": present,
+            "object": object if present else None,
+            "camera": camera if present else None,
+            "bbox": list(bbox) if bbox else None,
+            "caption": "crossing" if present else "",
+            "raw": "...",
+        }
+    }
 
 
 def test_the_box_is_placed_in_pixels_on_the_risk_cameras_newest_frame():
     detection = risk_detection(report(), window(), {"front": "cam_front", "front_left": "cam_front_left"})
-    assert detection == RiskDetection(camera="front_left", stamp_ns=100_001_001, frame_id="cam_front_left", width=32,
-                                      height=16, present=True, object="pedestrian", caption="crossing",
-                                      box=(8.0, 8.0, 24.0, 16.0))
+    assert detection == RiskDetection(
+        camera="front_left",
+        stamp_ns=100_001_001,
+        frame_id="cam_front_left",
+        width=32,
+        height=16,
+        present=True,
+        object="pedestrian",
+        caption="crossing",
+        box=(8.0, 8.0, 24.0, 16.0),
+    )
 
 
-@pytest.mark.parametrize("risk, why", [
-    (report(present=False), "no risk"),
-    (report(bbox=None), "a risk without a well-formed box"),
-    (report(camera="rear"), "a camera the window does not have"),
-])
+@pytest.mark.parametrize(
+    "risk, why",
+    [
+        (report(present=False), "no risk"),
+        (report(bbox=None), "a risk without a well-formed box"),
+        (report(camera="rear"), "a camera the window does not have"),
+    ],
+)
 def test_without_a_box_on_a_window_camera_the_detection_has_no_box_and_sits_on_the_first_camera(risk, why):
     detection = risk_detection(risk, window(), {})
     assert detection.box is None, why
     expected_camera = "front_left" if risk["risk"]["camera"] == "front_left" else "front"
     assert (detection.camera, detection.frame_id) == (expected_camera, "")
-    assert to_detection_array(detection, msgs.DDS_DETECTION_TYPES).detections == []  # an empty array clears a viewer
+    assert (
+        to_detection_array(detection, msgs.DDS_DETECTION_TYPES).detections == []
+    )  # an empty array clears a viewer
 
 
 def handwritten_cdr() -> bytes:
@@ -78,7 +109,14 @@ def test_dds_and_rosbag2_bytes_equal_the_handwritten_wire_layout():
     expected = handwritten_cdr()
     dds = to_detection_array(CAR, msgs.DDS_DETECTION_TYPES)
     assert dds.serialize() == expected
-    assert bytes(TYPESTORE.serialize_cdr(to_detection_array(CAR, ROSBAGS_TYPES), "vision_msgs/msg/Detection2DArray")) == expected
+    assert (
+        bytes(
+            TYPESTORE.serialize_cdr(
+                to_detection_array(CAR, ROSBAGS_TYPES), "vision_msgs/msg/Detection2DArray"
+            )
+        )
+        == expected
+    )
     back = msgs.Detection2DArray_.deserialize(expected)
     (detection,) = back.detections
     assert (back.header.frame_id, detection.results[0].hypothesis.class_id) == ("cam_front", "car")

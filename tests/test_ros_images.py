@@ -1,4 +1,5 @@
 """ROS image messages <-> RGB arrays: every supported encoding, and bad messages rejected with InputError."""
+
 import array
 from types import SimpleNamespace
 
@@ -25,16 +26,25 @@ def image(pixels: np.ndarray, encoding: str, step: int | None = None, data=None)
     step = row.shape[1] if step is None else step
     padded = np.zeros((height, step), np.uint8)
     padded[:, : row.shape[1]] = row
-    return SimpleNamespace(height=height, width=width, encoding=encoding, is_bigendian=0, step=step,
-                           data=padded.tobytes() if data is None else data)
+    return SimpleNamespace(
+        height=height,
+        width=width,
+        encoding=encoding,
+        is_bigendian=0,
+        step=step,
+        data=padded.tobytes() if data is None else data,
+    )
 
 
-@pytest.mark.parametrize("encoding, pixels", [
-    ("rgb8", RGB),
-    ("bgr8", RGB[:, :, ::-1]),
-    ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 255, np.uint8)])),
-    ("bgra8", np.dstack([RGB[:, :, ::-1], np.zeros(RGB.shape[:2], np.uint8)])),
-])
+@pytest.mark.parametrize(
+    "encoding, pixels",
+    [
+        ("rgb8", RGB),
+        ("bgr8", RGB[:, :, ::-1]),
+        ("rgba8", np.dstack([RGB, np.full(RGB.shape[:2], 255, np.uint8)])),
+        ("bgra8", np.dstack([RGB[:, :, ::-1], np.zeros(RGB.shape[:2], np.uint8)])),
+    ],
+)
 def test_color_encodings_come_back_as_rgb(encoding, pixels):
     assert np.array_equal(image_to_rgb(image(pixels, encoding)), RGB)
 
@@ -45,12 +55,15 @@ def test_mono8_is_grey_in_all_channels():
     assert rgb.shape == (6, 10, 3) and all(np.array_equal(rgb[:, :, c], grey) for c in range(3))
 
 
-@pytest.mark.parametrize("encoding, pattern", [
-    ("bayer_rggb8", ("R", "G", "G", "B")),
-    ("bayer_bggr8", ("B", "G", "G", "R")),
-    ("bayer_gbrg8", ("G", "B", "R", "G")),
-    ("bayer_grbg8", ("G", "R", "B", "G")),
-])
+@pytest.mark.parametrize(
+    "encoding, pattern",
+    [
+        ("bayer_rggb8", ("R", "G", "G", "B")),
+        ("bayer_bggr8", ("B", "G", "G", "R")),
+        ("bayer_gbrg8", ("G", "B", "R", "G")),
+        ("bayer_grbg8", ("G", "R", "B", "G")),
+    ],
+)
 def test_bayer_patterns_demosaic_to_the_right_colour(encoding, pattern):
     """A pure orange scene mosaicked by the named pattern must come back orange, not blue."""
     color = {"R": 250, "G": 120, "B": 10}
@@ -66,21 +79,26 @@ def test_row_padding_is_skipped():
     assert np.array_equal(image_to_rgb(image(RGB, "rgb8", step=RGB.shape[1] * 3 + 2)), RGB)
 
 
-@pytest.mark.parametrize("wrap", [bytes, lambda b: array.array("B", b), lambda b: np.frombuffer(b, np.uint8), list])
+@pytest.mark.parametrize(
+    "wrap", [bytes, lambda b: array.array("B", b), lambda b: np.frombuffer(b, np.uint8), list]
+)
 def test_data_from_any_binding(wrap):
     msg = image(RGB, "rgb8")
     msg.data = wrap(msg.data)
     assert np.array_equal(image_to_rgb(msg), RGB)
 
 
-@pytest.mark.parametrize("change, problem", [
-    ({"data": RGB.tobytes()[:-1]}, "expected 180 bytes, got 179"),
-    ({"step": 20}, "step 20 is below"),
-    ({"height": 7}, "expected 210 bytes"),
-    ({"encoding": "16UC1"}, "unsupported"),
-    ({"encoding": "mono8", "step": 10}, "expected 60 bytes, got 180"),
-    ({"width": 0}, "must be positive"),
-])
+@pytest.mark.parametrize(
+    "change, problem",
+    [
+        ({"data": RGB.tobytes()[:-1]}, "expected 180 bytes, got 179"),
+        ({"step": 20}, "step 20 is below"),
+        ({"height": 7}, "expected 210 bytes"),
+        ({"encoding": "16UC1"}, "unsupported"),
+        ({"encoding": "mono8", "step": 10}, "expected 60 bytes, got 180"),
+        ({"width": 0}, "must be positive"),
+    ],
+)
 def test_fields_that_do_not_describe_the_data_raise(change, problem):
     msg = image(RGB, "rgb8")
     for name, value in change.items():

@@ -1,4 +1,5 @@
 """The DDS types speak the ROS 2 wire format: names, field layout and CDR bytes equal rosbags' (rosbag2's) own."""
+
 import dataclasses
 import typing
 
@@ -12,11 +13,27 @@ from vts_drive.ros.typestore import TYPESTORE, header
 
 RGB = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)
 STAMP_NS = 1_700_000_000_123_456_789
-DDS_TYPES = [msgs.Time_, msgs.Header_, msgs.Image_, msgs.CompressedImage_, msgs.String_,
-             msgs.KeyValue_, msgs.DiagnosticStatus_, msgs.DiagnosticArray_,
-             msgs.Point_, msgs.Quaternion_, msgs.Pose_, msgs.PoseWithCovariance_, msgs.Point2D_, msgs.Pose2D_,
-             msgs.BoundingBox2D_, msgs.ObjectHypothesis_, msgs.ObjectHypothesisWithPose_, msgs.Detection2D_,
-             msgs.Detection2DArray_]
+DDS_TYPES = [
+    msgs.Time_,
+    msgs.Header_,
+    msgs.Image_,
+    msgs.CompressedImage_,
+    msgs.String_,
+    msgs.KeyValue_,
+    msgs.DiagnosticStatus_,
+    msgs.DiagnosticArray_,
+    msgs.Point_,
+    msgs.Quaternion_,
+    msgs.Pose_,
+    msgs.PoseWithCovariance_,
+    msgs.Point2D_,
+    msgs.Pose2D_,
+    msgs.BoundingBox2D_,
+    msgs.ObjectHypothesis_,
+    msgs.ObjectHypothesisWithPose_,
+    msgs.Detection2D_,
+    msgs.Detection2DArray_,
+]
 
 
 @pytest.mark.parametrize("dds_type", DDS_TYPES, ids=lambda t: t.__name__)
@@ -38,20 +55,30 @@ def rosbags_cdr(msgtype: str, **fields) -> bytes:
 def test_image_bytes_equal_rosbag2s():
     dds = msgs.image_message(STAMP_NS, "front", RGB)
     reference = rosbags_cdr(
-        "sensor_msgs/msg/Image", header=header(STAMP_NS, "front"), height=5, width=7, encoding="rgb8",
-        is_bigendian=0, step=21, data=RGB.reshape(-1),
+        "sensor_msgs/msg/Image",
+        header=header(STAMP_NS, "front"),
+        height=5,
+        width=7,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=21,
+        data=RGB.reshape(-1),
     )
     assert dds.serialize() == reference
     # cyclonedds' own encoder of the declared IDL layout agrees too (it is what the type info describes)
     assert msgs.Image_.__idl__.serialize(dataclasses.replace(dds, data=list(dds.data))) == reference
     back = msgs.Image_.deserialize(reference)
-    assert back.header == msgs.header(STAMP_NS, "front") and np.array_equal(np.asarray(back.data), RGB.reshape(-1))
+    assert back.header == msgs.header(STAMP_NS, "front") and np.array_equal(
+        np.asarray(back.data), RGB.reshape(-1)
+    )
 
 
 def test_compressed_image_bytes_equal_rosbag2s():
     dds = msgs.compressed_image_message(STAMP_NS, "front_left", RGB)
     reference = rosbags_cdr(
-        "sensor_msgs/msg/CompressedImage", header=header(STAMP_NS, "front_left"), format=dds.format,
+        "sensor_msgs/msg/CompressedImage",
+        header=header(STAMP_NS, "front_left"),
+        format=dds.format,
         data=np.frombuffer(dds.data, np.uint8),
     )
     assert dds.serialize() == reference
@@ -65,7 +92,13 @@ def test_string_bytes_equal_rosbag2s(text):
 
 
 STATUSES = [
-    Status("vts_drive: pipeline", OK, "mode dense", {"windows_described": "3", "latency_ms.total": "12.5"}, "vts_drive"),
+    Status(
+        "vts_drive: pipeline",
+        OK,
+        "mode dense",
+        {"windows_described": "3", "latency_ms.total": "12.5"},
+        "vts_drive",
+    ),
     Status("vts_drive: camera front_left", STALE, "no frame for 2.00 s", {}, "front_left"),
     Status("vts_drive: x", ERROR, "", {"k": "v"}),
 ]
@@ -73,14 +106,18 @@ STATUSES = [
 
 def test_diagnostic_array_bytes_equal_rosbag2s():
     """One conversion fills both bindings; the two encode to the same bytes."""
-    rosbags_types = type("RosbagsTypes", (), {
-        "Time": TYPESTORE.types["builtin_interfaces/msg/Time"],
-        "Header": TYPESTORE.types["std_msgs/msg/Header"],
-        "KeyValue": TYPESTORE.types["diagnostic_msgs/msg/KeyValue"],
-        "DiagnosticStatus": TYPESTORE.types["diagnostic_msgs/msg/DiagnosticStatus"],
-        "DiagnosticArray": TYPESTORE.types["diagnostic_msgs/msg/DiagnosticArray"],
-        "level": staticmethod(int),
-    })
+    rosbags_types = type(
+        "RosbagsTypes",
+        (),
+        {
+            "Time": TYPESTORE.types["builtin_interfaces/msg/Time"],
+            "Header": TYPESTORE.types["std_msgs/msg/Header"],
+            "KeyValue": TYPESTORE.types["diagnostic_msgs/msg/KeyValue"],
+            "DiagnosticStatus": TYPESTORE.types["diagnostic_msgs/msg/DiagnosticStatus"],
+            "DiagnosticArray": TYPESTORE.types["diagnostic_msgs/msg/DiagnosticArray"],
+            "level": staticmethod(int),
+        },
+    )
     reference = to_diagnostic_array(STATUSES, STAMP_NS, rosbags_types)
     dds = to_diagnostic_array(STATUSES, STAMP_NS, msgs.DDS_DIAGNOSTIC_TYPES)
     assert dds.serialize() == bytes(TYPESTORE.serialize_cdr(reference, "diagnostic_msgs/msg/DiagnosticArray"))

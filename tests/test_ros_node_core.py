@@ -4,6 +4,7 @@ Tests of the core's own queueing use GatedPipeline, a stand-in whose describe/as
 wait until the test opens a gate, so "inference is behind" is a state the test
 controls; the last test runs the real Pipeline (tiny checkpoint).
 """
+
 import json
 import threading
 import time
@@ -38,8 +39,18 @@ class GatedPipeline:
             self.described.append(-1)
             raise RuntimeError("model failure")
         self.described.append(window.stamp_ns)
-        return SceneReport(window.stamp_ns / 1e9, window.cameras, window.num_frames, "dense", self.model_name,
-                           f"window {window.stamp_ns}", self.risk, [QA("q?", "a")], {"vision": 1.5, "total": 3.0}, {})
+        return SceneReport(
+            window.stamp_ns / 1e9,
+            window.cameras,
+            window.num_frames,
+            "dense",
+            self.model_name,
+            f"window {window.stamp_ns}",
+            self.risk,
+            [QA("q?", "a")],
+            {"vision": 1.5, "total": 3.0},
+            {},
+        )
 
     def ask(self, window, questions):
         self.gate.wait()
@@ -53,10 +64,15 @@ class Recorder:
         self.descriptions, self.reports, self.answers, self.diagnostics = [], [], [], []
         self.detections, self.overlays = [], []
         self.overlay_subscribers = False
-        self.outputs = Outputs(self.descriptions.append, self.reports.append,
-                               lambda text: self.answers.append(json.loads(text)), self.diagnostics.append,
-                               self.detections.append, lambda rgb, detection: self.overlays.append((rgb, detection)),
-                               lambda: self.overlay_subscribers)
+        self.outputs = Outputs(
+            self.descriptions.append,
+            self.reports.append,
+            lambda text: self.answers.append(json.loads(text)),
+            self.diagnostics.append,
+            self.detections.append,
+            lambda rgb, detection: self.overlays.append((rgb, detection)),
+            lambda: self.overlay_subscribers,
+        )
 
 
 class Clock:
@@ -122,14 +138,21 @@ def test_questions_are_bounded_answered_in_order_or_rejected_with_a_reason():
     core.on_question("   ")
     rejected = [a for a in out.answers if a["error"]]
     assert [a["error"] for a in rejected[1:]] == ["question queue is full (3 waiting)"] * 2 + [
-        "question is 21 characters, the limit is 20", "question is empty"]
+        "question is 21 characters, the limit is 20",
+        "question is empty",
+    ]
     assert rejected[3]["question"] == "x" * 20 + "..." and all(a["answer"] is None for a in rejected)
     pipeline.gate.set()
     wait_until(lambda: core.counts["questions_answered"] == 3)
     core.stop()
     answered = [a for a in out.answers if not a["error"]]
     assert [a["question"] for a in answered] == ["question 0?", "question 1?", "question 2?"]
-    assert answered[0] == {"question": "question 0?", "answer": "answer to question 0?", "stamp": 0.0, "error": None}
+    assert answered[0] == {
+        "question": "question 0?",
+        "answer": "answer to question 0?",
+        "stamp": 0.0,
+        "error": None,
+    }
     assert core.counts["questions_rejected"] == 5
 
 
@@ -138,9 +161,16 @@ def test_bad_images_are_dropped_and_counted_and_a_failing_window_does_not_stop_t
     pipeline.gate.set()
     core, out = make_core(pipeline, window_queue_size=10)
     good = msgs.image_message(0, "front", IMAGE)
-    core.on_message("front", msgs.Image_(header=good.header, height=8, width=8, encoding="rgb8", step=24, data=b"\0" * 10))
-    core.on_message("front", msgs.Image_(header=good.header, height=8, width=8, encoding="16UC1", step=16, data=b"\0" * 128))
-    core.on_message("front_left", msgs.CompressedImage_(header=good.header, format="jpeg", data=b"not a jpeg"))
+    core.on_message(
+        "front", msgs.Image_(header=good.header, height=8, width=8, encoding="rgb8", step=24, data=b"\0" * 10)
+    )
+    core.on_message(
+        "front",
+        msgs.Image_(header=good.header, height=8, width=8, encoding="16UC1", step=16, data=b"\0" * 128),
+    )
+    core.on_message(
+        "front_left", msgs.CompressedImage_(header=good.header, format="jpeg", data=b"not a jpeg")
+    )
     for t in range(3):
         for camera in CAMERAS:
             core.on_message(camera, msgs.image_message(t * 100 * MS, camera, IMAGE))
@@ -151,7 +181,10 @@ def test_bad_images_are_dropped_and_counted_and_a_failing_window_does_not_stop_t
     statuses = {s.name: s for s in core.diagnostics()}
     front = statuses["vts_drive: camera front"].values
     assert (front["bad_images"], front["dropped_out_of_order"], front["frames_received"]) == ("2", "1", "4")
-    assert statuses["vts_drive: pipeline"].level == WARN and statuses["vts_drive: pipeline"].values["errors"] == "1"
+    assert (
+        statuses["vts_drive: pipeline"].level == WARN
+        and statuses["vts_drive: pipeline"].values["errors"] == "1"
+    )
 
 
 def test_diagnostics_show_a_stale_camera_latency_and_mode():
@@ -182,8 +215,14 @@ def test_diagnostics_are_published_periodically_and_stop_stops_the_threads():
 
 
 def test_each_report_gives_its_risk_box_and_an_overlay_only_while_someone_subscribes():
-    risk = Risk(present=True, object="cyclist", camera="front_left", bbox=[0.25, 0.5, 0.75, 1.0], caption="crossing",
-                raw="object: cyclist; ...")
+    risk = Risk(
+        present=True,
+        object="cyclist",
+        camera="front_left",
+        bbox=[0.25, 0.5, 0.75, 1.0],
+        caption="crossing",
+        raw="object: cyclist; ...",
+    )
     pipeline = GatedPipeline(risk=risk)
     pipeline.gate.set()
     core, out = make_core(pipeline, window_queue_size=10)
@@ -197,10 +236,19 @@ def test_each_report_gives_its_risk_box_and_an_overlay_only_while_someone_subscr
     wait_until(lambda: len(out.overlays) == 1)
     core.stop()
     first, second = out.detections
-    assert (second.camera, second.frame_id, second.stamp_ns) == ("front_left", "front_left_optical", 100 * MS + MS)
-    assert (second.width, second.height, second.box, second.object) == (40, 20, (10.0, 10.0, 30.0, 20.0), "cyclist")
+    assert (second.camera, second.frame_id, second.stamp_ns) == (
+        "front_left",
+        "front_left_optical",
+        100 * MS + MS,
+    )
+    assert (second.width, second.height, second.box, second.object) == (
+        40,
+        20,
+        (10.0, 10.0, 30.0, 20.0),
+        "cyclist",
+    )
     assert first.stamp_ns == MS
-    (rgb, drawn), = out.overlays  # none while nobody subscribed
+    ((rgb, drawn),) = out.overlays  # none while nobody subscribed
     assert drawn == second and rgb.shape == wide.shape and not np.array_equal(rgb, wide)
     assert np.array_equal(wide, np.full((20, 40, 3), 7, np.uint8))  # the frame in the window is not drawn on
 
@@ -210,7 +258,9 @@ def test_real_pipeline_reports_and_answers(tiny_pipeline):
     rng = np.random.default_rng(0)
     for t in range(2):
         for camera in CAMERAS:
-            core.on_message(camera, msgs.image_message(t * 100 * MS, camera, rng.integers(0, 256, (32, 32, 3), np.uint8)))
+            core.on_message(
+                camera, msgs.image_message(t * 100 * MS, camera, rng.integers(0, 256, (32, 32, 3), np.uint8))
+            )
     wait_until(lambda: len(out.reports) == 1, timeout_s=120)
     core.on_question("Is the road clear?")
     wait_until(lambda: len(out.answers) == 1, timeout_s=120)

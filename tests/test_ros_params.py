@@ -1,4 +1,5 @@
 """Node parameters: the params YAML, --param overrides, checks, rclpy declarations and the launch file's arguments."""
+
 import ast
 from pathlib import Path
 
@@ -30,26 +31,34 @@ def test_defaults_and_derived_names():
     assert params.subscribed_topics == params.camera_topics
     assert params_from_dict({"compressed": True}).subscribed_topics[0] == "/cam_front/image_raw/compressed"
     assert output_topic("risk_qa") == "/vts_drive/risk_qa"
-    assert camera_name("/rear/image") == "rear" and camera_name("/cam_front_left/image_raw/compressed") == "front_left"
+    assert (
+        camera_name("/rear/image") == "rear"
+        and camera_name("/cam_front_left/image_raw/compressed") == "front_left"
+    )
 
 
 def test_params_file_sections(tmp_path):
     path = tmp_path / "p.yaml"
-    path.write_text("/**:\n  ros__parameters:\n    mode: vts\n    frames_per_window: 8\n"
-                    "other:\n  ros__parameters:\n    mode: mod\n"
-                    "vts_drive:\n  ros__parameters:\n    sync_slop_s: 0.1\n")
+    path.write_text(
+        "/**:\n  ros__parameters:\n    mode: vts\n    frames_per_window: 8\n"
+        "other:\n  ros__parameters:\n    mode: mod\n"
+        "vts_drive:\n  ros__parameters:\n    sync_slop_s: 0.1\n"
+    )
     assert read_params_file(path) == {"mode": "vts", "frames_per_window": 8, "sync_slop_s": 0.1}
     with pytest.raises(InputError, match="no section for node 'elsewhere'"):
         path.write_text("vts_drive:\n  ros__parameters:\n    mode: vts\n")
         read_params_file(path, node_name="elsewhere")
 
 
-@pytest.mark.parametrize("text, problem", [
-    (None, "does not exist"),
-    ("vts_drive: [1, 2", "not valid YAML"),
-    ("- a\n- b\n", "expected a mapping"),
-    ("vts_drive:\n  mode: vts\n", "no ros__parameters"),
-])
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        (None, "does not exist"),
+        ("vts_drive: [1, 2", "not valid YAML"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("vts_drive:\n  mode: vts\n", "no ros__parameters"),
+    ],
+)
 def test_bad_params_files(tmp_path, text, problem):
     path = tmp_path / "p.yaml"
     if text is not None:
@@ -59,8 +68,15 @@ def test_bad_params_files(tmp_path, text, problem):
 
 
 def test_overrides_keep_yaml_types():
-    values = parse_param_overrides(["frames_per_window=8", "compressed=true", "sync_slop_s=0.1",
-                                    "camera_topics=[/a/image, /b/image]", "mode=vts+mod"])
+    values = parse_param_overrides(
+        [
+            "frames_per_window=8",
+            "compressed=true",
+            "sync_slop_s=0.1",
+            "camera_topics=[/a/image, /b/image]",
+            "mode=vts+mod",
+        ]
+    )
     params = params_from_dict(values)
     assert (params.frames_per_window, params.compressed, params.sync_slop_s) == (8, True, 0.1)
     assert params.cameras == ["a", "b"] and params.mode == "vts+mod"
@@ -68,20 +84,23 @@ def test_overrides_keep_yaml_types():
         parse_param_overrides(["frames_per_window"])
 
 
-@pytest.mark.parametrize("values, problem", [
-    ({"frame_per_window": 4}, "unknown parameter.*frame_per_window"),
-    ({"frames_per_window": "4"}, "frames_per_window must be int"),
-    ({"frames_per_window": True}, "must be int"),
-    ({"compressed": 1}, "must be bool"),
-    ({"camera_topics": "/cam/image"}, "list of strings"),
-    ({"window_stride": 0}, "at least 1"),
-    ({"qos": "best_effort"}, "sensor_data, reliable"),
-    ({"on_stale_camera": "drop"}, "continue, wait"),
-    ({"sync_slop_s": -0.1}, "slop"),
-    ({"camera_topics": ["cam/image"]}, "absolute topic"),
-    ({"camera_topics": ["/cam_front/image_raw", "/cam_front/image_raw/compressed"]}, "distinct cameras"),
-    ({"camera_topics": []}, "distinct cameras"),
-])
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        ({"frame_per_window": 4}, "unknown parameter.*frame_per_window"),
+        ({"frames_per_window": "4"}, "frames_per_window must be int"),
+        ({"frames_per_window": True}, "must be int"),
+        ({"compressed": 1}, "must be bool"),
+        ({"camera_topics": "/cam/image"}, "list of strings"),
+        ({"window_stride": 0}, "at least 1"),
+        ({"qos": "best_effort"}, "sensor_data, reliable"),
+        ({"on_stale_camera": "drop"}, "continue, wait"),
+        ({"sync_slop_s": -0.1}, "slop"),
+        ({"camera_topics": ["cam/image"]}, "absolute topic"),
+        ({"camera_topics": ["/cam_front/image_raw", "/cam_front/image_raw/compressed"]}, "distinct cameras"),
+        ({"camera_topics": []}, "distinct cameras"),
+    ],
+)
 def test_bad_values_name_the_parameter(values, problem):
     with pytest.raises(InputError, match=problem):
         params_from_dict(values)
@@ -104,20 +123,37 @@ def test_declarations_cover_every_parameter_with_a_ros_type():
 def test_launch_arguments_are_node_parameters():
     """The launch file cannot run here (no ROS 2), so read its OVERRIDES table from the source."""
     tree = ast.parse((ROOT / "launch" / "vts_drive.launch.py").read_text())
-    table = next(node.value for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id == "OVERRIDES")
+    table = next(
+        node.value for node in tree.body if isinstance(node, ast.Assign) and node.targets[0].id == "OVERRIDES"
+    )
     names = [key.value for key in table.keys]
     assert set(names) <= set(node_fields()) | set(setting_keys())
-    assert {"camera_topics", "compressed", "frames_per_window", "window_stride", "sync_slop_s", "model", "mode",
-            "backend", "device", "qos"} <= set(names)
+    assert {
+        "camera_topics",
+        "compressed",
+        "frames_per_window",
+        "window_stride",
+        "sync_slop_s",
+        "model",
+        "mode",
+        "backend",
+        "device",
+        "qos",
+    } <= set(names)
 
 
 def test_only_the_ros_node_imports_rclpy():
     importers = []
     for path in [*(ROOT / "vts_drive").rglob("*.py"), *(ROOT / "ros_nodes").rglob("*.py")]:
         for node in ast.walk(ast.parse(path.read_text())):
-            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            if any(m.split(".")[0] in {"rclpy", "message_filters", "sensor_msgs", "std_msgs"} for m in modules):
+            modules = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else ([node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            )
+            if any(
+                m.split(".")[0] in {"rclpy", "message_filters", "sensor_msgs", "std_msgs"} for m in modules
+            ):
                 importers.append(path.relative_to(ROOT).as_posix())
     assert set(importers) == {"ros_nodes/vts_drive_node.py"}
 
@@ -146,15 +182,28 @@ def test_pipeline_settings_reach_the_pipeline_config():
     """Any key of the pipeline's configuration is a parameter of the same dotted name (nested in a
     params YAML or not); one left unset keeps the model's setting, so it is not in `settings`."""
     assert NodeParams().settings == {}
-    params = params_from_dict({
-        "mode": "vts+mod", "backend": "onnxruntime", "engines": "engines/tiny", "keyframe": {"skip_threshold": 0.2},
-        "keyframe.anchor": "first", "mod.keep_ratio": 0.3, "keyframe.max_keyframes": 1, "box_grammar": False,
-        "vts.budget": None,
-    })
+    params = params_from_dict(
+        {
+            "mode": "vts+mod",
+            "backend": "onnxruntime",
+            "engines": "engines/tiny",
+            "keyframe": {"skip_threshold": 0.2},
+            "keyframe.anchor": "first",
+            "mod.keep_ratio": 0.3,
+            "keyframe.max_keyframes": 1,
+            "box_grammar": False,
+            "vts.budget": None,
+        }
+    )
     assert "vts.budget" not in params.settings
     config = params.requested()
-    assert (config.engines, config.keyframe.skip_threshold, config.keyframe.anchor, config.mod.keep_ratio,
-            config.keyframe.max_keyframes) == ("engines/tiny", 0.2, "first", 0.3, 1)
+    assert (
+        config.engines,
+        config.keyframe.skip_threshold,
+        config.keyframe.anchor,
+        config.mod.keep_ratio,
+        config.keyframe.max_keyframes,
+    ) == ("engines/tiny", 0.2, "first", 0.3, 1)
     assert not config.box_grammar and params.mode == "vts+mod"
     with pytest.raises(InputError, match="keyframe.anchor 'middle'"):
         params_from_dict({"keyframe.anchor": "middle"})

@@ -5,6 +5,7 @@ it: nodes that record their parameters, publishers and subscriptions, and a life
 transitions are called directly. The message packages are rosbags' classes of the same .msg
 definitions, so what the node publishes is serialized to CDR as rclpy would send it.
 """
+
 import importlib.util
 import sys
 import time
@@ -21,7 +22,9 @@ from vts_drive.ros.typestore import TYPESTORE, header
 ROOT = Path(__file__).resolve().parents[1]
 MS = 1_000_000
 MESSAGES = {
-    "builtin_interfaces": ["Time"], "std_msgs": ["Header", "String"], "sensor_msgs": ["Image", "CompressedImage"],
+    "builtin_interfaces": ["Time"],
+    "std_msgs": ["Header", "String"],
+    "sensor_msgs": ["Image", "CompressedImage"],
     "diagnostic_msgs": ["DiagnosticArray", "DiagnosticStatus", "KeyValue"],
 }
 
@@ -125,17 +128,35 @@ def stand_in_modules(overrides: dict) -> dict[str, ModuleType]:
         modules[name].__dict__.update(attributes)
         return modules[name]
 
-    policies = SimpleNamespace(KEEP_LAST="keep_last", KEEP_ALL="keep_all", RELIABLE="reliable",
-                               BEST_EFFORT="best_effort", VOLATILE="volatile")
+    policies = SimpleNamespace(
+        KEEP_LAST="keep_last",
+        KEEP_ALL="keep_all",
+        RELIABLE="reliable",
+        BEST_EFFORT="best_effort",
+        VOLATILE="volatile",
+    )
+
     def with_overrides(base: type) -> type:
-        return type("Node", (base,), {"__init__": lambda self, name: StandInNode.__init__(self, name, overrides)})
+        return type(
+            "Node", (base,), {"__init__": lambda self, name: StandInNode.__init__(self, name, overrides)}
+        )
 
     module("rclpy", init=lambda args=None: None, spin=lambda node: None, try_shutdown=lambda: None)
     module("rclpy.node", Node=with_overrides(StandInNode))
-    module("rclpy.lifecycle", Node=with_overrides(StandInLifecycleNode), State=object, TransitionCallbackReturn=Result)
+    module(
+        "rclpy.lifecycle",
+        Node=with_overrides(StandInLifecycleNode),
+        State=object,
+        TransitionCallbackReturn=Result,
+    )
     module("rclpy.executors", ExternalShutdownException=type("ExternalShutdownException", (Exception,), {}))
-    module("rclpy.qos", QoSProfile=lambda **fields: SimpleNamespace(**fields), HistoryPolicy=policies,
-           ReliabilityPolicy=policies, DurabilityPolicy=policies)
+    module(
+        "rclpy.qos",
+        QoSProfile=lambda **fields: SimpleNamespace(**fields),
+        HistoryPolicy=policies,
+        ReliabilityPolicy=policies,
+        DurabilityPolicy=policies,
+    )
     module("rcl_interfaces.msg", ParameterDescriptor=lambda **fields: SimpleNamespace(**fields))
     names = {package: list(classes) for package, classes in MESSAGES.items()}
     for name in DETECTION_MESSAGES:
@@ -149,11 +170,18 @@ def stand_in_modules(overrides: dict) -> dict[str, ModuleType]:
 @pytest.fixture
 def node_module(monkeypatch, tiny_model_dir):
     """ros_nodes/vts_drive_node.py imported against the stand-in rclpy, parameters set for the tiny model."""
-    overrides = {"model": str(tiny_model_dir), "frames_per_window": 1, "window_stride": 1, "max_new_tokens": 4,
-                 "diagnostics_period_s": 60.0}
+    overrides = {
+        "model": str(tiny_model_dir),
+        "frames_per_window": 1,
+        "window_stride": 1,
+        "max_new_tokens": 4,
+        "diagnostics_period_s": 60.0,
+    }
     for name, module in stand_in_modules(overrides).items():
         monkeypatch.setitem(sys.modules, name, module)
-    spec = importlib.util.spec_from_file_location("stand_in_vts_drive_node", ROOT / "ros_nodes" / "vts_drive_node.py")
+    spec = importlib.util.spec_from_file_location(
+        "stand_in_vts_drive_node", ROOT / "ros_nodes" / "vts_drive_node.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -167,8 +195,17 @@ def send_frames(node, count: int) -> None:
         for subscription in cameras:
             camera = subscription.topic.split("/")[1].removeprefix("cam_")
             pixels = rng.integers(0, 256, (16, 24, 3), dtype=np.uint8)
-            subscription.callback(Image(header=header(t * 100 * MS, f"{camera}_optical"), height=16, width=24,
-                                        encoding="rgb8", is_bigendian=0, step=72, data=pixels.reshape(-1)))
+            subscription.callback(
+                Image(
+                    header=header(t * 100 * MS, f"{camera}_optical"),
+                    height=16,
+                    width=24,
+                    encoding="rgb8",
+                    is_bigendian=0,
+                    step=72,
+                    data=pixels.reshape(-1),
+                )
+            )
 
 
 def wait_for(predicate, timeout_s: float = 120.0) -> None:
@@ -182,17 +219,30 @@ def published(node, topic: str) -> list:
     return next(p for p in node.publishers if p.topic == topic).published
 
 
-def test_managed_node_loads_on_configure_subscribes_on_activate_and_lets_go_on_deactivate_and_cleanup(node_module):
+def test_managed_node_loads_on_configure_subscribes_on_activate_and_lets_go_on_deactivate_and_cleanup(
+    node_module,
+):
     node = node_module.VtsDriveLifecycleNode()
-    assert node.publishers == [] and node.subscriptions == [] and node.pipeline is None  # created: nothing yet
+    assert (
+        node.publishers == [] and node.subscriptions == [] and node.pipeline is None
+    )  # created: nothing yet
     assert node.on_configure(None) is Result.SUCCESS
     assert {p.topic for p in node.publishers} == {
-        "/vts_drive/scene_description", "/vts_drive/risk_qa", "/vts_drive/answer", "/vts_drive/risk_detections",
-        "/vts_drive/overlay", "/diagnostics"}
+        "/vts_drive/scene_description",
+        "/vts_drive/risk_qa",
+        "/vts_drive/answer",
+        "/vts_drive/risk_detections",
+        "/vts_drive/overlay",
+        "/diagnostics",
+    }
     assert node.pipeline is not None and node.subscriptions == []
     assert node.on_activate(None) is Result.SUCCESS
     assert [s.topic for s in node.subscriptions] == [
-        "/cam_front/image_raw", "/cam_front_left/image_raw", "/cam_front_right/image_raw", "/vts_drive/question"]
+        "/cam_front/image_raw",
+        "/cam_front_left/image_raw",
+        "/cam_front_right/image_raw",
+        "/vts_drive/question",
+    ]
     assert node.subscriptions[0].qos.reliability == "best_effort" and node.subscriptions[0].qos.depth == 5
     next(p for p in node.publishers if p.topic == "/vts_drive/overlay").subscribers = 1
     send_frames(node, 2)
@@ -201,7 +251,11 @@ def test_managed_node_loads_on_configure_subscribes_on_activate_and_lets_go_on_d
     detection = published(node, "/vts_drive/risk_detections")[1]
     TYPESTORE.serialize_cdr(detection, "vision_msgs/msg/Detection2DArray")  # a complete message
     overlay = published(node, "/vts_drive/overlay")[1]
-    assert overlay.header == detection.header and (overlay.width, overlay.height, overlay.step) == (24, 16, 72)
+    assert overlay.header == detection.header and (overlay.width, overlay.height, overlay.step) == (
+        24,
+        16,
+        72,
+    )
     assert detection.header.frame_id.endswith("_optical") and detection.header.stamp.nanosec == 100 * MS
     assert overlay.encoding == "rgb8" and len(overlay.data) == 16 * 72 and overlay.data.typecode == "B"
 

@@ -1,4 +1,5 @@
 """Approximate-time sync and window assembly: matching, drops by reason, stride, stale cameras."""
+
 import numpy as np
 import pytest
 

@@ -1,5 +1,6 @@
 """The shipped synthdrive-tiny model: small enough to ship, the default model, and complete
 (keyframe scorer and routers beside it, so every mode runs offline)."""
+
 from dataclasses import asdict
 
 from vts_drive.config import MODES, PipelineConfig, flatten, read_settings
@@ -21,9 +22,12 @@ def test_code_defaults_are_the_shipped_settings():
     but for the routed layers, which belong to a checkpoint (the default routes every other layer)."""
     settings = read_settings(shipped_model_path("synthdrive-tiny"))
     defaults = flatten(asdict(PipelineConfig()))
-    assert {"keyframe.anchor", "keyframe.max_keyframes", "keyframe.skip_threshold", "mod.keep_ratio"} <= set(settings)
+    assert {"keyframe.anchor", "keyframe.max_keyframes", "keyframe.skip_threshold", "mod.keep_ratio"} <= set(
+        settings
+    )
     assert {key: value for key, value in settings.items() if key != "mod.layers"} == {
-        key: defaults[key] for key in settings if key != "mod.layers"}
+        key: defaults[key] for key in settings if key != "mod.layers"
+    }
 
 
 def test_every_mode_runs_on_the_shipped_model(tmp_path):

@@ -1,4 +1,5 @@
 """synthdrive: same seed same bytes, valid exports read back by their real readers, clear errors."""
+
 import hashlib
 import json
 from collections import Counter
@@ -18,7 +19,11 @@ from vts_drive.synth.train import cell_labels, prepare, risk_cells
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +39,10 @@ def test_same_seed_same_bytes_other_seed_differs(small_dataset, tmp_path):
     assert digest(again) == digest(small_dataset)
     other = tmp_path / "other"
     generate_dataset(other, SynthConfig(scenes=3, seed=8, frames=6, image_size=(96, 64)))
-    assert digest(other)["synth/scene_00000/front/05.jpg"] != digest(small_dataset)["synth/scene_00000/front/05.jpg"]
+    assert (
+        digest(other)["synth/scene_00000/front/05.jpg"]
+        != digest(small_dataset)["synth/scene_00000/front/05.jpg"]
+    )
 
 
 def test_parallel_workers_write_the_bytes_of_one_process(small_dataset, tmp_path):
@@ -80,7 +88,9 @@ def test_bags_hold_the_camera_topics(small_dataset):
 
     with AnyReader([small_dataset / "bags" / "scene_00000"]) as reader:
         topics = {c.topic: c.msgtype for c in reader.connections}
-        assert topics == {f"/cam_{c}/image_raw": "sensor_msgs/msg/Image" for c in ("front", "front_left", "front_right")}
+        assert topics == {
+            f"/cam_{c}/image_raw": "sensor_msgs/msg/Image" for c in ("front", "front_left", "front_right")
+        }
         assert sum(1 for _ in reader.messages()) == 3 * 6
 
 
@@ -100,7 +110,23 @@ def test_bad_inputs(tmp_path, capsys):
     (full / "notes.txt").write_text("keep me")
     assert main(["synth", "--out", str(full), "--scenes", "1", "--formats", "synth"]) == 2
     assert "not empty; pass --overwrite" in capsys.readouterr().err
-    assert main(["synth", "--out", str(full), "--scenes", "1", "--formats", "synth", "--overwrite", "--image-size", "64x48"]) == 0
+    assert (
+        main(
+            [
+                "synth",
+                "--out",
+                str(full),
+                "--scenes",
+                "1",
+                "--formats",
+                "synth",
+                "--overwrite",
+                "--image-size",
+                "64x48",
+            ]
+        )
+        == 0
+    )
     assert (full / "notes.txt").read_text() == "keep me"  # only synthdrive's own folders are replaced
     with pytest.raises(InputError, match="manifest.json is missing"):
         SynthDataset(tmp_path / "a")
@@ -124,12 +150,23 @@ def test_training_windows_drop_tokens_and_whole_frames(small_dataset):
         keep = example.token_keep  # [C, T, N]
         assert keep[:, 0].all()
         kept_later = keep[:, 1:].sum(axis=-1)
-        assert (kept_later == 0).all() if empty_share == 1.0 else (0 < kept_later).all() and (kept_later < tokens).all()
+        assert (
+            (kept_later == 0).all()
+            if empty_share == 1.0
+            else (0 < kept_later).all() and (kept_later < tokens).all()
+        )
     # with the newest frame as the anchor, the oldest frame is thinned but never empty: it always enters
     tokens = 64  # thinning at 20 % leaves a frame of 64 tokens empty with probability 0.8^64
-    data = PreparedData(images, np.zeros((1, len(dataset.cameras), frames, tokens, 2), dtype=np.uint8), [scene], dataset.cameras)
+    data = PreparedData(
+        images,
+        np.zeros((1, len(dataset.cameras), frames, tokens, 2), dtype=np.uint8),
+        [scene],
+        dataset.cameras,
+    )
     config = TrainConfig(token_dropout_share=1.0, empty_frame_share=1.0, window_frames=(4,))
-    (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(0), KeyframeConfig(anchor="newest"))
+    (example,) = sample_examples(
+        data, np.array([0]), config, np.random.default_rng(0), KeyframeConfig(anchor="newest")
+    )
     kept = example.token_keep.sum(axis=-1)  # [C, T]
     assert (kept[:, -1] == tokens).all() and (kept[:, 1:-1] == 0).all() and (0 < kept[:, 0]).all()
 
@@ -175,7 +212,9 @@ def test_risk_windows_are_front_windows_asked_only_for_the_risk_with_each_frames
     cameras, frames = len(dataset.cameras), scene.frames
     images = np.zeros((1, cameras, frames, 8, 8, 3), dtype=np.uint8)
     images[0] += np.arange(frames, dtype=np.uint8)[None, :, None, None, None]  # pixel value = frame index
-    data = PreparedData(images, np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8), [scene], dataset.cameras)
+    data = PreparedData(
+        images, np.zeros((1, cameras, frames, 16, 2), dtype=np.uint8), [scene], dataset.cameras
+    )
     config = TrainConfig(vts_share=1.0, token_dropout_share=1.0, front_only_share=0.0, window_frames=(3,))
     for seed in range(8):
         (example,) = sample_examples(data, np.array([0]), config, np.random.default_rng(seed), risk_only=True)
@@ -185,7 +224,11 @@ def test_risk_windows_are_front_windows_asked_only_for_the_risk_with_each_frames
         assert example.token_keep is None and example.keyframes is None
         for t, frame in enumerate(taken):
             box = scene.truth[frame].risk_box
-            assert np.isnan(example.risk_boxes[0, t]).all() if box is None else np.allclose(example.risk_boxes[0, t], box)
+            assert (
+                np.isnan(example.risk_boxes[0, t]).all()
+                if box is None
+                else np.allclose(example.risk_boxes[0, t], box)
+            )
 
 
 def test_training_keyframe_probabilities_score_each_camera_stream_in_time_order():
@@ -214,7 +257,12 @@ def test_cell_labels_mark_the_classes_covering_a_share_of_each_cell():
 
 
 def test_risk_cells_are_the_cells_the_box_overlaps():
-    assert risk_cells([0.1, 0.1, 0.5, 0.4], (2, 2)).tolist() == [1, 0, 0, 0]  # touching a border is no overlap
+    assert risk_cells([0.1, 0.1, 0.5, 0.4], (2, 2)).tolist() == [
+        1,
+        0,
+        0,
+        0,
+    ]  # touching a border is no overlap
     assert risk_cells([0.4, 0.6, 0.6, 0.9], (2, 2)).tolist() == [0, 0, 1, 1]
     assert risk_cells(None, (2, 3)).tolist() == [0] * 6
 
@@ -227,4 +275,6 @@ def test_prepared_data_is_cached_per_input_size(small_dataset, tmp_path):
     assert np.array_equal(again.images, small.images) and np.array_equal(again.cells, small.cells)
     larger = prepare(dataset, 32, (4, 4), tmp_path / "data")  # the cache holds another size: prepared anew
     assert larger.images.shape == (3, 3, 6, 32, 32, 3) and larger.cells.shape[3] == 16
-    assert np.array_equal(larger.cells[..., -1].any(axis=-1), small.cells[..., -1].any(axis=-1))  # the same risk frames
+    assert np.array_equal(
+        larger.cells[..., -1].any(axis=-1), small.cells[..., -1].any(axis=-1)
+    )  # the same risk frames

@@ -1,5 +1,6 @@
 """synthdrive's temporal questions: their truth on hand-built scene graphs, where the answer is
 known from the motion alone."""
+
 import pytest
 
 from vts_drive.synth.render import LIGHT_INSTANCE
@@ -12,8 +13,19 @@ FRAMES = 8
 def road(ego_speed: float = 6.0, ego_accel: float = 0.0) -> Scene:
     """Two lanes, the ego car in the left one (y = 0); the right lane's centre is y = -3.5 and
     the road spans y = -5.25 .. 1.75. 4 fps: a 4-frame window lasts 0.75 s."""
-    return Scene("hand_built", FRAMES, 4.0, lanes=2, ego_lane=0, ego_speed=ego_speed, time_of_day="day", weather="clear",
-                 hazard="none", hazard_frame=None, ego_accel=ego_accel)
+    return Scene(
+        "hand_built",
+        FRAMES,
+        4.0,
+        lanes=2,
+        ego_lane=0,
+        ego_speed=ego_speed,
+        time_of_day="day",
+        weather="clear",
+        hazard="none",
+        hazard_frame=None,
+        ego_accel=ego_accel,
+    )
 
 
 def vehicle(id: int, x: float, y: float, speed: float, **move) -> SceneObject:
@@ -26,7 +38,11 @@ def walker(id: int, kind: str, y: float, **move) -> SceneObject:
 
 def seen_throughout(scene: Scene, front: list[int] | None = None) -> list[dict[str, list[int]]]:
     """Every object (and the light) in the front camera in every frame."""
-    ids = front if front is not None else [o.id + 1 for o in scene.objects] + ([LIGHT_INSTANCE] if scene.light else [])
+    ids = (
+        front
+        if front is not None
+        else [o.id + 1 for o in scene.objects] + ([LIGHT_INSTANCE] if scene.light else [])
+    )
     return [{"front": list(ids), "front_left": [], "front_right": []} for _ in range(FRAMES)]
 
 
@@ -35,10 +51,15 @@ def answer(scene: Scene, key: str, start: int = 3, end: int = 6, visible=None) -
     return dict((question, reply) for question, reply, _ in qa)[TEMPORAL_QUESTIONS[key]]
 
 
-@pytest.mark.parametrize("lead_speed, expected", [(2.0, "approaching"), (10.0, "pulling away"), (6.1, "keeping its distance")])
+@pytest.mark.parametrize(
+    "lead_speed, expected", [(2.0, "approaching"), (10.0, "pulling away"), (6.1, "keeping its distance")]
+)
 def test_lead_vehicle_gap(lead_speed, expected):
     scene = road(ego_speed=6.0)
-    scene.objects = [vehicle(0, 15.0, 0.2, lead_speed), vehicle(1, 8.0, -3.5, 0.0)]  # the other lane's car is not the lead
+    scene.objects = [
+        vehicle(0, 15.0, 0.2, lead_speed),
+        vehicle(1, 8.0, -3.5, 0.0),
+    ]  # the other lane's car is not the lead
     assert answer(scene, "lead_vehicle") == expected
 
 
@@ -75,7 +96,9 @@ def test_road_users_entering_and_leaving_the_road():
     # from the left kerb (y = 2.35) across to beyond the right one, at 3 m/s from t = 0
     crossing = walker(0, "pedestrian", 2.35, hazard_start=0.0, hazard_vy=-3.0, hazard_y_end=-6.25)
     scene.objects = [crossing]
-    assert answer(scene, "road_user", 0, 3) == "a pedestrian is entering the road"  # y 2.35 -> 0.1, the middle is -1.75
+    assert (
+        answer(scene, "road_user", 0, 3) == "a pedestrian is entering the road"
+    )  # y 2.35 -> 0.1, the middle is -1.75
     assert answer(scene, "road_user", 4, 7) == "a pedestrian is leaving the road"  # y -0.65 -> -2.9
     stepping_off = walker(0, "cyclist", -4.55, hazard_start=0.0, hazard_vy=-1.5, hazard_y_end=-6.25)
     scene.objects = [stepping_off]
@@ -124,10 +147,16 @@ def test_objects_that_come_into_view_or_leave_it():
         visible[t] = {"front": [], "front_left": [1], "front_right": []}  # the car comes into the left camera
     assert answer(scene, "appeared", 2, 5, visible) == "a vehicle appeared"
     assert answer(scene, "appeared", 4, 7, visible) == "no"
-    visible = [{"front": [2], "front_left": [], "front_right": []} if t < 3 else frame for t, frame in enumerate(nothing)]
+    visible = [
+        {"front": [2], "front_left": [], "front_right": []} if t < 3 else frame
+        for t, frame in enumerate(nothing)
+    ]
     assert answer(scene, "appeared", 1, 4, visible) == "a pedestrian disappeared"
     # moving from one camera into another is not appearing
-    visible = [{"front": [1] if t < 4 else [], "front_left": [] if t < 4 else [1], "front_right": []} for t in range(FRAMES)]
+    visible = [
+        {"front": [1] if t < 4 else [], "front_left": [] if t < 4 else [1], "front_right": []}
+        for t in range(FRAMES)
+    ]
     assert answer(scene, "appeared", 2, 5, visible) == "no"
 
 

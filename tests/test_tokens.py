@@ -1,4 +1,5 @@
 """Invariants of the token reducers and the keyframe selection."""
+
 import shutil
 
 import numpy as np
@@ -63,7 +64,9 @@ def test_identical_frames_collapse_to_keyframe_tokens():
 def test_shifted_content_is_found_within_the_radius():
     tokens, _ = random_tokens(batch=1, cameras=1, frames=2)
     grid_tokens = tokens[0, 0, 0].view(4, 4, -1)
-    tokens[0, 0, 1] = torch.roll(grid_tokens, shifts=1, dims=1).reshape(16, -1)  # content moved one cell right
+    tokens[0, 0, 1] = torch.roll(grid_tokens, shifts=1, dims=1).reshape(
+        16, -1
+    )  # content moved one cell right
     keyframes = torch.tensor([[[True, False]]])
     interior = torch.arange(16).view(4, 4)[:, 1:].flatten()  # cells whose source is inside the grid
     assert torch.allclose(redundancy(tokens, keyframes, GRID, radius=1)[0, 0, 1, interior], torch.ones(12))
@@ -144,7 +147,9 @@ def test_vts_at_full_budget_gives_exactly_the_dense_answers(model_with_scorer):
 def test_vts_on_a_static_scene_keeps_only_keyframes(model_with_scorer):
     frame = np.random.default_rng(3).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     window = FrameWindow(["front", "front_left"], [[frame] * 4, [frame[::-1].copy()] * 4], [[0, 1, 2, 3]] * 2)
-    pipeline = Pipeline.load(str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "max_new_tokens": 2})
+    pipeline = Pipeline.load(
+        str(model_with_scorer), {"mode": "vts", "keyframe.max_keyframes": 1, "max_new_tokens": 2}
+    )
     report = pipeline.describe(window)
     per_frame = pipeline.vision.tokens_per_frame
     assert report.tokens["vision_kept"] == 2 * per_frame  # the first frame of each camera
@@ -170,7 +175,11 @@ def test_a_stored_scorer_setting_selection_cannot_use_is_refused(model_with_scor
     settings = json.loads((folder / SETTINGS_FILE).read_text())
     settings["keyframe"]["max_keyframes"] = 0
     (folder / SETTINGS_FILE).write_text(json.dumps(settings))
-    with pytest.raises(InputError, match=f"{folder / SETTINGS_FILE}: keyframe.max_keyframes must be at least 1"):
+    with pytest.raises(
+        InputError, match=f"{folder / SETTINGS_FILE}: keyframe.max_keyframes must be at least 1"
+    ):
         resolve_config(folder)
-    with pytest.raises(InputError, match=f"{folder / SETTINGS_FILE}: keyframe.max_keyframes must be at least 1"):
+    with pytest.raises(
+        InputError, match=f"{folder / SETTINGS_FILE}: keyframe.max_keyframes must be at least 1"
+    ):
         Pipeline.load(str(folder), {"mode": "vts"})

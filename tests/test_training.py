@@ -1,4 +1,5 @@
 """Training runs on the inference path, matches transformers' loss, and resumes exactly."""
+
 import numpy as np
 import pytest
 import torch
@@ -37,7 +38,9 @@ def test_language_loss_equals_transformers(tiny_model_dir):
     with torch.no_grad():
         ours = forward_losses(vision, decoder, builder, [example]).language
         tokens, _ = vision.encode(vision.preprocess([im for camera in example.images for im in camera]))
-        frames = [FrameTokens(c, t, tokens[i * 3 + t]) for i, c in enumerate(example.cameras) for t in range(3)]
+        frames = [
+            FrameTokens(c, t, tokens[i * 3 + t]) for i, c in enumerate(example.cameras) for t in range(3)
+        ]
         context = builder.context(frames, "cpu")
         total, count = 0.0, 0
         for question, answer in example.prompts:
@@ -52,9 +55,15 @@ def test_language_loss_equals_transformers(tiny_model_dir):
 
 def test_router_training_resumes_exactly(tiny_model_dir, tmp_path):
     model = load_model(str(tiny_model_dir))
-    straight = train_routers(model, examples, ModConfig(keep_ratio=0.5), tmp_path / "a", steps=4, kl_weight=0.5)
-    train_routers(model, examples, ModConfig(keep_ratio=0.5), tmp_path / "b", steps=2, kl_weight=0.5)  # "killed" here
-    resumed = train_routers(model, examples, ModConfig(keep_ratio=0.5), tmp_path / "b", steps=4, kl_weight=0.5)
+    straight = train_routers(
+        model, examples, ModConfig(keep_ratio=0.5), tmp_path / "a", steps=4, kl_weight=0.5
+    )
+    train_routers(
+        model, examples, ModConfig(keep_ratio=0.5), tmp_path / "b", steps=2, kl_weight=0.5
+    )  # "killed" here
+    resumed = train_routers(
+        model, examples, ModConfig(keep_ratio=0.5), tmp_path / "b", steps=4, kl_weight=0.5
+    )
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
     loaded = load_routers(tmp_path / "b", resolve_config(tmp_path / "b").mod, hidden_size=64, num_layers=2)
@@ -109,7 +118,9 @@ def test_prompt_attention_probe_equals_transformers_attentions(tiny_model_dir):
     with torch.no_grad():
         forward_losses(vision, decoder, builder, [example], probe=probe)
         tokens, _ = vision.encode(vision.preprocess([im for camera in example.images for im in camera]))
-        frames = [FrameTokens(c, t, tokens[i * 3 + t]) for i, c in enumerate(example.cameras) for t in range(3)]
+        frames = [
+            FrameTokens(c, t, tokens[i * 3 + t]) for i, c in enumerate(example.cameras) for t in range(3)
+        ]
         context = builder.context(frames, "cpu")
         question, answer = example.prompts[0]
         row = (builder.question_ids(question) + builder.answer_ids(answer))[:-1]
@@ -124,9 +135,18 @@ def test_prompt_attention_probe_equals_transformers_attentions(tiny_model_dir):
 def test_attention_targets_pick_each_frames_most_attended_tokens():
     frame_index = torch.tensor([[-1, 0, 0, 0, 0, -1, 1, 1, 1, 1]])
     plan = RoutingPlan.from_frame_index(frame_index, keep_ratio=0.5)
-    trace = [RoutingTrace(1, torch.zeros(1, 10), torch.zeros(1, 10, dtype=torch.bool), plan.visual_mask(10), plan)]
+    trace = [
+        RoutingTrace(1, torch.zeros(1, 10), torch.zeros(1, 10, dtype=torch.bool), plan.visual_mask(10), plan)
+    ]
     # two prompt rows of the one example; their attention is summed
-    received = {1: torch.tensor([[0.9, 0.1, 0.3, 0.0, 0.2, 0.9, 0.0, 0.0, 0.4, 0.1], [0.9, 0.0, 0.0, 0.1, 0.3, 0.9, 0.5, 0.1, 0.0, 0.0]])}
+    received = {
+        1: torch.tensor(
+            [
+                [0.9, 0.1, 0.3, 0.0, 0.2, 0.9, 0.0, 0.0, 0.4, 0.1],
+                [0.9, 0.0, 0.0, 0.1, 0.3, 0.9, 0.5, 0.1, 0.0, 0.0],
+            ]
+        )
+    }
     (target,) = attention_targets(trace, received, [2])
     assert target[0].nonzero().squeeze(1).tolist() == [2, 4, 6, 8]
 
@@ -178,12 +198,18 @@ def test_vts_training_windows_keep_the_tokens_the_pipeline_keeps(tiny_model_dir,
     present = keyframes | np.array([[0, 1, 0, 0], [0, 0, 1, 1], [0, 0, 0, 1]], dtype=bool)
 
     entries = [FrameFeatures() for _ in range(12)]
-    tokens, saliency = pipeline.encode_frames(window, entries, torch.from_numpy(present), torch.from_numpy(present), [None] * 3)
-    expected = pipeline.select_tokens(window, tokens, saliency, torch.from_numpy(keyframes), torch.from_numpy(present))
+    tokens, saliency = pipeline.encode_frames(
+        window, entries, torch.from_numpy(present), torch.from_numpy(present), [None] * 3
+    )
+    expected = pipeline.select_tokens(
+        window, tokens, saliency, torch.from_numpy(keyframes), torch.from_numpy(present)
+    )
 
     example = TrainingExample(window.cameras, window.images, [], keyframes=keyframes, present=present)
     vision = VisionEncoder(model)
-    all_tokens, all_saliency = vision.encode(vision.preprocess([i for camera in window.images for i in camera]))
+    all_tokens, all_saliency = vision.encode(
+        vision.preprocess([i for camera in window.images for i in camera])
+    )
     keep = token_keep(example, all_tokens, all_saliency, vision.token_grid)  # [C, T, N]
     counts = [frame.tokens.shape[0] for frame in expected]
     assert keep.sum(dim=-1).flatten().tolist() == counts
@@ -199,7 +225,10 @@ def coordinate_tokenizer():
     from vts_drive.model.small import train_tokenizer
     from vts_drive.prompt import RISK_PROMPT
 
-    corpus = [RISK_PROMPT, "object: car; camera: front; box: [0.12, 0.40, 0.35, 0.80]; caption: a car cuts in"]
+    corpus = [
+        RISK_PROMPT,
+        "object: car; camera: front; box: [0.12, 0.40, 0.35, 0.80]; caption: a car cuts in",
+    ]
     return train_tokenizer(corpus + [f"{value / 100:.2f}" for value in range(101)] * 20, vocab_size=600)
 
 
@@ -216,7 +245,10 @@ def test_coordinate_targets_are_the_box_fractions_below_one():
     # 1.00's fraction and numbers not written "0.dd" are left one-hot
     assert [tokenizer.decode([int(i)]) for i in soft] == ["78", "05", "43"]
     assert torch.allclose(targets.distributions.sum(dim=1), torch.ones(100))
-    assert targets.distributions[78].argmax() == 78 and targets.distributions[78, 77] > targets.distributions[78, 74]
+    assert (
+        targets.distributions[78].argmax() == 78
+        and targets.distributions[78, 77] > targets.distributions[78, 74]
+    )
 
 
 def test_soft_coordinate_loss_rewards_a_near_miss_and_narrows_to_cross_entropy():
@@ -251,7 +283,9 @@ def test_risk_box_loss_reaches_only_the_tokens_on_the_risk_object():
     tokens = torch.randn(3, 4, 8, requires_grad=True)  # [F, N, D]
     on_risk = torch.zeros(3, 4, dtype=torch.bool)
     on_risk[0, 1] = on_risk[2, 3] = True
-    boxes = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.6, 0.6], [float("nan")] * 4])  # frame 2: no risk object
+    boxes = torch.tensor(
+        [[0.1, 0.2, 0.3, 0.4], [0.5, 0.5, 0.6, 0.6], [float("nan")] * 4]
+    )  # frame 2: no risk object
     risk_box_loss(head, tokens, on_risk, boxes).backward()
     reached = tokens.grad.abs().sum(dim=-1) > 0
     assert reached.tolist() == [[False, True, False, False], [False] * 4, [False] * 4]

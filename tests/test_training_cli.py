@@ -1,5 +1,6 @@
 """The training commands end to end on a tiny synthdrive set: train-synth (and its resume),
 train-keyframe, train-router, and the demo, each read back through the real loading code."""
+
 import json
 from pathlib import Path
 
@@ -27,10 +28,24 @@ def drive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def trained(drive, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained") / "model"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "test", "--batch-size", "2", "--single-frame-steps", "25"]
+    common = [
+        "train-synth",
+        "--data",
+        str(drive),
+        "--out",
+        str(out),
+        "--size",
+        "test",
+        "--batch-size",
+        "2",
+        "--single-frame-steps",
+        "25",
+    ]
     assert main([*common, "--steps", "50"]) == 0  # checkpoint at 50
     first = json.loads((out / "training_history.json").read_text())
-    assert main([*common, "--steps", "52", "--val-data", str(drive), "--val-scenes", "1"]) == 0  # resumes: only steps 51-52 run
+    assert (
+        main([*common, "--steps", "52", "--val-data", str(drive), "--val-scenes", "1"]) == 0
+    )  # resumes: only steps 51-52 run
     history = json.loads((out / "training_history.json").read_text())
     assert [r["step"] for r in history] == list(range(1, 53))
     assert history[:50] == first
@@ -46,8 +61,23 @@ def test_train_synth_writes_a_loadable_model_and_resumes(trained):
 
 
 def test_train_keyframe_writes_a_scorer_the_pipeline_uses(drive, trained, tmp_path, capsys):
-    code = main(["train-keyframe", "--data", str(drive), "--out", str(trained), "--steps", "5", "--val-data", str(drive), "--max-keyframes", "2",
-                 "--anchor", "newest"])
+    code = main(
+        [
+            "train-keyframe",
+            "--data",
+            str(drive),
+            "--out",
+            str(trained),
+            "--steps",
+            "5",
+            "--val-data",
+            str(drive),
+            "--max-keyframes",
+            "2",
+            "--anchor",
+            "newest",
+        ]
+    )
     assert code == 0
     assert "held-out precision=" in capsys.readouterr().out
     assert resolve_config(trained).keyframe.max_keyframes == 2
@@ -63,16 +93,54 @@ def test_train_keyframe_with_novelty_labels_needs_a_model(drive, tmp_path, capsy
 
 def test_train_router_writes_routers_the_pipeline_uses(drive, trained, tmp_path):
     out = tmp_path / "routers"
-    assert main(["train-router", "--model", str(trained), "--data", str(drive), "--out", str(out), "--steps", "3", "--batch-size", "2", "--r", "0.3"]) == 0
-    routers = load_routers(out, resolve_config(out).mod, 64, load_model(str(trained)).hf_model.config.text_config.num_hidden_layers)
+    assert (
+        main(
+            [
+                "train-router",
+                "--model",
+                str(trained),
+                "--data",
+                str(drive),
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--r",
+                "0.3",
+            ]
+        )
+        == 0
+    )
+    routers = load_routers(
+        out,
+        resolve_config(out).mod,
+        64,
+        load_model(str(trained)).hf_model.config.text_config.num_hidden_layers,
+    )
     assert routers.config.keep_ratio == 0.3
-    report = Pipeline.load(str(trained), {"mode": "mod", "routers": str(out), "max_new_tokens": 4}).describe(_window(drive))
+    report = Pipeline.load(str(trained), {"mode": "mod", "routers": str(out), "max_new_tokens": 4}).describe(
+        _window(drive)
+    )
     assert report.description is not None
 
 
 def test_train_synth_with_routing_trains_routers_jointly_and_resumes(drive, tmp_path):
     out = tmp_path / "routed"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "test", "--batch-size", "2", "--single-frame-steps", "2"]
+    common = [
+        "train-synth",
+        "--data",
+        str(drive),
+        "--out",
+        str(out),
+        "--size",
+        "test",
+        "--batch-size",
+        "2",
+        "--single-frame-steps",
+        "2",
+    ]
     routing = ["--routed-share", "0.5", "--r", "0.5", "--layers", "1"]
     assert main([*common, *routing, "--steps", "4"]) == 0
     history = json.loads((out / "training_history.json").read_text())
@@ -93,13 +161,30 @@ def test_train_synth_on_vts_windows_uses_the_scorer_in_out(drive, tmp_path, caps
     """--vts-share needs the model's keyframe scorer: without one a clear error naming the folder
     and no checkpoint; with one the windows train on the tokens mode vts keeps."""
     out = tmp_path / "vts"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--size", "test", "--batch-size", "2",
-              "--single-frame-steps", "1", "--steps", "3", "--vts-share", "1"]
+    common = [
+        "train-synth",
+        "--data",
+        str(drive),
+        "--out",
+        str(out),
+        "--size",
+        "test",
+        "--batch-size",
+        "2",
+        "--single-frame-steps",
+        "1",
+        "--steps",
+        "3",
+        "--vts-share",
+        "1",
+    ]
     assert main(common) == 2
     assert f"{out} has no keyframe scorer" in capsys.readouterr().err
     assert not (out / "checkpoint").exists()  # refused before any work
     torch.manual_seed(0)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **{**TEST_SELECTION, "anchor": "newest"})).eval(), out)
+    save_scorer(
+        KeyframeScorer(KeyframeConfig(input_size=32, **{**TEST_SELECTION, "anchor": "newest"})).eval(), out
+    )
     assert main(common) == 0
     assert [r["step"] for r in json.loads((out / "training_history.json").read_text())] == [1, 2, 3]
     report = Pipeline.load(str(out), {"mode": "vts", "max_new_tokens": 4}).describe(_window(drive))
@@ -117,8 +202,25 @@ def test_train_synth_from_a_trained_model(drive, trained, tmp_path):
     shutil.copytree(trained, start, ignore=shutil.ignore_patterns("checkpoint"))
     save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), start)
     out = tmp_path / "fine"
-    common = ["train-synth", "--data", str(drive), "--out", str(out), "--init", str(start), "--batch-size", "2",
-              "--single-frame-steps", "0", "--box-weight", "1", "--coordinate-sigma", "1.5", "--risk-windows", "2"]
+    common = [
+        "train-synth",
+        "--data",
+        str(drive),
+        "--out",
+        str(out),
+        "--init",
+        str(start),
+        "--batch-size",
+        "2",
+        "--single-frame-steps",
+        "0",
+        "--box-weight",
+        "1",
+        "--coordinate-sigma",
+        "1.5",
+        "--risk-windows",
+        "2",
+    ]
     assert main([*common, "--steps", "1", "--lr", "0"]) == 0
     assert (out / "keyframe_scorer.safetensors").is_file()
     assert resolve_config(out).keyframe == resolve_config(start).keyframe
@@ -127,7 +229,9 @@ def test_train_synth_from_a_trained_model(drive, trained, tmp_path):
     assert (out / "tokenizer.json").read_text() == (start / "tokenizer.json").read_text()
     assert main([*common, "--steps", "3"]) == 0  # resumes from its own checkpoint, not from --init
     history = json.loads((out / "training_history.json").read_text())
-    assert history[:52] == json.loads((start / "training_history.json").read_text())  # the start's history goes on
+    assert history[:52] == json.loads(
+        (start / "training_history.json").read_text()
+    )  # the start's history goes on
     assert [r["step"] for r in history[52:]] == [53, 54, 55]
     assert all(r["box"] >= 0 and "risk_box" in r and r["init"] == str(start) for r in history[52:])
     after = load_file(out / "model.safetensors")
@@ -138,8 +242,25 @@ def test_train_synth_from_a_trained_model_at_a_larger_input_size(drive, trained,
     """--image-size with --init: the start's weights read a larger patch grid (position embeddings
     interpolated), the model is written at the new size and the pipeline gives it 4x the tokens."""
     out = tmp_path / "larger"
-    args = ["train-synth", "--data", str(drive), "--out", str(out), "--init", str(trained), "--image-size", "64",
-            "--batch-size", "2", "--single-frame-steps", "0", "--steps", "1", "--lr", "0"]
+    args = [
+        "train-synth",
+        "--data",
+        str(drive),
+        "--out",
+        str(out),
+        "--init",
+        str(trained),
+        "--image-size",
+        "64",
+        "--batch-size",
+        "2",
+        "--single-frame-steps",
+        "0",
+        "--steps",
+        "1",
+        "--lr",
+        "0",
+    ]
     assert main(args) == 0
     start, larger = load_model(str(trained)), load_model(str(out))
     assert larger.hf_model.config.vision_config.image_size == 64
@@ -160,7 +281,9 @@ def test_larger_input_interpolates_the_position_embedding_grid(trained):
     embedding = hf.model.vision_tower.embeddings.position_embedding.weight  # [4 x 4 patches, Dv]
     with torch.no_grad():  # an embedding that changes along x only
         embedding.copy_(torch.linspace(-1, 1, 4).repeat(4)[:, None].expand_as(embedding))
-    resized = with_image_size(hf, 64).model.vision_tower.embeddings.position_embedding.weight.detach()  # [8 x 8, Dv]
+    resized = with_image_size(
+        hf, 64
+    ).model.vision_tower.embeddings.position_embedding.weight.detach()  # [8 x 8, Dv]
     grid = resized.view(8, 8, -1)
     assert torch.allclose(grid, grid[:1].expand_as(grid))  # still the same in every row
     assert bool((grid[0, 1:, 0] > grid[0, :-1, 0]).all())  # and increasing along x
@@ -170,7 +293,24 @@ def test_larger_input_interpolates_the_position_embedding_grid(trained):
 
 def test_demo_prints_reports_and_writes_jsonl(trained, tmp_path, capsys):
     out = tmp_path / "demo"
-    assert main(["demo", "--model", str(trained), "--mode", "dense", "--out", str(out), "--scenes", "1", "--max-new-tokens", "4"]) == 0
+    assert (
+        main(
+            [
+                "demo",
+                "--model",
+                str(trained),
+                "--mode",
+                "dense",
+                "--out",
+                str(out),
+                "--scenes",
+                "1",
+                "--max-new-tokens",
+                "4",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     reports = [json.loads(line) for line in (out / "reports.jsonl").read_text().splitlines()]
     assert len(reports) == 3  # 8 frames, windows of 4 ending at 3, 5, 7
@@ -189,9 +329,20 @@ def test_training_commands_refuse_bad_input(drive, tmp_path, capsys):
     missing = tmp_path / "no_such_data"
     assert main(["train-keyframe", "--data", str(missing), "--out", str(tmp_path / "k")]) == 2
     assert str(missing) in capsys.readouterr().err
-    assert main(["train-keyframe", "--data", str(drive), "--out", str(tmp_path / "k"), "--max-keyframes", "0"]) == 2
+    assert (
+        main(["train-keyframe", "--data", str(drive), "--out", str(tmp_path / "k"), "--max-keyframes", "0"])
+        == 2
+    )
     assert "max_keyframes must be at least 1 (the anchor frame), got 0" in capsys.readouterr().err
-    common = ["train-router", "--model", "synthdrive-tiny", "--data", str(drive), "--out", str(tmp_path / "r")]
+    common = [
+        "train-router",
+        "--model",
+        "synthdrive-tiny",
+        "--data",
+        str(drive),
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main([*common, "--r", "0"]) == 2
     assert "--r: mod.keep_ratio must be in (0, 1]" in capsys.readouterr().err
     assert main([*common, "--scenes", "0"]) == 2
@@ -236,13 +387,19 @@ def test_a_recipe_runs_its_stages_in_order(drive, trained, tmp_path, capsys):
     )
     assert main(["train-synth", "--stages", str(stages), "--var", "steps=3"]) == 0
     config = resolve_config(start)
-    assert (config.keyframe.max_keyframes, config.keyframe.anchor, config.keyframe.input_size) == (2, "first", 32)
+    assert (config.keyframe.max_keyframes, config.keyframe.anchor, config.keyframe.input_size) == (
+        2,
+        "first",
+        32,
+    )
     assert json.loads((start / "keyframe_checkpoint" / "state.json").read_text())["step"] == 3
     assert (start / "model.safetensors").is_file() and not (start / "checkpoint").exists()
     assert "stage 3 (settings) of 3" in capsys.readouterr().out
 
-    stages.write_text(f"stages:\n  - settings: {{model: {start}, set: {{mod.keep_ratio: 0.5}}}}\n"
-                      f"  - train-keyframe: {{data: {drive}, out: {start}, speed: 11}}\n")
+    stages.write_text(
+        f"stages:\n  - settings: {{model: {start}, set: {{mod.keep_ratio: 0.5}}}}\n"
+        f"  - train-keyframe: {{data: {drive}, out: {start}, speed: 11}}\n"
+    )
     assert main(["train-synth", "--stages", str(stages)]) == 2
     assert "stage 2 (train-keyframe)" in capsys.readouterr().err
     assert resolve_config(start).mod.keep_ratio != 0.5, "nothing ran"
@@ -259,4 +416,7 @@ def test_the_synthdrive_tiny_recipe_is_valid():
     stages = read_stages(root / "scripts" / "synthdrive_tiny_stages.yaml", ["work=/w", "device=cpu"])
     kinds = [stage.kind for stage in stages]
     assert kinds.count("train-synth") == 11 and kinds.count("settings") == 4 and kinds[-1] == "train-synth"
-    assert stages[-1].argv()[-2:] == ["--device", "cpu"] and "/w/models/synthdrive-tiny-temporal" in stages[-1].argv()
+    assert (
+        stages[-1].argv()[-2:] == ["--device", "cpu"]
+        and "/w/models/synthdrive-tiny-temporal" in stages[-1].argv()
+    )

@@ -1,4 +1,5 @@
 """Our vision loop and Qwen2 decoder compute what transformers' own classes compute."""
+
 import torch
 
 from conftest import random_window
@@ -15,7 +16,9 @@ def test_vision_tokens_equal_llava_onevision_video_features(tiny_pipeline):
     pixels = tiny_pipeline.vision.preprocess([im for cam in window.images for im in cam])
     video = pixels.view(3, 4, *pixels.shape[1:])
     with torch.no_grad():
-        reference = hf.model.get_video_features(video, vision_feature_layer=-1, vision_feature_select_strategy="full")
+        reference = hf.model.get_video_features(
+            video, vision_feature_layer=-1, vision_feature_select_strategy="full"
+        )
     expected = reference.pooler_output[:, :-1].reshape(tokens.shape)  # drop the trailing image_newline
     torch.testing.assert_close(tokens, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(saliency.sum(-1), torch.ones(3, 4))
@@ -34,14 +37,18 @@ def test_saliency_is_attention_received_in_feature_layer(tiny_pipeline):
         tower.config._attn_implementation = "sdpa"
     received = out.attentions[-1].mean(dim=(1, 2))  # [1, P]
     grid = tiny_pipeline.vision.patch_grid
-    pooled = torch.nn.functional.interpolate(received.view(1, 1, *grid), scale_factor=0.5, mode="bilinear").flatten()
+    pooled = torch.nn.functional.interpolate(
+        received.view(1, 1, *grid), scale_factor=0.5, mode="bilinear"
+    ).flatten()
     torch.testing.assert_close(saliency.flatten(), pooled / pooled.sum(), rtol=1e-4, atol=1e-6)
 
 
 def _full_sequence(pipeline, question):
     window = random_window(seed=3)
     tokens, saliency = pipeline.encode_window(window)
-    context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
+    context = pipeline.prompts.context(
+        pipeline.select_tokens(window, tokens, saliency, None), pipeline.device
+    )
     suffix = pipeline.prompts.question_ids(question)
     return context, suffix, torch.cat([context.embeds, pipeline.decoder.embed(torch.tensor(suffix))])
 
@@ -62,7 +69,10 @@ def test_prefill_then_decode_equals_full_forward(tiny_pipeline):
         full = decoder.logits(decoder(embeds[None], torch.arange(length)[None]))
         cache = KVCache(decoder.num_layers)
         decoder(embeds[None, :-3], torch.arange(length - 3)[None], cache=cache)
-        steps = [decoder.logits(decoder(embeds[None, i : i + 1], torch.tensor([[i]]), cache=cache)) for i in range(length - 3, length)]
+        steps = [
+            decoder.logits(decoder(embeds[None, i : i + 1], torch.tensor([[i]]), cache=cache))
+            for i in range(length - 3, length)
+        ]
     # one-token steps and the full pass reduce over different matmul shapes: fp32 rounding, not a cache error
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, -3:], rtol=1e-4, atol=1e-4)
     assert cache.entries(0) == length
@@ -71,15 +81,24 @@ def test_prefill_then_decode_equals_full_forward(tiny_pipeline):
 def _reference_answer(pipeline, context, suffix, stop_ids, max_new_tokens):
     """transformers' generate over the full sequence of one prompt, cut at the first stop token."""
     embeds = torch.cat([context.embeds, pipeline.decoder.embed(torch.tensor(suffix))])[None]
-    reference = pipeline.model.hf_model.generate(inputs_embeds=embeds, max_new_tokens=max_new_tokens, do_sample=False)[0].tolist()
+    reference = pipeline.model.hf_model.generate(
+        inputs_embeds=embeds, max_new_tokens=max_new_tokens, do_sample=False
+    )[0].tolist()
     return reference[: next((i for i, t in enumerate(reference) if t in stop_ids), len(reference))]
 
 
 def test_shared_prefix_batched_generation_equals_transformers_generate(tiny_pipeline):
-    questions = ["Describe the driving scene.", RISK_PROMPT, "What should the ego car do?", "Is there a pedestrian ahead?"]
+    questions = [
+        "Describe the driving scene.",
+        RISK_PROMPT,
+        "What should the ego car do?",
+        "Is there a pedestrian ahead?",
+    ]
     context, _, _ = _full_sequence(tiny_pipeline, questions[0])
     suffixes = [tiny_pipeline.prompts.question_ids(q) for q in questions]
-    assert len(length_buckets([len(s) for s in suffixes])) > 1, "the risk prompt is prefilled apart from the short ones"
+    assert len(length_buckets([len(s) for s in suffixes])) > 1, (
+        "the risk prompt is prefilled apart from the short ones"
+    )
     result = generate(tiny_pipeline.decoder, context, suffixes, tiny_pipeline.stop_ids, 10, StageTimer())
     for suffix, ours in zip(suffixes, result):
         assert ours == _reference_answer(tiny_pipeline, context, suffix, tiny_pipeline.stop_ids, 10)
@@ -116,7 +135,11 @@ def test_pooled_prompt_rows_hold_each_prompt_once_without_padding(tiny_pipeline)
     pooled = KVCache.pool_rows(caches)
     for layer in range(decoder.num_layers):
         kv = pooled.shared[layer]
-        assert kv.keys.shape[:3] == (1, decoder.num_kv_heads, context.length + sum(map(len, suffixes)))  # no padding
+        assert kv.keys.shape[:3] == (
+            1,
+            decoder.num_kv_heads,
+            context.length + sum(map(len, suffixes)),
+        )  # no padding
         assert kv.valid.shape == (len(suffixes), kv.keys.shape[2]) and pooled.layers[layer] is None
         seen = kv.valid[:, context.length :]  # each row sees its own prompt and no other
         assert seen.sum(dim=1).tolist() == [len(suffixes[row]) for row in order]
@@ -124,4 +147,7 @@ def test_pooled_prompt_rows_hold_each_prompt_once_without_padding(tiny_pipeline)
     per_entry = prefix.nbytes() // context.length  # keys and values of one token in every layer
     assert pooled.nbytes() == per_entry * (context.length + sum(map(len, suffixes)))
     kept = pooled.select_rows(torch.tensor([2, 0]))
-    assert torch.equal(kept.shared[0].valid, pooled.shared[0].valid[[2, 0]]) and kept.shared[0].keys is pooled.shared[0].keys
+    assert (
+        torch.equal(kept.shared[0].valid, pooled.shared[0].valid[[2, 0]])
+        and kept.shared[0].keys is pooled.shared[0].keys
+    )

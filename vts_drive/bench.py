@@ -10,6 +10,7 @@ Each mode first runs one warm-up window and empties its frame cache, so every
 mode sees the same stream from a cold start; then the modes take turns window by
 window, so a machine whose speed drifts during the run moves all of them alike.
 """
+
 from __future__ import annotations
 
 import re
@@ -41,7 +42,9 @@ class WindowTruth:
     risk_bbox: list[float] | None  # normalised, front camera; None when nothing is a risk
     risk_caption: str
     risk_object: str | None = None  # the object the risk box belongs to
-    kinds: list[str] | None = None  # per question: "present" or "temporal" (needs the window's past); None: all present
+    kinds: list[str] | None = (
+        None  # per question: "present" or "temporal" (needs the window's past); None: all present
+    )
 
     def kind(self, question: int) -> str:
         return self.kinds[question] if self.kinds else "present"
@@ -66,7 +69,9 @@ class ModeSpec:
 
 
 class Answer(Protocol):
-    def __call__(self, window: FrameWindow, prompts: list[str], meter: GenerationMeter | None = None) -> WindowAnswers: ...
+    def __call__(
+        self, window: FrameWindow, prompts: list[str], meter: GenerationMeter | None = None
+    ) -> WindowAnswers: ...
 
 
 def answer_function(spec: ModeSpec, pipeline: Pipeline) -> Answer:
@@ -96,7 +101,9 @@ def parse_mode_specs(text: str) -> list[ModeSpec]:
         match = _SPEC.match(label)
         if not match or match.group(1) not in (*MODES, "naive"):
             modes = ", ".join((*MODES, "naive"))
-            raise InputError(f"mode spec {label!r}: expected MODE or MODE[key=value,...], MODE one of {modes}")
+            raise InputError(
+                f"mode spec {label!r}: expected MODE or MODE[key=value,...], MODE one of {modes}"
+            )
         settings = {}
         for item in filter(None, split_items(match.group(2) or "")):
             name, sep, value = item.partition("=")
@@ -159,7 +166,10 @@ class ModeRun:
             "frames_encoded": result.frames_encoded,
             "kv_cache_mb": meter.kv_cache_bytes / 2**20,
             "ttft_ms": meter.ttft_ms,
-            **{f"{stage}_ms": result.timings_ms.get(stage, 0.0) for stage in ("keyframe", "vision", "sparsify", "prefill", "decode", "generate", "total")},
+            **{
+                f"{stage}_ms": result.timings_ms.get(stage, 0.0)
+                for stage in ("keyframe", "vision", "sparsify", "prefill", "decode", "generate", "total")
+            },
             **stage_flops(self.pipeline, result, meter),
         }
         for name, value in figures.items():
@@ -197,7 +207,11 @@ def accuracy(predictions: list[tuple[BenchWindow, WindowAnswers]], device) -> di
     every = hits["present"] + hits["temporal"]
     return {
         "qa_exact_match": sum(every) / len(every) if every else 0.0,
-        **{f"qa_{kind}": sum(found) / len(found) for kind, found in hits.items() if found and hits["temporal"]},
+        **{
+            f"qa_{kind}": sum(found) / len(found)
+            for kind, found in hits.items()
+            if found and hits["temporal"]
+        },
         "bbox_miou": sum(boxes) / len(boxes) if boxes else 0.0,
         "bbox_acc50": sum(iou > 0.5 for iou in boxes) / len(boxes) if boxes else 0.0,
         "caption_cider": cider(captions, references),
@@ -226,7 +240,10 @@ def run_bench(
     results = {run.label: run.metrics() for run in runs}
     reference = "dense" if "dense" in results else specs[0].label
     ratios = {
-        label: {name: (value / results[reference][name] if results[reference].get(name) else None) for name, value in metrics.items()}
+        label: {
+            name: (value / results[reference][name] if results[reference].get(name) else None)
+            for name, value in metrics.items()
+        }
         for label, metrics in results.items()
     }
     return {"reference": reference, "modes": results, "ratios": ratios}
@@ -265,7 +282,10 @@ def format_table(bench: dict) -> str:
                 continue
             scale = 1e-9 if name.endswith("flops") else 1.0
             ratio = bench["ratios"][label].get(name)
-            cells.append(fmt.format(value * scale) + (f" (x{ratio:.2f})" if ratio is not None and label != bench["reference"] else ""))
+            cells.append(
+                fmt.format(value * scale)
+                + (f" (x{ratio:.2f})" if ratio is not None and label != bench["reference"] else "")
+            )
         rows.append(cells)
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)) for row in [header, *rows]]
@@ -273,7 +293,9 @@ def format_table(bench: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_tradeoff(bench: dict, path, accuracy_metric: str = "qa_exact_match", speed_metric: str = "prefill_ms") -> None:
+def plot_tradeoff(
+    bench: dict, path, accuracy_metric: str = "qa_exact_match", speed_metric: str = "prefill_ms"
+) -> None:
     """Accuracy against a cost figure, one labelled point per mode."""
     import matplotlib
 
@@ -284,7 +306,13 @@ def plot_tradeoff(bench: dict, path, accuracy_metric: str = "qa_exact_match", sp
     for label, metrics in bench["modes"].items():
         if accuracy_metric in metrics:
             axis.scatter(metrics[speed_metric], metrics[accuracy_metric])
-            axis.annotate(label, (metrics[speed_metric], metrics[accuracy_metric]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            axis.annotate(
+                label,
+                (metrics[speed_metric], metrics[accuracy_metric]),
+                fontsize=8,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
     axis.set_xlabel(speed_metric)
     axis.set_ylabel(accuracy_metric)
     axis.grid(alpha=0.3)
@@ -305,10 +333,16 @@ def moving_texture_windows(
     length = frames + stride * (count - 1)
     streams = []
     for _ in cameras:
-        texture = cv2.resize(rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8), (2 * size, 2 * size), interpolation=cv2.INTER_CUBIC)
+        texture = cv2.resize(
+            rng.integers(0, 256, (size // 16, size // 16, 3), dtype=np.uint8),
+            (2 * size, 2 * size),
+            interpolation=cv2.INTER_CUBIC,
+        )
         offsets, position = [], np.array([0, 0])
         for _ in range(length):
-            position = rng.integers(0, size, 2) if rng.random() < 0.1 else (position + rng.integers(1, 4, 2)) % size
+            position = (
+                rng.integers(0, size, 2) if rng.random() < 0.1 else (position + rng.integers(1, 4, 2)) % size
+            )
             offsets.append(position.copy())
         streams.append([np.ascontiguousarray(texture[y : y + size, x : x + size]) for y, x in offsets])
     windows = []
@@ -316,5 +350,7 @@ def moving_texture_windows(
         start = index * stride
         images = [stream[start : start + frames] for stream in streams]
         stamps = [[(start + t) * 100_000_000 for t in range(frames)] for _ in cameras]
-        windows.append(BenchWindow(FrameWindow(list(cameras), images, stamps), ["What should the ego car do?"]))
+        windows.append(
+            BenchWindow(FrameWindow(list(cameras), images, stamps), ["What should the ego car do?"])
+        )
     return windows

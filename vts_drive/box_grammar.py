@@ -8,6 +8,7 @@ inside "box: [...]", the constraint masks every token after which the box could
 no longer be four numbers in [0, 1] with x1 < x2 and y1 < y2; the model's own
 ranking decides among the rest. Outside the box nothing is masked.
 """
+
 from __future__ import annotations
 
 import re
@@ -67,7 +68,9 @@ class BoxConstraint:
         self.strings = [tokenizer.decode([index]) for index in range(len(tokenizer))]
         # The only tokens that can extend an open box: numbers, separators, a closing bracket.
         self.box_tokens = {
-            index: text for index, text in enumerate(self.strings) if text and set(text.partition("]")[0]) <= _BOX_CHARS
+            index: text
+            for index, text in enumerate(self.strings)
+            if text and set(text.partition("]")[0]) <= _BOX_CHARS
         }
         self.masks = lru_cache(maxsize=4096)(self._mask)  # box prefixes repeat across answers
 

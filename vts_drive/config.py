@@ -73,7 +73,9 @@ class KeyframeConfig:
         if self.anchor not in ANCHORS:
             raise InputError(f"keyframe.anchor {self.anchor!r} is not one of {', '.join(ANCHORS)}")
         if self.max_keyframes < 1:
-            raise InputError(f"keyframe.max_keyframes must be at least 1 (the anchor frame), got {self.max_keyframes}")
+            raise InputError(
+                f"keyframe.max_keyframes must be at least 1 (the anchor frame), got {self.max_keyframes}"
+            )
         if self.skip_threshold < 0.0:
             raise InputError(
                 f"keyframe.skip_threshold must be at least 0 (above 1: only keyframes are encoded), "
@@ -149,7 +151,9 @@ class PipelineConfig:
     @property
     def token_reduction(self) -> str:
         """How visual tokens are reduced before the LLM: none | vts | prumerge | prumerge+."""
-        return {"vts": "vts", "vts+mod": "vts", "prumerge": "prumerge", "prumerge+": "prumerge+"}.get(self.mode, "none")
+        return {"vts": "vts", "vts+mod": "vts", "prumerge": "prumerge", "prumerge+": "prumerge+"}.get(
+            self.mode, "none"
+        )
 
     @property
     def layer_skipping(self) -> bool:
@@ -236,7 +240,16 @@ def apply(config: PipelineConfig, overrides: Overrides, source: str) -> None:
         set_value(config, key, value, source)
 
 
-BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
+BOOL_WORDS = {
+    "true": True,
+    "1": True,
+    "yes": True,
+    "on": True,
+    "false": False,
+    "0": False,
+    "no": False,
+    "off": False,
+}
 
 
 def convert(value: object, hint: object, name: str) -> object:
@@ -332,7 +345,9 @@ def read_settings(folder: Path | str) -> dict[str, object]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InputError(f"{path} is not readable JSON: {error}") from None
     if not isinstance(settings, dict):
-        raise InputError(f"{path} must hold a JSON object of settings, e.g. {{\"mod\": {{\"keep_ratio\": 0.15}}}}")
+        raise InputError(
+            f'{path} must hold a JSON object of settings, e.g. {{"mod": {{"keep_ratio": 0.15}}}}'
+        )
     return flatten(settings)
 
 
@@ -354,8 +369,12 @@ def write_settings(folder: Path | str, overrides: Overrides) -> None:
 
 def section(config: object) -> dict[str, object]:
     """A configuration section as the dotted keys a settings file stores, e.g. {'mod.keep_ratio': 0.15}."""
-    name = {KeyframeConfig: "keyframe", ModConfig: "mod", VtsConfig: "vts", PruMergeConfig: "prumerge"}[type(config)]
-    return {f"{name}.{key}": value for key, value in dataclasses.asdict(typing.cast(typing.Any, config)).items()}
+    name = {KeyframeConfig: "keyframe", ModConfig: "mod", VtsConfig: "vts", PruMergeConfig: "prumerge"}[
+        type(config)
+    ]
+    return {
+        f"{name}.{key}": value for key, value in dataclasses.asdict(typing.cast(typing.Any, config)).items()
+    }
 
 
 def check_layers(layers: list[tuple[str, Overrides]]) -> PipelineConfig:
@@ -370,7 +389,9 @@ def check_layers(layers: list[tuple[str, Overrides]]) -> PipelineConfig:
     return config
 
 
-def resolve_config(folder: Path | str | None, overrides: Overrides | None = None, source: str = "settings") -> PipelineConfig:
+def resolve_config(
+    folder: Path | str | None, overrides: Overrides | None = None, source: str = "settings"
+) -> PipelineConfig:
     """A run's configuration (see the module docstring); `folder` is the model's (None: defaults only)."""
     overrides = flatten(overrides or {})
     run = check_layers([(source, overrides)])  # names the keyframe scorer's and routers' folders, if any

@@ -5,6 +5,7 @@ attend to (causal, after routing), at 4 x heads x head_dim FLOPs per pair
 (scores and weighted values). Normalisations, activations and softmax are left
 out: they are small next to the matrix products.
 """
+
 from __future__ import annotations
 
 from transformers import PretrainedConfig
@@ -29,10 +30,14 @@ def prefix_prefill_flops(config: PretrainedConfig, entries_per_layer: list[int],
     """A causal pass after which layer l holds entries_per_layer[l] tokens, the first `cached`
     of them already in the cache (a head kept between windows): only the rest are computed."""
     token, pair = qwen2_token_flops(config), qwen2_pair_flops(config)
-    return sum((n - cached) * token + (n * (n + 1) - cached * (cached + 1)) / 2 * pair for n in entries_per_layer)
+    return sum(
+        (n - cached) * token + (n * (n + 1) - cached * (cached + 1)) / 2 * pair for n in entries_per_layer
+    )
 
 
-def suffix_prefill_flops(config: PretrainedConfig, entries_per_layer: list[int], suffix_lengths: list[int]) -> float:
+def suffix_prefill_flops(
+    config: PretrainedConfig, entries_per_layer: list[int], suffix_lengths: list[int]
+) -> float:
     """Prompt suffixes over a cached prefix, plus the LM head for each prompt's first token."""
     token, pair = qwen2_token_flops(config), qwen2_pair_flops(config)
     total = 0.0
@@ -47,7 +52,10 @@ def siglip_flops(config: PretrainedConfig, frames: int, layers: int | None = Non
     patches = (config.image_size // config.patch_size) ** 2
     width = config.hidden_size
     embed = 2.0 * patches * width * 3 * config.patch_size**2
-    per_layer = 2.0 * patches * (4 * width * width + 2 * width * config.intermediate_size) + 4.0 * patches * patches * width
+    per_layer = (
+        2.0 * patches * (4 * width * width + 2 * width * config.intermediate_size)
+        + 4.0 * patches * patches * width
+    )
     return frames * (embed + (layers if layers is not None else config.num_hidden_layers) * per_layer)
 
 
@@ -63,7 +71,15 @@ def conv_stack_flops(module, input_size: int) -> float:
     for layer in module.modules():
         if isinstance(layer, nn.Conv2d):
             size = (size + 2 * layer.padding[0] - layer.kernel_size[0]) // layer.stride[0] + 1
-            total += 2.0 * size * size * layer.out_channels * layer.in_channels * layer.kernel_size[0] * layer.kernel_size[1]
+            total += (
+                2.0
+                * size
+                * size
+                * layer.out_channels
+                * layer.in_channels
+                * layer.kernel_size[0]
+                * layer.kernel_size[1]
+            )
         elif isinstance(layer, nn.Linear):
             total += 2.0 * layer.in_features * layer.out_features
     return total

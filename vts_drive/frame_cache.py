@@ -13,6 +13,7 @@ previous frame for a later window's oldest frame, whatever the stride between
 windows. The keyframe CNN scores that frame against it, and when the CNN sees no
 change the frame takes its tokens instead of being encoded.
 """
+
 from __future__ import annotations
 
 import hashlib

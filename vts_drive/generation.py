@@ -13,6 +13,7 @@ A GenerationMeter, when given, counts what this costs (bench and naive.py read i
 Per-step overhead, not FLOPs, dominates decoding a small batch, so decoding
 the prompts of a window together is much cheaper than one after another.
 """
+
 from __future__ import annotations
 
 import time
@@ -40,7 +41,9 @@ class GenerationMeter:
         self.prefill_flops = 0.0
         self.decode_flops = 0.0
         self.kv_cache_bytes = 0
-        self.first_token_time: float | None = None  # time.perf_counter() when the first answer token was picked
+        self.first_token_time: float | None = (
+            None  # time.perf_counter() when the first answer token was picked
+        )
 
     def prefilled(self, prefix_entries: list[int], cached: int, suffix_lengths: list[int]) -> None:
         """A prefix after which layer l holds prefix_entries[l] entries (the first `cached` of them
@@ -52,7 +55,10 @@ class GenerationMeter:
     def decoded(self, rows: int, entries: int) -> None:
         """One decode step of `rows` rows, each attending over `entries` K/V entries (all layers)."""
         config = self.text_config
-        token = config.num_hidden_layers * qwen2_token_flops(config) + 2.0 * config.hidden_size * config.vocab_size
+        token = (
+            config.num_hidden_layers * qwen2_token_flops(config)
+            + 2.0 * config.hidden_size * config.vocab_size
+        )
         self.decode_flops += rows * (token + qwen2_pair_flops(config) * entries)
 
     def held(self, nbytes: int) -> None:
@@ -126,7 +132,9 @@ def prefill(
     caches, last_hidden = [], []
     for rows in buckets:
         cache = prefix_cache.branch()
-        last_hidden.append(prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, cache, pad_id))
+        last_hidden.append(
+            prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, cache, pad_id)
+        )
         caches.append(cache)
     cache = KVCache.pool_rows(caches)  # rows in bucket order, no padding between prompts
     rows = [row for bucket in buckets for row in bucket]
@@ -202,7 +210,9 @@ def generate(
         return decode(decoder, state, stop_ids, max_new_tokens, constraints, meter)
 
 
-def constrain(logits: torch.Tensor, constraints: list[BoxConstraint | None], generated: list[list[int]]) -> torch.Tensor:
+def constrain(
+    logits: torch.Tensor, constraints: list[BoxConstraint | None], generated: list[list[int]]
+) -> torch.Tensor:
     """logits [A, V] with the tokens each row's constraint rules out at this step set to -inf."""
     masks = []
     for row, (constraint, ids) in enumerate(zip(constraints, generated)):
@@ -229,7 +239,9 @@ def length_buckets(lengths: list[int]) -> list[list[int]]:
     return buckets
 
 
-def prefill_suffixes(decoder: Qwen2Decoder, suffixes: list[list[int]], start: int, cache: KVCache, pad_id: int) -> torch.Tensor:
+def prefill_suffixes(
+    decoder: Qwen2Decoder, suffixes: list[list[int]], start: int, cache: KVCache, pad_id: int
+) -> torch.Tensor:
     """Prompt suffixes (token ids) after a prefix of `start` tokens, as one right-padded batch on
     a branched cache -> the hidden state at each suffix's last token [P, D]."""
     prefix = cache.shared[0]

@@ -7,6 +7,7 @@ decoded to RGB. The dimensions an image declares are read from its header first
 MAX_IMAGE_PIXELS is refused before a single pixel is decoded. Image files, video
 frames and ROS CompressedImage payloads all pass through here.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,7 +23,9 @@ MAX_IMAGE_PIXELS = 50_000_000
 
 
 def _too_many_pixels(name: str, size: str) -> InputError:
-    return InputError(f"{name} is {size}, above the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels a camera frame may have")
+    return InputError(
+        f"{name} is {size}, above the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels a camera frame may have"
+    )
 
 
 def check_pixel_count(width: int, height: int, name: str) -> None:

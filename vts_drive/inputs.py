@@ -3,6 +3,7 @@
 Windows are read lazily, so a corrupt frame spoils only its own window: the
 caller catches the InputError, counts the window as skipped, and goes on.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -59,7 +60,10 @@ def read_video(path: Path) -> list[np.ndarray]:
     capture = cv2.VideoCapture(str(path))
     frames = []
     try:
-        width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        width, height = (
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+        )
         check_pixel_count(width, height, f"video {path}")
         while True:
             ok, frame = capture.read()
@@ -91,7 +95,12 @@ def sliding_starts(total: int, frames: int, stride: int) -> range:
 
 
 def sliding_windows(
-    names: list[str], read_frame: Callable[[str, int], np.ndarray], total: int, frames: int, stride: int, fps: float
+    names: list[str],
+    read_frame: Callable[[str, int], np.ndarray],
+    total: int,
+    frames: int,
+    stride: int,
+    fps: float,
 ) -> Iterator[PendingWindow]:
     """Windows of `frames` frames every `stride` frames; frame i of a camera is stamped i / fps."""
 
@@ -114,7 +123,9 @@ def windows_from_folders(root: Path, frames: int, stride: int, fps: float) -> It
     return sliding_windows(names, lambda name, i: read_image(cameras[name][i]), total, frames, stride, fps)
 
 
-def windows_from_videos(videos: dict[str, Path], frames: int, stride: int, fps: float) -> Iterator[PendingWindow]:
+def windows_from_videos(
+    videos: dict[str, Path], frames: int, stride: int, fps: float
+) -> Iterator[PendingWindow]:
     """Videos are decoded whole up front (seeking in compressed video is unreliable)."""
     decoded = {name: read_video(path) for name, path in videos.items()}
     total = min(len(v) for v in decoded.values())

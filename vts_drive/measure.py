@@ -9,6 +9,7 @@ keeps no peak. Not the resident set: pages that one block freed stay resident, s
 the next block reuses them without a rise, and whatever ran first would be charged
 for all. Where libc has no mallinfo2 (not glibc 2.33+), the resident set is used.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -56,8 +57,21 @@ def resident_bytes() -> int:
 
 
 class _MallInfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
 
 
 _mallinfo2 = getattr(ctypes.CDLL(None), "mallinfo2", None)

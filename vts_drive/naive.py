@@ -43,15 +43,21 @@ def answer_naively(
     timer = StageTimer(pipeline.device)
     with timer.stage("vision"):
         tokens, saliency = pipeline.encode_window(window)
-    context = pipeline.prompts.context(pipeline.select_tokens(window, tokens, saliency, None), pipeline.device)
+    context = pipeline.prompts.context(
+        pipeline.select_tokens(window, tokens, saliency, None), pipeline.device
+    )
     hf_model = pipeline.model.hf_model
     layers = hf_model.config.text_config.num_hidden_layers
-    entry_bytes = 2 * pipeline.decoder.num_kv_heads * pipeline.decoder.head_dim * hf_model.dtype.itemsize * layers
+    entry_bytes = (
+        2 * pipeline.decoder.num_kv_heads * pipeline.decoder.head_dim * hf_model.dtype.itemsize * layers
+    )
     answers, generated, held = [], 0, 0
     with timer.stage("generate"):
         for prompt in prompts:
             suffix = pipeline.prompts.question_ids(prompt)
-            embeds = torch.cat([context.embeds, pipeline.decoder.embed(torch.tensor(suffix, device=pipeline.device))])
+            embeds = torch.cat(
+                [context.embeds, pipeline.decoder.embed(torch.tensor(suffix, device=pipeline.device))]
+            )
             output = hf_model.generate(
                 inputs_embeds=embeds.unsqueeze(0),
                 max_new_tokens=pipeline.config.max_new_tokens,

@@ -11,6 +11,7 @@ Stages (each a plain object with tensors in and out):
 
 Modes and backends are configuration of this one object, never copies of it.
 """
+
 from __future__ import annotations
 
 import time
@@ -85,11 +86,15 @@ class Pipeline:
     def _load_routers(self) -> Routers:
         text_config = self.model.hf_model.config.text_config
         folder = self.config.routers or self.model.folder
-        routers = load_routers(folder, self.config.mod, text_config.hidden_size, text_config.num_hidden_layers, self.device)
+        routers = load_routers(
+            folder, self.config.mod, text_config.hidden_size, text_config.num_hidden_layers, self.device
+        )
         return routers.to(self.model.dtype)
 
     def _load_keyframe_scorer(self) -> KeyframeScorer:
-        return load_scorer(self.config.keyframe_scorer or self.model.folder, self.config.keyframe, self.device)
+        return load_scorer(
+            self.config.keyframe_scorer or self.model.folder, self.config.keyframe, self.device
+        )
 
     @classmethod
     def load(cls, model: str, overrides: Overrides | None = None) -> Pipeline:
@@ -130,7 +135,9 @@ class Pipeline:
         return self.answer(window, questions).answers
 
     @torch.inference_mode()
-    def answer(self, window: FrameWindow, prompts: list[str], meter: GenerationMeter | None = None) -> WindowAnswers:
+    def answer(
+        self, window: FrameWindow, prompts: list[str], meter: GenerationMeter | None = None
+    ) -> WindowAnswers:
         """Every prompt about one window; `meter`, when given, counts what the LLM spent."""
         if not prompts:
             raise InputError("no prompts to answer")
@@ -146,7 +153,10 @@ class Pipeline:
         ]
         entries = [self.frame_cache.get(key) for key in keys]  # camera-major, like the window
         # each camera's frame before the window in the stream (image, results), if one was seen
-        before = [self.frame_cache.frame_before(camera, stamps[0]) for camera, stamps in zip(window.cameras, window.stamps_ns)]
+        before = [
+            self.frame_cache.frame_before(camera, stamps[0])
+            for camera, stamps in zip(window.cameras, window.stamps_ns)
+        ]
         keyframes = None
         present = encode = torch.ones(len(window.cameras), window.num_frames, dtype=torch.bool)
         if self.keyframe_scorer is not None:
@@ -160,14 +170,20 @@ class Pipeline:
                 present[:, 0] = True
         with timer.stage("vision"):
             previous = [seen[1] if seen is not None else None for seen in before]
-            tokens, saliency = self.encode_frames(window, entries, present, encode, previous)  # [C, T, N, D], [C, T, N]
+            tokens, saliency = self.encode_frames(
+                window, entries, present, encode, previous
+            )  # [C, T, N, D], [C, T, N]
         with timer.stage("sparsify"):
             frames = self.select_tokens(window, tokens, saliency, keyframes, present)
         self.frame_cache.keep_only(set(keys))
         self.frame_cache.remember_newest(window, entries)
         context = self.prompts.context(frames, self.device)
         # past the model's context the LLM would still run, silently degraded: refuse before any prefill
-        needed = context.length + max(len(self.prompts.question_ids(text)) for text in prompts) + self.config.max_new_tokens
+        needed = (
+            context.length
+            + max(len(self.prompts.question_ids(text)) for text in prompts)
+            + self.config.max_new_tokens
+        )
         if needed > self.model.max_positions:
             raise InputError(
                 f"a window of {len(window.cameras)} cameras x {window.num_frames} frames needs {needed} positions "
@@ -228,10 +244,18 @@ class Pipeline:
         encoded."""
         images = [image for camera_images in window.images for image in camera_images]
         present_flags, encode_flags = present.flatten().tolist(), encode.flatten().tolist()
-        encoded = self.encode_into(images, entries, [i for i, e in enumerate(entries) if encode_flags[i] and e.tokens is None])
+        encoded = self.encode_into(
+            images, entries, [i for i, e in enumerate(entries) if encode_flags[i] and e.tokens is None]
+        )
         fill_stand_ins(entries, encode_flags, window.num_frames, previous)
-        while True:  # each camera's earliest present frame with nothing to stand in, then its followers stand in
-            late = {i // window.num_frames: i for i, e in reversed(list(enumerate(entries))) if present_flags[i] and e.tokens is None}
+        while (
+            True
+        ):  # each camera's earliest present frame with nothing to stand in, then its followers stand in
+            late = {
+                i // window.num_frames: i
+                for i, e in reversed(list(enumerate(entries)))
+                if present_flags[i] and e.tokens is None
+            }
             if not late:
                 break
             encoded += self.encode_into(images, entries, sorted(late.values()))
@@ -241,12 +265,18 @@ class Pipeline:
                 self.frame_cache.count(hit=i not in encoded)
         count, dim = self.vision.tokens_per_frame, self.decoder.embed_tokens.embedding_dim
         zeros = torch.zeros(count, dim, device=self.device, dtype=self.model.dtype)
-        all_tokens = torch.stack([e.tokens if p else zeros for e, p in zip(entries, present_flags)])  # [C*T, N, D]
-        all_saliency = torch.stack([e.saliency if p else zeros[:, 0].float() for e, p in zip(entries, present_flags)])
+        all_tokens = torch.stack(
+            [e.tokens if p else zeros for e, p in zip(entries, present_flags)]
+        )  # [C*T, N, D]
+        all_saliency = torch.stack(
+            [e.saliency if p else zeros[:, 0].float() for e, p in zip(entries, present_flags)]
+        )
         shape = (len(window.cameras), window.num_frames)
         return all_tokens.view(*shape, count, dim), all_saliency.view(*shape, count)
 
-    def encode_into(self, images: list[np.ndarray], entries: list[FrameFeatures], frames: list[int]) -> list[int]:
+    def encode_into(
+        self, images: list[np.ndarray], entries: list[FrameFeatures], frames: list[int]
+    ) -> list[int]:
         """Encode images[i] into entries[i] for each i in `frames`; returns `frames`."""
         if frames:
             tokens, saliency = self.vision.encode(self.vision.preprocess([images[i] for i in frames]))
@@ -255,7 +285,10 @@ class Pipeline:
         return frames
 
     def keyframe_probabilities(
-        self, window: FrameWindow, entries: list[FrameFeatures], before: list[tuple[np.ndarray, FrameFeatures] | None]
+        self,
+        window: FrameWindow,
+        entries: list[FrameFeatures],
+        before: list[tuple[np.ndarray, FrameFeatures] | None],
     ) -> torch.Tensor:
         """Keyframe probability [C, T] of every frame, each computed once per stream: a frame is
         scored against the stream's frame before it, for a window's oldest frame the camera's
@@ -279,7 +312,9 @@ class Pipeline:
             if scorer is None:
                 raise ValueError(f"mode {self.config.mode} has no keyframe scorer to score frames with")
             with torch.no_grad():
-                logits = scorer(scorer.prepare([images[i] for i in previous]), scorer.prepare(list(previous.values())))
+                logits = scorer(
+                    scorer.prepare([images[i] for i in previous]), scorer.prepare(list(previous.values()))
+                )
             for i, probability in zip(previous, torch.sigmoid(logits).tolist()):
                 entries[i].keyframe_probability = probability
         probabilities = torch.tensor([entry.keyframe_probability for entry in entries])
@@ -310,17 +345,25 @@ class Pipeline:
         elif reduction == "vts":
             if keyframes is None:
                 raise ValueError("VTS keeps tokens relative to keyframes: give them")
-            keep = vts_select(tokens[None], saliency[None], keyframes[None], self.vision.token_grid, self.config.vts)[0]
+            keep = vts_select(
+                tokens[None], saliency[None], keyframes[None], self.vision.token_grid, self.config.vts
+            )[0]
             keep &= encoded.to(keep.device).unsqueeze(-1)
             kept = [[tokens[c, t][keep[c, t]] for t in frames] for c in cameras]
         else:
             plus = reduction == "prumerge+"
-            kept = [[prumerge_frame(tokens[c, t], saliency[c, t], self.config.prumerge, plus)[1] for t in frames] for c in cameras]
+            kept = [
+                [prumerge_frame(tokens[c, t], saliency[c, t], self.config.prumerge, plus)[1] for t in frames]
+                for c in cameras
+            ]
         return [FrameTokens(window.cameras[c], t, kept[c][t]) for c in cameras for t in frames]
 
 
 def fill_stand_ins(
-    entries: list[FrameFeatures], encode_flags: list[bool], frames_per_camera: int, previous: list[FrameFeatures | None]
+    entries: list[FrameFeatures],
+    encode_flags: list[bool],
+    frames_per_camera: int,
+    previous: list[FrameFeatures | None],
 ) -> None:
     """Each frame not to be encoded that has no tokens yet takes those of the stream's frame before
     it (in time order, so a stand-in can come from a stand-in; for a camera's oldest frame in the

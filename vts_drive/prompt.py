@@ -17,6 +17,7 @@ newest frame (now), "frame 1" the one before it. The present then carries the
 same marker in a window of any length, so a question about now (where is the
 risk object, what colour is the light) finds it without counting frames.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -50,7 +51,9 @@ class VisualContext:
     """The shared prefix of every prompt of a window."""
 
     embeds: torch.Tensor  # [L, D]
-    frame_index: torch.Tensor  # [L] long: the token's frame (camera-major order) for visual tokens, -1 for text
+    frame_index: (
+        torch.Tensor
+    )  # [L] long: the token's frame (camera-major order) for visual tokens, -1 for text
     head_length: int = 0  # leading tokens that are the same in every window (the system turn)
 
     @property
@@ -67,7 +70,9 @@ class VisualContext:
 
 
 class PromptBuilder:
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, embed: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def __init__(
+        self, tokenizer: PreTrainedTokenizerBase, embed: Callable[[torch.Tensor], torch.Tensor]
+    ) -> None:
         self.tokenizer = tokenizer
         self.embed = embed
         self._ids = lru_cache(maxsize=4096)(self._encode)
@@ -114,8 +119,12 @@ class PromptBuilder:
         visual = torch.cat([frame.tokens.to(device, text.dtype) for frame in frames])  # [Lv, D]
         frame_index_tensor = torch.tensor(frame_index, dtype=torch.long, device=device)  # [Lt + Lv]
         # rows of cat([text, visual]) in prompt order: visual rows come after the Lt text rows
-        order = torch.tensor(rows, dtype=torch.long, device=device) + len(text_ids) * (frame_index_tensor >= 0)
-        return VisualContext(embeds=torch.cat([text, visual])[order], frame_index=frame_index_tensor, head_length=head_length)
+        order = torch.tensor(rows, dtype=torch.long, device=device) + len(text_ids) * (
+            frame_index_tensor >= 0
+        )
+        return VisualContext(
+            embeds=torch.cat([text, visual])[order], frame_index=frame_index_tensor, head_length=head_length
+        )
 
     def question_ids(self, question: str) -> list[int]:
         """The per-prompt suffix: the question, end of the user turn, start of the answer."""

@@ -53,7 +53,9 @@ class Stage:
             if value is True:
                 args.append(flag)
             elif isinstance(value, dict):
-                args += [item for name, setting in value.items() for item in (flag, f"{name}={_text(setting)}")]
+                args += [
+                    item for name, setting in value.items() for item in (flag, f"{name}={_text(setting)}")
+                ]
             elif isinstance(value, list):
                 args += [item for setting in value for item in (flag, _text(setting))]
             elif value is not False and value is not None:
@@ -75,7 +77,10 @@ def read_stages(path: Path, variables: list[str] | None = None) -> list[Stage]:
         raise InputError(f"stages file {path} cannot be read: {error}") from None
     if not isinstance(document, dict) or not isinstance(document.get("stages"), list):
         raise InputError(f"stages file {path} must hold a mapping with a `stages` list")
-    values = {"cpus": str(os.cpu_count() or 1), **{k: str(v) for k, v in (document.get("vars") or {}).items()}}
+    values = {
+        "cpus": str(os.cpu_count() or 1),
+        **{k: str(v) for k, v in (document.get("vars") or {}).items()},
+    }
     for item in variables or []:
         name, value = parse_assignment(item, "--var")
         if name not in values:
@@ -84,10 +89,14 @@ def read_stages(path: Path, variables: list[str] | None = None) -> list[Stage]:
     stages = []
     for number, entry in enumerate(document["stages"], 1):
         if not isinstance(entry, dict) or len(entry) != 1 or next(iter(entry)) not in KINDS:
-            raise InputError(f"{path} stage {number}: expected one of {', '.join(KINDS)} with its options, got {entry!r}")
+            raise InputError(
+                f"{path} stage {number}: expected one of {', '.join(KINDS)} with its options, got {entry!r}"
+            )
         ((kind, options),) = entry.items()
         if not isinstance(options or {}, dict):
-            raise InputError(f"{path} stage {number}: the options of {kind} must be a mapping, got {options!r}")
+            raise InputError(
+                f"{path} stage {number}: the options of {kind} must be a mapping, got {options!r}"
+            )
         stage = Stage(number, kind, typing.cast(dict, _fill(options or {}, values, f"{path} stage {number}")))
         check_stage(stage)
         stages.append(stage)
@@ -105,7 +114,9 @@ def _fill(value: object, variables: dict[str, str], where: str) -> object:
 
     def replace(match: re.Match) -> str:
         if match.group(1) not in variables:
-            raise InputError(f"{where}: unknown variable ${{{match.group(1)}}}; variables: {', '.join(variables)}")
+            raise InputError(
+                f"{where}: unknown variable ${{{match.group(1)}}}; variables: {', '.join(variables)}"
+            )
         return variables[match.group(1)]
 
     return _VARIABLE.sub(replace, value)
@@ -120,13 +131,19 @@ def check_stage(stage: Stage) -> None:
         try:
             build_parser().parse_args(stage.argv())
         except SystemExit:
-            raise InputError(f"{stage}: its options are not {stage.kind}'s flags (see the message above)") from None
+            raise InputError(
+                f"{stage}: its options are not {stage.kind}'s flags (see the message above)"
+            ) from None
     elif stage.kind == "settings":
         if set(options) != {"model", "set"} or not isinstance(options["set"], dict):
-            raise InputError(f"{stage}: expected {{model: FOLDER, set: {{KEY: VALUE, ...}}}}, got {options!r}")
+            raise InputError(
+                f"{stage}: expected {{model: FOLDER, set: {{KEY: VALUE, ...}}}}, got {options!r}"
+            )
         resolve_config(None, options["set"], source=str(stage))
     elif not {"from", "to"} <= set(options) <= {"from", "to", "exclude"}:
-        raise InputError(f"{stage}: expected {{from: FOLDER, to: FOLDER, exclude: [PATTERN, ...]}}, got {options!r}")
+        raise InputError(
+            f"{stage}: expected {{from: FOLDER, to: FOLDER, exclude: [PATTERN, ...]}}, got {options!r}"
+        )
 
 
 def run_stage(stage: Stage) -> None:
@@ -135,7 +152,9 @@ def run_stage(stage: Stage) -> None:
         # (threads, matmul precision, caches) reaches the next
         code = subprocess.call([sys.executable, "-m", "vts_drive", *stage.argv()])
         if code:
-            raise InputError(f"{stage} failed (exit code {code}); fix it and rerun from it with --first-stage {stage.number}")
+            raise InputError(
+                f"{stage} failed (exit code {code}); fix it and rerun from it with --first-stage {stage.number}"
+            )
     elif stage.kind == "settings":
         write_settings(Path(stage.options["model"]), stage.options["set"])
     else:
@@ -148,6 +167,8 @@ def run_stage(stage: Stage) -> None:
 
 def run_stages(stages: list[Stage], first: int = 1) -> None:
     for stage in stages[first - 1 :]:
-        print(f"=== {stage} of {len(stages)}: {' '.join(stage.argv()) if stage.kind in COMMANDS else stage.options}",
-              flush=True)
+        print(
+            f"=== {stage} of {len(stages)}: {' '.join(stage.argv()) if stage.kind in COMMANDS else stage.options}",
+            flush=True,
+        )
         run_stage(stage)

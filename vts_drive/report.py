@@ -1,4 +1,5 @@
 """The scene report (schema vts_drive.report/1) and parsing of the model's risk answer."""
+
 from __future__ import annotations
 
 import json
@@ -15,7 +16,9 @@ SCHEMA_ID = "vts_drive.report/1"
 #   object: pedestrian; camera: front; box: [0.41, 0.52, 0.47, 0.70]; caption: the pedestrian ...
 # and "none" when nothing in view is a risk.
 NO_RISK_ANSWERS = ("none", "no risk", "nothing")
-_FIELD = re.compile(r"(object|camera|box|caption)\s*:\s*(.*?)\s*(?=(?:;\s*(?:object|camera|box|caption)\s*:)|$)", re.I | re.S)
+_FIELD = re.compile(
+    r"(object|camera|box|caption)\s*:\s*(.*?)\s*(?=(?:;\s*(?:object|camera|box|caption)\s*:)|$)", re.I | re.S
+)
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 
 

@@ -9,6 +9,7 @@ A file from another input, model, mode or setting is refused with what differs, 
 never mixes runs and a results bag never pairs reports with another recording's images;
 `force` starts such a file over.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,7 +71,9 @@ class ResultsFile:
                 self.path.write_text(json.dumps({HEADER_KEY: FORMAT_VERSION, "source": self.source}) + "\n")
             self._out = self.path.open("a")
         except OSError as error:
-            raise InputError(f"results file {self.path} cannot be written: {error.strerror or error}") from None
+            raise InputError(
+                f"results file {self.path} cannot be written: {error.strerror or error}"
+            ) from None
 
     def _resume(self) -> list[dict]:
         """The finished reports, after checking the header; a last line cut short by a kill is dropped,
@@ -105,7 +108,9 @@ class ResultsFile:
     def __enter__(self) -> ResultsFile:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
 
@@ -122,7 +127,9 @@ def _parse(path: Path, data: bytes) -> tuple[dict | None, list[dict]]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            raise InputError(f"{path} line {number} is not a JSON report; move the file away or fix that line") from None
+            raise InputError(
+                f"{path} line {number} is not a JSON report; move the file away or fix that line"
+            ) from None
         if not isinstance(records[-1], dict):
             raise InputError(f"{path} line {number} is not a JSON object; move the file away")
     if not records:
@@ -147,9 +154,13 @@ def differences(stored: object, current: object, path: str = "") -> list[str]:
     """'key.subkey: <stored> in the file, <current> now' for each value that differs between two JSON values."""
     if isinstance(stored, dict) and isinstance(current, dict):
         keys = [*stored, *(key for key in current if key not in stored)]  # in the order they were written
-        return [line for key in keys for line in differences(stored.get(key), current.get(key), f"{path}{key}.")]
+        return [
+            line for key in keys for line in differences(stored.get(key), current.get(key), f"{path}{key}.")
+        ]
     if isinstance(stored, list) and isinstance(current, list) and len(stored) == len(current):
-        return [line for i, (a, b) in enumerate(zip(stored, current)) for line in differences(a, b, f"{path}{i}.")]
+        return [
+            line for i, (a, b) in enumerate(zip(stored, current)) for line in differences(a, b, f"{path}{i}.")
+        ]
     if stored == current:
         return []
     return [f"{path[:-1]}: {_short(stored)} in the file, {_short(current)} now"]

@@ -4,6 +4,7 @@ Used by the bench (accuracy next to speed, same windows for every mode) and by
 synthdrive evaluation. Captions are scored with pycocoevalcap's CIDEr on
 lower-cased, punctuation-free words (no Java tokenizer needed here).
 """
+
 from __future__ import annotations
 
 import re

@@ -14,6 +14,7 @@ Checkpoints are safetensors (model and optimizer tensors) plus a JSON state, so
 resuming never unpickles anything. Each step draws its batch from a generator
 seeded by (seed, step), so a resumed run continues exactly where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,12 @@ class AuxiliaryHeads(torch.nn.Module):
 
     def __init__(self, width: int, classes: int) -> None:
         super().__init__()
-        self.cells = torch.nn.Linear(width, classes)  # logits: what the token's cell holds (last: the risk object)
-        self.box = torch.nn.Sequential(torch.nn.Linear(width, width), torch.nn.GELU(), torch.nn.Linear(width, 4))
+        self.cells = torch.nn.Linear(
+            width, classes
+        )  # logits: what the token's cell holds (last: the risk object)
+        self.box = torch.nn.Sequential(
+            torch.nn.Linear(width, width), torch.nn.GELU(), torch.nn.Linear(width, 4)
+        )
 
 
 @dataclass
@@ -85,13 +90,19 @@ class CoordinateTargets:
     def __init__(self, tokenizer: PreTrainedTokenizerBase, sigma: float) -> None:
         ids = [tokenizer.convert_tokens_to_ids(f"{value:02d}") for value in range(100)]
         point = tokenizer.convert_tokens_to_ids(".")
-        zeros = [tokenizer.convert_tokens_to_ids(text) for text in ("0", "\u01200")]  # "0" after "[", " 0" after ", "
+        zeros = [
+            tokenizer.convert_tokens_to_ids(text) for text in ("0", "\u01200")
+        ]  # "0" after "[", " 0" after ", "
         if {None, tokenizer.unk_token_id} & {*ids, point, *zeros}:
-            raise InputError("soft box-coordinate targets need the tokens '00'..'99', '.', '0' and ' 0' in the tokenizer")
+            raise InputError(
+                "soft box-coordinate targets need the tokens '00'..'99', '.', '0' and ' 0' in the tokenizer"
+            )
         self.fraction_ids = torch.tensor(ids)  # [100]
         self.point, self.zeros = point, torch.tensor(zeros)
         values = torch.arange(100, dtype=torch.float32)
-        weights = torch.exp(-0.5 * ((values[None] - values[:, None]) / sigma) ** 2)  # [true value, token value]
+        weights = torch.exp(
+            -0.5 * ((values[None] - values[:, None]) / sigma) ** 2
+        )  # [true value, token value]
         self.distributions = weights / weights.sum(dim=1, keepdim=True)  # [100, 100]
 
     def positions(self, labels: torch.Tensor) -> torch.Tensor:
@@ -143,7 +154,9 @@ def forward_losses(
     contexts, offset = [], 0
     for ex in examples:
         count = len(ex.cameras) * len(ex.images[0])
-        keep = token_keep(ex, tokens[offset : offset + count], saliency[offset : offset + count], vision.token_grid)
+        keep = token_keep(
+            ex, tokens[offset : offset + count], saliency[offset : offset + count], vision.token_grid
+        )
         frames = []
         for c, (camera, camera_images) in enumerate(zip(ex.cameras, ex.images)):
             for t in range(len(camera_images)):
@@ -191,22 +204,32 @@ def forward_losses(
         per_token = -log_probs.gather(1, labels[answer][:, None]).squeeze(1)  # [A]
         soft = coordinates.positions(labels)[answer]  # [A]
         if bool(soft.any()):
-            per_token = per_token.masked_scatter(soft, coordinates.loss(log_probs[soft], labels[answer][soft]))
+            per_token = per_token.masked_scatter(
+                soft, coordinates.loss(log_probs[soft], labels[answer][soft])
+            )
         language = per_token.mean()
 
     auxiliary = box = None
     if aux_heads is not None and all(ex.cell_labels is not None for ex in examples):
-        targets = torch.from_numpy(np.concatenate([ex.cell_labels.reshape(-1, *ex.cell_labels.shape[2:]) for ex in examples]))
+        targets = torch.from_numpy(
+            np.concatenate([ex.cell_labels.reshape(-1, *ex.cell_labels.shape[2:]) for ex in examples])
+        )
         targets = targets.to(device).float()  # [sum C*T, N, K]
         auxiliary = F.binary_cross_entropy_with_logits(aux_heads.cells(tokens).float(), targets)
         if all(ex.risk_boxes is not None for ex in examples):
-            boxes = torch.from_numpy(np.concatenate([ex.risk_boxes.reshape(-1, 4) for ex in examples])).to(device).float()
+            boxes = (
+                torch.from_numpy(np.concatenate([ex.risk_boxes.reshape(-1, 4) for ex in examples]))
+                .to(device)
+                .float()
+            )
             box = risk_box_loss(aux_heads.box, tokens, targets[..., -1] > 0, boxes)
     total = language if auxiliary is None else language + auxiliary
     return Losses(total, language, auxiliary, box, int(answer.sum()), trace, logits[answer])
 
 
-def risk_box_loss(head: torch.nn.Module, tokens: torch.Tensor, on_risk: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+def risk_box_loss(
+    head: torch.nn.Module, tokens: torch.Tensor, on_risk: torch.Tensor, boxes: torch.Tensor
+) -> torch.Tensor:
     """tokens [F, N, D], on_risk [F, N] (token's cell overlaps the risk object), boxes [F, 4] (NaN:
     no risk object) -> smooth L1 between each risk token's regressed box and its frame's box;
     zero when no token is on a risk object."""
@@ -244,7 +267,9 @@ def cosine_lr(step: int, steps: int, warmup: int, peak: float, floor: float = 0.
     return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
 
 
-def save_checkpoint(folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+def save_checkpoint(
+    folder: Path, module: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict
+) -> None:
     """module weights, optimizer moments and a JSON state; written to a temporary name, then renamed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """The unit of work: C cameras x T frames, synchronised by stamp."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,7 +54,11 @@ class FrameWindow:
 
     def newest_frames(self) -> FrameWindow:
         """The same cameras with their newest frame only."""
-        return FrameWindow(list(self.cameras), [frames[-1:] for frames in self.images], [stamps[-1:] for stamps in self.stamps_ns])
+        return FrameWindow(
+            list(self.cameras),
+            [frames[-1:] for frames in self.images],
+            [stamps[-1:] for stamps in self.stamps_ns],
+        )
 
     def image_size(self, camera: str) -> tuple[int, int]:
         """(width, height) of a camera's images, the frame a normalised box refers to."""

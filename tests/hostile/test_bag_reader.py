@@ -1,5 +1,6 @@
 """Attacks on the bag reader: a rosbag2 folder under a ROS 1 name, a message whose bytes do not decode,
 a broken frame that shares its stamp with the good one the replay uses (and draws its overlay on)."""
+
 from pathlib import Path
 
 import numpy as np
@@ -44,22 +45,43 @@ def test_an_image_whose_encoding_is_not_utf8_comes_as_an_input_error_in_its_plac
             writer.add_serialized(connection.topic, connection.msgtype, log_time, data)
     with CameraBag(broken) as source:
         messages = [msg for _, _, msg in source.messages()]
-    assert isinstance(messages[1], InputError) and "topic /cam_front/image_raw at 100000000 ns" in str(messages[1])
+    assert isinstance(messages[1], InputError) and "topic /cam_front/image_raw at 100000000 ns" in str(
+        messages[1]
+    )
     assert [np.array_equal(message_to_rgb(msg), RGB) for msg in (messages[0], messages[2])] == [True, True]
 
 
-def test_a_broken_frame_before_a_good_one_of_the_same_stamp_does_not_stop_the_results_bag(tmp_path, tiny_pipeline):
+def test_a_broken_frame_before_a_good_one_of_the_same_stamp_does_not_stop_the_results_bag(
+    tmp_path, tiny_pipeline
+):
     """Replay skips the broken frame and windows the good one; the results bag draws the overlay on the good one."""
     with BagWriter(tmp_path / "bag") as bag:
         bag.add_image("/cam_front/image_raw", 0, "front", RGB)
-        broken = TYPESTORE.types["sensor_msgs/msg/Image"](header=header(100 * MS, "front"), height=6, width=8,
-                                                          encoding="rgb8", is_bigendian=0, step=24, data=RGB.reshape(-1)[:10])
-        bag.add_serialized("/cam_front/image_raw", "sensor_msgs/msg/Image", 100 * MS,
-                           bytes(TYPESTORE.serialize_cdr(broken, "sensor_msgs/msg/Image")))  # deserializes, does not decode
+        broken = TYPESTORE.types["sensor_msgs/msg/Image"](
+            header=header(100 * MS, "front"),
+            height=6,
+            width=8,
+            encoding="rgb8",
+            is_bigendian=0,
+            step=24,
+            data=RGB.reshape(-1)[:10],
+        )
+        bag.add_serialized(
+            "/cam_front/image_raw",
+            "sensor_msgs/msg/Image",
+            100 * MS,
+            bytes(TYPESTORE.serialize_cdr(broken, "sensor_msgs/msg/Image")),
+        )  # deserializes, does not decode
         bag.add_image("/cam_front/image_raw", 100 * MS, "front", RGB)
     settings = StreamConfig(cameras=[], frames=2, stride=1)
-    summary = replay([tmp_path / "bag"], tiny_pipeline, tmp_path / "out.jsonl", settings, out_bag=tmp_path / "results")
+    summary = replay(
+        [tmp_path / "bag"], tiny_pipeline, tmp_path / "out.jsonl", settings, out_bag=tmp_path / "results"
+    )
     assert (summary.described, summary.bad_images["/cam_front/image_raw"]) == (1, 1)
     with AnyReader([tmp_path / "results"]) as reader:
-        overlays = [reader.deserialize(d, c.msgtype) for c, _, d in reader.messages() if c.topic == "/vts_drive/overlay"]
+        overlays = [
+            reader.deserialize(d, c.msgtype)
+            for c, _, d in reader.messages()
+            if c.topic == "/vts_drive/overlay"
+        ]
     assert [stamp_to_ns(o.header.stamp) for o in overlays] == [100 * MS]

@@ -2,6 +2,7 @@
 cut short or overwritten, settings no image can be preprocessed with. Each stops the command with
 exit 2 and one line naming the file (and the tensors or the field), never random weights or a
 traceback."""
+
 import json
 import shutil
 from pathlib import Path
@@ -29,7 +30,9 @@ def checkpoint(tiny_model_dir: Path, tmp_path: Path) -> Path:
 
 def describe(folder: Path, tmp_path: Path, capsys, *options: str) -> tuple[int, str]:
     images = write_camera_folders(tmp_path / "drive")
-    code = main(["describe", "--model", str(folder), "--images", str(images), "--max-new-tokens", "2", *options])
+    code = main(
+        ["describe", "--model", str(folder), "--images", str(images), "--max-new-tokens", "2", *options]
+    )
     return code, capsys.readouterr().err
 
 
@@ -50,11 +53,14 @@ def test_weights_missing_llm_layer_tensors_are_refused(checkpoint, tmp_path, cap
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage"])
-@pytest.mark.parametrize("file, mode", [
-    ("model.safetensors", "dense"),
-    ("keyframe_scorer.safetensors", "vts"),
-    ("mod_router.safetensors", "mod"),
-])
+@pytest.mark.parametrize(
+    "file, mode",
+    [
+        ("model.safetensors", "dense"),
+        ("keyframe_scorer.safetensors", "vts"),
+        ("mod_router.safetensors", "mod"),
+    ],
+)
 def test_unreadable_weight_file_is_named(checkpoint, tmp_path, capsys, file, mode, damage):
     weights = checkpoint / file
     data = weights.read_bytes()
@@ -68,13 +74,16 @@ def test_unreadable_weight_file_is_named(checkpoint, tmp_path, capsys, file, mod
     assert len(error_lines) == 1 and str(weights) in error_lines[0], stderr
 
 
-@pytest.mark.parametrize("file, field, value", [
-    ("preprocessor_config.json", "image_mean", [0.5]),
-    ("preprocessor_config.json", "image_std", [0.5, 0.0, 0.5]),
-    ("config.json", "vision_config.patch_size", 0),
-    ("config.json", "vision_config.image_size", -32),
-    ("config.json", "text_config.max_position_embeddings", 0),
-])
+@pytest.mark.parametrize(
+    "file, field, value",
+    [
+        ("preprocessor_config.json", "image_mean", [0.5]),
+        ("preprocessor_config.json", "image_std", [0.5, 0.0, 0.5]),
+        ("config.json", "vision_config.patch_size", 0),
+        ("config.json", "vision_config.image_size", -32),
+        ("config.json", "text_config.max_position_embeddings", 0),
+    ],
+)
 def test_settings_that_cannot_work_are_named(checkpoint, tmp_path, capsys, file, field, value):
     path = checkpoint / file
     settings = json.loads(path.read_text())
@@ -99,7 +108,9 @@ def test_shard_index_cannot_point_outside_the_checkpoint(checkpoint, tmp_path, c
     (checkpoint / "model.safetensors").rename(outside)
     names = load_file(outside).keys()
     index = checkpoint / "model.safetensors.index.json"
-    index.write_text(json.dumps({"metadata": {}, "weight_map": {name: "../elsewhere.safetensors" for name in names}}))
+    index.write_text(
+        json.dumps({"metadata": {}, "weight_map": {name: "../elsewhere.safetensors" for name in names}})
+    )
 
     code, stderr = describe(checkpoint, tmp_path, capsys)
 
@@ -108,14 +119,19 @@ def test_shard_index_cannot_point_outside_the_checkpoint(checkpoint, tmp_path, c
     assert str(index) in stderr and "../elsewhere.safetensors" in stderr
 
 
-@pytest.mark.parametrize("section, field, value, mode", [
-    ("keyframe", "input_size", 0, "vts"),
-    ("mod", "keep_ratio", 5.0, "mod"),
-    ("mod", "routing", "sideways", "mod"),
-    ("mod", "gate", "sometimes", "mod"),
-    ("vts", "nonsense", 1, "vts"),
-])
-def test_scorer_and_router_settings_that_cannot_work_are_named(checkpoint, tmp_path, capsys, section, field, value, mode):
+@pytest.mark.parametrize(
+    "section, field, value, mode",
+    [
+        ("keyframe", "input_size", 0, "vts"),
+        ("mod", "keep_ratio", 5.0, "mod"),
+        ("mod", "routing", "sideways", "mod"),
+        ("mod", "gate", "sometimes", "mod"),
+        ("vts", "nonsense", 1, "vts"),
+    ],
+)
+def test_scorer_and_router_settings_that_cannot_work_are_named(
+    checkpoint, tmp_path, capsys, section, field, value, mode
+):
     path = checkpoint / SETTINGS_FILE
     settings = json.loads(path.read_text())
     settings.setdefault(section, {})[field] = value
@@ -126,12 +142,16 @@ def test_scorer_and_router_settings_that_cannot_work_are_named(checkpoint, tmp_p
     assert code == 2, stderr
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if "error:" in line]
-    assert len(error_lines) == 1 and str(path) in error_lines[0] and f"{section}.{field}" in error_lines[0], stderr
+    assert len(error_lines) == 1 and str(path) in error_lines[0] and f"{section}.{field}" in error_lines[0], (
+        stderr
+    )
 
 
 def test_a_checkpoint_in_the_older_settings_layout_says_how_to_convert_it(checkpoint, tmp_path, capsys):
     (checkpoint / SETTINGS_FILE).unlink()
-    (checkpoint / "mod_router.json").write_text(json.dumps({"keep_ratio": 0.2, "layers": [1], "gate": True, "routing": "learned"}))
+    (checkpoint / "mod_router.json").write_text(
+        json.dumps({"keep_ratio": 0.2, "layers": [1], "gate": True, "routing": "learned"})
+    )
 
     code, stderr = describe(checkpoint, tmp_path, capsys)
 

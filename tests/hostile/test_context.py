@@ -1,6 +1,7 @@
 """Windows longer than the model's context: too many cameras x frames for the positions the
 checkpoint's text config holds (max_position_embeddings). They are refused with exit 2 and a line
 naming the window, the positions it needs and the model's limit, instead of running past it."""
+
 import json
 import re
 import shutil
@@ -27,8 +28,19 @@ def short_context_model(tiny_model_dir: Path, tmp_path: Path) -> Path:
 
 
 def describe(model: Path, images: Path, frames: int, capsys) -> tuple[int, str, str]:
-    code = main(["describe", "--model", str(model), "--images", str(images), "--frames", str(frames),
-                 "--max-new-tokens", "4"])
+    code = main(
+        [
+            "describe",
+            "--model",
+            str(model),
+            "--images",
+            str(images),
+            "--frames",
+            str(frames),
+            "--max-new-tokens",
+            "4",
+        ]
+    )
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 

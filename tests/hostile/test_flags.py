@@ -1,6 +1,7 @@
 """Attacks on the numeric flags of describe, replay, synth and demo: zero, negative, nan and inf
 where only a positive finite number makes sense. argparse refuses each (exit 2, naming the flag)
 before anything is read or loaded."""
+
 from pathlib import Path
 
 import pytest
@@ -21,10 +22,57 @@ def inputs(tmp_path_factory) -> Path:
 def command(name: str, root: Path, model: Path) -> list[str]:
     out = root / "out" / name
     return {
-        "describe": ["describe", "--images", root / "drive", "--frames", "2", "--json", out, "--model", model, "--max-new-tokens", "2"],
-        "replay": ["replay", root / "bag", "--out", out, "--frames", "2", "--model", model, "--max-new-tokens", "2"],
-        "synth": ["synth", "--out", out, "--scenes", "1", "--frames", "2", "--image-size", "32x32", "--formats", "synth"],
-        "demo": ["demo", "--out", out, "--scenes", "1", "--model", model, "--mode", "dense", "--max-new-tokens", "2"],
+        "describe": [
+            "describe",
+            "--images",
+            root / "drive",
+            "--frames",
+            "2",
+            "--json",
+            out,
+            "--model",
+            model,
+            "--max-new-tokens",
+            "2",
+        ],
+        "replay": [
+            "replay",
+            root / "bag",
+            "--out",
+            out,
+            "--frames",
+            "2",
+            "--model",
+            model,
+            "--max-new-tokens",
+            "2",
+        ],
+        "synth": [
+            "synth",
+            "--out",
+            out,
+            "--scenes",
+            "1",
+            "--frames",
+            "2",
+            "--image-size",
+            "32x32",
+            "--formats",
+            "synth",
+        ],
+        "demo": [
+            "demo",
+            "--out",
+            out,
+            "--scenes",
+            "1",
+            "--model",
+            model,
+            "--mode",
+            "dense",
+            "--max-new-tokens",
+            "2",
+        ],
     }[name]
 
 

@@ -1,6 +1,7 @@
 """Decompression bombs: a few kilobytes of PNG or MJPG that decode to 8000 x 8000 pixels (64
 megapixels, 192 MB as RGB). Image files, video files and ROS CompressedImage payloads are all
 refused from their declared dimensions, with an error naming the image."""
+
 import struct
 import zlib
 from types import SimpleNamespace
@@ -28,7 +29,12 @@ def png_bomb(width: int, height: int) -> bytes:
     row = bytes(width + 1)  # filter byte + one byte per pixel
     pixels = b"".join(compressor.compress(row) for _ in range(height)) + compressor.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
-    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", pixels) + png_chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", pixels)
+        + png_chunk(b"IEND", b"")
+    )
 
 
 def test_png_bomb_in_an_image_folder_is_refused(tiny_model_dir, tmp_path, capsys):
@@ -37,8 +43,19 @@ def test_png_bomb_in_an_image_folder_is_refused(tiny_model_dir, tmp_path, capsys
     bomb = images / "front" / "000005.png"
     bomb.write_bytes(png_bomb(SIDE, SIDE))
 
-    code = main(["describe", "--model", str(tiny_model_dir), "--images", str(images), "--frames", "4",
-                 "--max-new-tokens", "2"])
+    code = main(
+        [
+            "describe",
+            "--model",
+            str(tiny_model_dir),
+            "--images",
+            str(images),
+            "--frames",
+            "4",
+            "--max-new-tokens",
+            "2",
+        ]
+    )
     stderr = capsys.readouterr().err
 
     assert code == 2
@@ -67,7 +84,9 @@ def test_video_with_oversized_frames_is_refused(tiny_model_dir, tmp_path, capsys
     assert code == 2
     assert "Traceback" not in stderr
     error_lines = [line for line in stderr.splitlines() if "error:" in line]
-    assert len(error_lines) == 1 and str(video) in error_lines[0] and f"{SIDE}x{SIDE}" in error_lines[0], stderr
+    assert len(error_lines) == 1 and str(video) in error_lines[0] and f"{SIDE}x{SIDE}" in error_lines[0], (
+        stderr
+    )
 
 
 def test_camera_sized_images_still_decode(tmp_path):

@@ -2,6 +2,7 @@
 (`..`, absolute paths, URLs holding `..`, symlinks), a LingoQA images column of the wrong type, and
 DRAMA boxes far outside the image. Each goes through `vts-drive score` on real files: refused
 with the entry named, or clipped and counted."""
+
 import json
 import shutil
 from pathlib import Path
@@ -37,7 +38,10 @@ def drama_folder(tmp_path) -> Path:
 def score_drama(data: Path, predictions: list[dict], capsys, *extra: str) -> tuple[int, str]:
     path = data.parent / "predictions.jsonl"
     path.write_text("".join(json.dumps(p) + "\n" for p in predictions))
-    return run(["score", "--benchmark", "drama", "--data", data, "--split", "all", "--predictions", path, *extra], capsys)
+    return run(
+        ["score", "--benchmark", "drama", "--data", data, "--split", "all", "--predictions", path, *extra],
+        capsys,
+    )
 
 
 @pytest.mark.parametrize(
@@ -58,15 +62,22 @@ def test_drama_refuses_an_entry_whose_files_lie_outside_its_folder(drama_folder,
     code, err = score_drama(drama_folder, [{"key": key, "caption": "a car brakes", "bbox": None}], capsys)
     assert code == 2
     assert f"entry {key!r}" in err and f"{field} {reference!r}" in err
-    assert f"outside the data folder {drama_folder}" in err and str(drama_folder.parent / "secret" / "frame_000010.png") in err
+    assert (
+        f"outside the data folder {drama_folder}" in err
+        and str(drama_folder.parent / "secret" / "frame_000010.png") in err
+    )
 
 
 def test_drama_window_refuses_a_neighbouring_frame_linked_outside(drama_folder):
     """The frames before the key frame are read too: one linked out of the folder spoils the window."""
-    (drama_folder / "clips" / "c1" / "frame_000009.png").symlink_to(drama_folder.parent / "secret" / "frame_000010.png")
+    (drama_folder / "clips" / "c1" / "frame_000009.png").symlink_to(
+        drama_folder.parent / "secret" / "frame_000010.png"
+    )
     (drama_folder / drama.ANNOTATIONS).write_text(json.dumps([entry(KEY_FRAME)]))
     [sample] = drama.load_drama(drama_folder, split="all").samples
-    with pytest.raises(InputError, match="frame_000009.png resolves to .*secret/frame_000010.png, outside the data folder"):
+    with pytest.raises(
+        InputError, match="frame_000009.png resolves to .*secret/frame_000010.png, outside the data folder"
+    ):
         sample.window(2)
 
 
@@ -76,10 +87,14 @@ def test_drama_box_is_clipped_to_the_image_and_one_outside_it_is_counted(drama_f
     write_png(drama_folder / "clips" / "c2" / "frame_000010.png")
     overhanging = entry(KEY_FRAME, geometry=[[40, 20], [4000, 20], [4000, 3000], [40, 3000]])
     beyond = entry("clips/c2/frame_000010.png", geometry=[[100, 50], [200, 50], [200, 90], [100, 90]])
-    (drama_folder / drama.ANNOTATIONS).write_text(json.dumps([overhanging, beyond, entry(KEY_FRAME, Risk="No")]))
+    (drama_folder / drama.ANNOTATIONS).write_text(
+        json.dumps([overhanging, beyond, entry(KEY_FRAME, Risk="No")])
+    )
     metrics = tmp_path / "metrics.json"
-    predictions = [{"key": KEY_FRAME, "caption": "a car brakes", "bbox": [0.5, 0.5, 1.0, 1.0]},
-                   {"key": "clips/c2/frame_000010.png", "caption": "a car brakes", "bbox": [0.5, 0.5, 1.0, 1.0]}]
+    predictions = [
+        {"key": KEY_FRAME, "caption": "a car brakes", "bbox": [0.5, 0.5, 1.0, 1.0]},
+        {"key": "clips/c2/frame_000010.png", "caption": "a car brakes", "bbox": [0.5, 0.5, 1.0, 1.0]},
+    ]
     code, err = score_drama(drama_folder, predictions, capsys, "--json", metrics)
     assert code == 0
     assert json.loads(metrics.read_text())["bbox_miou"] == pytest.approx(1.0)
@@ -138,8 +153,13 @@ def test_drama_key_frame_that_does_not_decode_is_skipped_and_counted(drama_folde
     """Clipping needs the key frame's size: one that cannot be read is counted, not scored."""
     (drama_folder / "clips" / "c2").mkdir()
     (drama_folder / "clips" / "c2" / "frame_000010.png").write_bytes(b"not a png")
-    (drama_folder / drama.ANNOTATIONS).write_text(json.dumps([entry(KEY_FRAME), entry("clips/c2/frame_000010.png")]))
-    predictions = [{"key": key, "caption": "a car brakes", "bbox": None} for key in (KEY_FRAME, "clips/c2/frame_000010.png")]
+    (drama_folder / drama.ANNOTATIONS).write_text(
+        json.dumps([entry(KEY_FRAME), entry("clips/c2/frame_000010.png")])
+    )
+    predictions = [
+        {"key": key, "caption": "a car brakes", "bbox": None}
+        for key in (KEY_FRAME, "clips/c2/frame_000010.png")
+    ]
     code, err = score_drama(drama_folder, predictions, capsys)
     assert code == 0
     assert "1 DRAMA entries skipped (unreadable_key_frame: 1)" in err

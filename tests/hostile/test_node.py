@@ -9,6 +9,7 @@ describe/ask wait at a gate the test opens; the DDS tests speak the ROS 2 wire f
 loopback, in this process or, for the last test, between the real `vts-drive node` and this file run as a
 script (`drive`), standing in for ROS 2 nodes.
 """
+
 import json
 import os
 import random
@@ -85,7 +86,9 @@ def test_a_clock_reset_to_zero_resets_the_cameras_and_no_window_spans_it():
     for stamps in pipeline.windows:  # every window holds frames of one clock, oldest first
         assert all(row == sorted(row) for row in stamps)
         assert max(map(max, stamps)) - min(map(min, stamps)) < DAY_NS
-    assert {camera: s.values["stamp_jumps"] for camera, s in camera_statuses(core).items()} == dict.fromkeys(CAMERAS, "1")
+    assert {camera: s.values["stamp_jumps"] for camera, s in camera_statuses(core).items()} == dict.fromkeys(
+        CAMERAS, "1"
+    )
     assert {s.level for s in camera_statuses(core).values()} == {WARN}
 
 
@@ -150,7 +153,9 @@ def node_on_dds(domain: int, pipeline, **params):
     from vts_drive.ros.node_core import NodeCore
     from vts_drive.ros.params import NodeParams
 
-    node_params = NodeParams(frames_per_window=1, window_stride=1, diagnostics_period_s=60.0, qos="reliable", **params)
+    node_params = NodeParams(
+        frames_per_window=1, window_stride=1, diagnostics_period_s=60.0, qos="reliable", **params
+    )
     recorder = Recorder()
     core = NodeCore(pipeline, node_params, recorder.outputs)
     transport = DdsTransport(node_params, domain)
@@ -254,8 +259,12 @@ def test_a_question_left_when_the_node_stops_or_the_model_fails_is_rejected_with
     pipeline.gate.set()
     wait_until(lambda: out.answers)
     core.stop()
-    assert out.answers[0] == {"question": "first?", "answer": None, "stamp": None,
-                              "error": "the model failed to answer: RuntimeError: model failure"}
+    assert out.answers[0] == {
+        "question": "first?",
+        "answer": None,
+        "stamp": None,
+        "error": "the model failed to answer: RuntimeError: model failure",
+    }
     assert len(out.answers) == 2 and out.answers[1]["question"] == "second?" and out.answers[1]["error"]
 
 
@@ -263,7 +272,9 @@ def test_a_message_that_raises_anything_is_counted_and_dropped():
     pipeline = GatedPipeline()
     core, _ = make_core(pipeline)
     header = msgs.header(0, "front")
-    core.on_message("front", SimpleNamespace(header=header, height=8, width=8, encoding="rgb8", step=24, data=None))
+    core.on_message(
+        "front", SimpleNamespace(header=header, height=8, width=8, encoding="rgb8", step=24, data=None)
+    )
     core.on_message("front", SimpleNamespace(header=None, format="jpeg", data=b""))
     core.on_message("front", object())
     core.stop()
@@ -288,7 +299,9 @@ class StandInRclpyNode:
     def declare_parameter(self, name: str, value: object, descriptor):
         given = self.overrides.get(name, value)
         if not descriptor.dynamic_typing and type(given) is not type(value):
-            raise self.InvalidParameterTypeException(f"{name}: expected {type(value).__name__}, got {given!r}")
+            raise self.InvalidParameterTypeException(
+                f"{name}: expected {type(value).__name__}, got {given!r}"
+            )
         self.declared[name] = descriptor
         return SimpleNamespace(name=name, value=given)
 
@@ -312,7 +325,9 @@ def test_a_launch_file_integer_for_a_float_parameter_is_coerced(capsys):
     with pytest.raises(InputError, match=r"node /vts_drive: parameter sync_slop_s must be float, got 'fast'"):
         params_from_ros_node(StandInRclpyNode({"sync_slop_s": "fast"}), descriptor, source="node /vts_drive")
     with pytest.raises(InputError, match=r"parameter frames_per_window must be int, got 2.5"):
-        params_from_ros_node(StandInRclpyNode({"frames_per_window": 2.5}), descriptor, source="node /vts_drive")
+        params_from_ros_node(
+            StandInRclpyNode({"frames_per_window": 2.5}), descriptor, source="node /vts_drive"
+        )
     assert main(["node", "--param", "sync_slop_s=fast"]) == 2
     assert "parameter sync_slop_s must be float, got 'fast'" in capsys.readouterr().err
 
@@ -325,39 +340,53 @@ def yuv_layouts(rgb: np.ndarray) -> dict[str, tuple[np.ndarray, int]]:
     height, width = rgb.shape[:2]
     i420 = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
     y = i420[:height]
-    u = i420[height:height + height // 4].reshape(height // 2, width // 2)
-    v = i420[height + height // 4:].reshape(height // 2, width // 2)
+    u = i420[height : height + height // 4].reshape(height // 2, width // 2)
+    v = i420[height + height // 4 :].reshape(height // 2, width // 2)
     u_rows, v_rows = u.repeat(2, axis=0), v.repeat(2, axis=0)  # 4:2:2 keeps chroma on every row
     uyvy = np.stack([u_rows, y[:, 0::2], v_rows, y[:, 1::2]], axis=-1).reshape(height, 2 * width)
     yuyv = np.stack([y[:, 0::2], u_rows, y[:, 1::2], v_rows], axis=-1).reshape(height, 2 * width)
     nv12 = np.vstack([y, np.stack([u, v], axis=-1).reshape(height // 2, width)])
     nv21 = np.vstack([y, np.stack([v, u], axis=-1).reshape(height // 2, width)])
-    return {"uyvy": (uyvy, 2 * width), "yuv422": (uyvy, 2 * width), "yuyv": (yuyv, 2 * width),
-            "yuv422_yuy2": (yuyv, 2 * width), "nv12": (nv12, width), "nv21": (nv21, width)}
+    return {
+        "uyvy": (uyvy, 2 * width),
+        "yuv422": (uyvy, 2 * width),
+        "yuyv": (yuyv, 2 * width),
+        "yuv422_yuy2": (yuyv, 2 * width),
+        "nv12": (nv12, width),
+        "nv21": (nv21, width),
+    }
 
 
-RGB = np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8).repeat(2, 0).repeat(2, 1)  # [8, 12, 3]
+RGB = (
+    np.random.default_rng(0).integers(0, 256, (4, 6, 3), dtype=np.uint8).repeat(2, 0).repeat(2, 1)
+)  # [8, 12, 3]
 
 
 @pytest.mark.parametrize("encoding", ["uyvy", "yuv422", "yuyv", "yuv422_yuy2", "nv12", "nv21"])
 def test_raw_yuv_frames_decode_to_the_image_they_show(encoding):
     """2 x 2 blocks of one colour, so chroma subsampling loses nothing; a wrong layout is off by hundreds."""
     rows, step = yuv_layouts(RGB)[encoding]
-    msg = msgs.Image_(header=msgs.header(0, "front"), height=8, width=12, encoding=encoding, step=step,
-                      data=rows.tobytes())
+    msg = msgs.Image_(
+        header=msgs.header(0, "front"), height=8, width=12, encoding=encoding, step=step, data=rows.tobytes()
+    )
     decoded = message_to_rgb(msgs.Image_.deserialize(msg.serialize()))
     assert decoded.shape == RGB.shape and decoded.dtype == np.uint8
     assert np.abs(decoded.astype(int) - RGB).max() <= 2
 
 
-@pytest.mark.parametrize("encoding, width, height, problem", [
-    ("uyvy", 5, 4, "width 5 must be even"),
-    ("nv12", 6, 3, "height 3 must be even"),
-    ("nv12", 6, 4, "expected 36 bytes"),
-])
+@pytest.mark.parametrize(
+    "encoding, width, height, problem",
+    [
+        ("uyvy", 5, 4, "width 5 must be even"),
+        ("nv12", 6, 3, "height 3 must be even"),
+        ("nv12", 6, 4, "expected 36 bytes"),
+    ],
+)
 def test_raw_yuv_frames_that_do_not_fit_their_layout_raise(encoding, width, height, problem):
     step = 2 * width if encoding == "uyvy" else width
-    msg = SimpleNamespace(height=height, width=width, encoding=encoding, step=step, data=b"\0" * step * height)
+    msg = SimpleNamespace(
+        height=height, width=width, encoding=encoding, step=step, data=b"\0" * step * height
+    )
     with pytest.raises(InputError, match=problem):
         message_to_rgb(msg)
 
@@ -383,17 +412,24 @@ def drive(domain: int, seconds: float) -> None:
     from vts_drive.ros.dds_transport import RELIABLE_QOS
 
     participant = DomainParticipant(domain)
-    keep_all = Qos(Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)), Policy.History.KeepAll)
+    keep_all = Qos(
+        Policy.Reliability.Reliable(max_blocking_time=duration(milliseconds=100)), Policy.History.KeepAll
+    )
 
     def topic(name, data_type):
         return Topic(participant, msgs.dds_topic(name), data_type)
 
-    cameras = {c: DataWriter(participant, topic(f"/cam_{c}/image_raw", msgs.Image_), qos=RELIABLE_QOS) for c in CAMERAS}
+    cameras = {
+        c: DataWriter(participant, topic(f"/cam_{c}/image_raw", msgs.Image_), qos=RELIABLE_QOS)
+        for c in CAMERAS
+    }
     questions = DataWriter(participant, topic("/vts_drive/question", msgs.String_), qos=RELIABLE_QOS)
     readers = {
         "reports": DataReader(participant, topic("/vts_drive/risk_qa", msgs.String_), qos=keep_all),
         "answers": DataReader(participant, topic("/vts_drive/answer", msgs.String_), qos=keep_all),
-        "diagnostics": DataReader(participant, topic("/diagnostics", msgs.DiagnosticArray_), qos=RELIABLE_QOS),
+        "diagnostics": DataReader(
+            participant, topic("/diagnostics", msgs.DiagnosticArray_), qos=RELIABLE_QOS
+        ),
     }
     got = {name: [] for name in readers}
     rng = np.random.default_rng(0)
@@ -407,8 +443,10 @@ def drive(domain: int, seconds: float) -> None:
         for name, reader in readers.items():
             for msg in reader.take(N=64):
                 if name == "diagnostics":
-                    got[name] = [{"name": s.name, "level": s.level, "values": {kv.key: kv.value for kv in s.values}}
-                                 for s in msg.status]
+                    got[name] = [
+                        {"name": s.name, "level": s.level, "values": {kv.key: kv.value for kv in s.values}}
+                        for s in msg.status
+                    ]
                 elif hasattr(msg, "data"):
                     got[name].append(json.loads(msg.data))
         stamps = [report["stamp"] for report in got["reports"]]
@@ -421,7 +459,12 @@ def drive(domain: int, seconds: float) -> None:
                 questions.write(msgs.String_(data=question))
         elif restart_ns is None and attack_ns is not None and any(s > attack_ns / 1e9 for s in stamps):
             restart_ns = time.time_ns()
-        if restart_ns is not None and any(s < 1e6 for s in stamps) and len(got["answers"]) >= 23 and _counted(got):
+        if (
+            restart_ns is not None
+            and any(s < 1e6 for s in stamps)
+            and len(got["answers"]) >= 23
+            and _counted(got)
+        ):
             break
         time.sleep(0.1)
     print(json.dumps({**got, "attack_s": attack_ns and attack_ns / 1e9}))
@@ -432,8 +475,10 @@ def _counted(got: dict) -> bool:
     or more and one bad frame; one bad question."""
     statuses = {s["name"]: s["values"] for s in got["diagnostics"]}
     front, pipeline = statuses.get("vts_drive: camera front", {}), statuses.get("vts_drive: pipeline", {})
-    counts = [int(values.get(name, 0)) for values, name in
-              [(front, "stamp_jumps"), (front, "bad_images"), (pipeline, "bad_questions")]]
+    counts = [
+        int(values.get(name, 0))
+        for values, name in [(front, "stamp_jumps"), (front, "bad_images"), (pipeline, "bad_questions")]
+    ]
     return counts[0] >= 3 and counts[1:] == [1, 1]
 
 
@@ -441,8 +486,12 @@ def test_the_node_survives_every_attack_and_answers_every_question(tmp_path, tin
     config = tmp_path / "cyclonedds.xml"
     config.write_text(LOOPBACK_CONFIG)
     tests = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "CYCLONEDDS_URI": config.as_uri(), "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "CYCLONEDDS_URI": config.as_uri(),
+        "PYTHONUNBUFFERED": "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")])),
+    }
     domain = str(random.Random(os.getpid() ^ time.time_ns()).randrange(1, 200))
     params = tmp_path / "params.yaml"
     params.write_text(
@@ -451,11 +500,21 @@ def test_the_node_survives_every_attack_and_answers_every_question(tmp_path, tin
         "    max_new_tokens: 4\n    diagnostics_period_s: 0.5\n"
     )
     vts_drive = Path(sys.executable).with_name("vts-drive")
-    node = subprocess.Popen([str(vts_drive), "node", "--transport", "dds", "--params", str(params), "--domain-id", domain],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    node = subprocess.Popen(
+        [str(vts_drive), "node", "--transport", "dds", "--params", str(params), "--domain-id", domain],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        run = subprocess.run([sys.executable, __file__, "drive", domain, "150"],
-                             env=env, capture_output=True, text=True, timeout=200)
+        run = subprocess.run(
+            [sys.executable, __file__, "drive", domain, "150"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
     finally:
         node.send_signal(signal.SIGTERM)
         node_log, _ = node.communicate(timeout=60)

@@ -1,6 +1,7 @@
 """Attacks on the results files of `replay --out` and `describe --json`: another bag's results, a
 rerun with another mode, a rerun on other input, a run killed mid-line, a folder as the file, and
 inputs of which nothing can be described. Everything goes through the real CLI on real files."""
+
 import json
 from pathlib import Path
 
@@ -31,17 +32,47 @@ def reports_of(path: Path) -> list[dict]:
 
 
 def replay_args(bag: Path, out: Path, model: Path, *extra: str) -> list:
-    return ["replay", bag, "--model", model, "--out", out, "--frames", "2", "--stride", "2", "--max-new-tokens", "4", *extra]
+    return [
+        "replay",
+        bag,
+        "--model",
+        model,
+        "--out",
+        out,
+        "--frames",
+        "2",
+        "--stride",
+        "2",
+        "--max-new-tokens",
+        "4",
+        *extra,
+    ]
 
 
 def describe_args(images: Path, out: Path, model: Path, *extra: str) -> list:
-    return ["describe", "--model", model, "--images", images, "--frames", "2", "--json", out, "--max-new-tokens", "4", *extra]
+    return [
+        "describe",
+        "--model",
+        model,
+        "--images",
+        images,
+        "--frames",
+        "2",
+        "--json",
+        out,
+        "--max-new-tokens",
+        "4",
+        *extra,
+    ]
 
 
 def test_replay_refuses_the_results_of_another_bag(tmp_path, tiny_model_dir, capsys):
     """Two bags with the same stamps and cameras (as synthdrive writes them) but other images:
     resuming would pair the first bag's reports with the second bag's images."""
-    first, second = write_camera_bag(tmp_path / "first", seed=1), write_camera_bag(tmp_path / "second", seed=2)
+    first, second = (
+        write_camera_bag(tmp_path / "first", seed=1),
+        write_camera_bag(tmp_path / "second", seed=2),
+    )
     out, out_bag = tmp_path / "results.jsonl", tmp_path / "results_bag"
     assert run(replay_args(first, out, tiny_model_dir), capsys)[0] == 0
     written = out.read_bytes()
@@ -54,7 +85,11 @@ def test_replay_refuses_the_results_of_another_bag(tmp_path, tiny_model_dir, cap
     reports = reports_of(out)
     assert len(reports) == 3
     with AnyReader([out_bag]) as reader:
-        risk = [reader.deserialize(d, c.msgtype).data for c, _, d in reader.messages() if c.topic == "/vts_drive/risk_qa"]
+        risk = [
+            reader.deserialize(d, c.msgtype).data
+            for c, _, d in reader.messages()
+            if c.topic == "/vts_drive/risk_qa"
+        ]
     assert [json.loads(text) for text in risk] == reports  # the results bag holds exactly the new reports
 
 
@@ -121,18 +156,30 @@ def write_unusable_bag(path: Path, encoding: str, stamp_ns: int | None) -> Path:
                 log_time = START_NS + t * 100 * MS + i * 4 * MS
                 channels = 2 if encoding == "16UC1" else 3
                 msg = TYPESTORE.types[IMAGE](
-                    header=header(log_time if stamp_ns is None else stamp_ns, camera), height=24, width=32,
-                    encoding=encoding, is_bigendian=0, step=32 * channels, data=np.zeros(24 * 32 * channels, np.uint8),
+                    header=header(log_time if stamp_ns is None else stamp_ns, camera),
+                    height=24,
+                    width=32,
+                    encoding=encoding,
+                    is_bigendian=0,
+                    step=32 * channels,
+                    data=np.zeros(24 * 32 * channels, np.uint8),
                 )
-                bag.add_serialized(f"/cam_{camera}/image_raw", IMAGE, log_time, TYPESTORE.serialize_cdr(msg, IMAGE))
+                bag.add_serialized(
+                    f"/cam_{camera}/image_raw", IMAGE, log_time, TYPESTORE.serialize_cdr(msg, IMAGE)
+                )
     return path
 
 
 # every stamp 0: the message names the frames that went nowhere, whichever stage refused them
 @pytest.mark.parametrize("encoding, stamp_ns, reason", [("16UC1", None, "'16UC1'"), ("rgb8", 0, "frame")])
-def test_replay_with_no_usable_frame_exits_2_saying_why(tmp_path, tiny_model_dir, capsys, encoding, stamp_ns, reason):
+def test_replay_with_no_usable_frame_exits_2_saying_why(
+    tmp_path, tiny_model_dir, capsys, encoding, stamp_ns, reason
+):
     bag = write_unusable_bag(tmp_path / "bag", encoding, stamp_ns)
-    code, err = run(replay_args(bag, tmp_path / "results.jsonl", tiny_model_dir, "--out-bag", tmp_path / "out_bag"), capsys)
+    code, err = run(
+        replay_args(bag, tmp_path / "results.jsonl", tiny_model_dir, "--out-bag", tmp_path / "out_bag"),
+        capsys,
+    )
     assert code == 2 and f"no window of {bag} was described" in err and reason in err, err
     assert not (tmp_path / "out_bag").exists()
 
@@ -142,4 +189,6 @@ def test_describe_with_nothing_describable_exits_2_saying_why(tmp_path, tiny_mod
     for frame in (images / "front").iterdir():
         frame.write_bytes(b"not a jpeg")
     code, err = run(describe_args(images, tmp_path / "reports.jsonl", tiny_model_dir), capsys)
-    assert code == 2 and f"no window of {images} could be described" in err and "2 window(s) skipped" in err, err
+    assert (
+        code == 2 and f"no window of {images} could be described" in err and "2 window(s) skipped" in err
+    ), err

@@ -4,6 +4,7 @@ Each module in SUBCOMMANDS defines `register(subparsers)`, which adds its
 parser and sets `run=<function(args) -> int>`. Modules import torch and other
 heavy libraries inside `run`, so `vts-drive --help` stays fast.
 """
+
 from __future__ import annotations
 
 import argparse

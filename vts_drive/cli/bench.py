@@ -1,4 +1,5 @@
 """`vts-drive bench`: modes compared on the same windows in one process, ratios to dense."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,15 +17,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "with its ratio to dense. Modes may carry settings for sweeps: vts[budget=0.3], mod[r=0.1], "
         "mod[routing=random], vts+mod[skip=0.3]; `naive` is plain transformers usage.",
     )
-    parser.add_argument("--modes", default="dense,vts,prumerge", help="comma-separated mode specs (default: %(default)s)")
+    parser.add_argument(
+        "--modes", default="dense,vts,prumerge", help="comma-separated mode specs (default: %(default)s)"
+    )
     parser.add_argument("--data", type=Path, help="synthdrive folder (windows with ground truth)")
-    parser.add_argument("--arch", help="build this architecture with random weights instead of loading --model (e.g. llava-onevision-qwen2-0.5b)")
-    parser.add_argument("--random-weights", action="store_true", help="required with --arch: accuracy figures are meaningless")
+    parser.add_argument(
+        "--arch",
+        help="build this architecture with random weights instead of loading --model (e.g. llava-onevision-qwen2-0.5b)",
+    )
+    parser.add_argument(
+        "--random-weights", action="store_true", help="required with --arch: accuracy figures are meaningless"
+    )
     parser.add_argument("--windows", type=int, default=20, help="windows per mode (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=4, help="frames per camera per window (default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=1, help="frames between consecutive windows of a stream (default: %(default)s)")
+    parser.add_argument(
+        "--frames", type=int, default=4, help="frames per camera per window (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=1,
+        help="frames between consecutive windows of a stream (default: %(default)s)",
+    )
     parser.add_argument("--cameras", default="front,front_left,front_right")
-    parser.add_argument("--image-size", type=int, default=384, help="frame size of the random-weights stream (default: %(default)s)")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=384,
+        help="frame size of the random-weights stream (default: %(default)s)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plot", type=Path, help="write an accuracy-vs-cost plot here (PNG)")
     add_pipeline_arguments(parser)
@@ -69,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give --data (a synthdrive folder) or --arch NAME --random-weights")
     results = run_bench(lambda config: Pipeline(model, config), base, specs, windows)
     results = {
-        "device": torch.cuda.get_device_name(run.device) if run.device.startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)",
+        "device": torch.cuda.get_device_name(run.device)
+        if run.device.startswith("cuda")
+        else f"cpu ({torch.get_num_threads()} threads)",
         "model": model.name,
         "backend": run.backend,
         "windows": len(windows),

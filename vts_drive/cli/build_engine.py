@@ -1,4 +1,5 @@
 """`vts-drive build-engine engines/NAME`: TensorRT engines from the exported ONNX graphs."""
+
 from __future__ import annotations
 
 import argparse
@@ -14,10 +15,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "records the TensorRT version and GPU compute capability in the manifest. Needs TensorRT and a CUDA GPU.",
     )
     parser.add_argument("folder", type=Path, metavar="engines/NAME", help="export folder with manifest.json")
-    parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default=None,
-                        help="engine precision (default: the dtype the graphs were exported in)")
-    parser.add_argument("--workspace-gb", type=float, default=4.0,
-                        help="builder workspace in GiB (default: %(default)s)")
+    parser.add_argument(
+        "--precision",
+        choices=("fp16", "bf16", "fp32"),
+        default=None,
+        help="engine precision (default: the dtype the graphs were exported in)",
+    )
+    parser.add_argument(
+        "--workspace-gb", type=float, default=4.0, help="builder workspace in GiB (default: %(default)s)"
+    )
     parser.add_argument("--graph", action="append", default=None, help="build only this graph (repeat)")
     parser.add_argument("--force", action="store_true", help="rebuild engines that are up to date")
     parser.set_defaults(run=run)

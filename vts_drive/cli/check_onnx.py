@@ -1,4 +1,5 @@
 """`vts-drive check-onnx DIR`: static TensorRT checks of every exported ONNX graph in DIR."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "ScatterND/ScatterElements without reduction, no data-dependent output shapes, supported tensor types. "
         "Prints each violation (graph, node, op, reason) and exits 1 if there is any.",
     )
-    parser.add_argument("folder", type=Path, metavar="DIR", help="folder with the exported .onnx graphs (engines/NAME)")
+    parser.add_argument(
+        "folder", type=Path, metavar="DIR", help="folder with the exported .onnx graphs (engines/NAME)"
+    )
     parser.set_defaults(run=run)
 
 

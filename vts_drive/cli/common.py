@@ -1,5 +1,6 @@
 """Options every pipeline-running subcommand shares, and how they become configuration overrides
 (dotted keys, see vts_drive/config.py); argparse types for numeric flags."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,9 +45,12 @@ def positive_int(text: str) -> int:
 
 
 def add_force_argument(parser: argparse.ArgumentParser, results: str) -> None:
-    parser.add_argument("--force", action="store_true",
-                        help=f"start {results} over when it holds the reports of another input, model, mode or settings "
-                        "(without it such a file is refused, exit 2)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help=f"start {results} over when it holds the reports of another input, model, mode or settings "
+        "(without it such a file is refused, exit 2)",
+    )
 
 
 # pipeline flags that are short for one dotted key of the configuration: argparse dest -> key
@@ -66,10 +70,18 @@ FLAG_KEYS = {
 }
 
 
-def add_set_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup, example: str = "vts.budget=0.3") -> None:
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
-                        help=f"set one setting by its dotted key, e.g. {example} (repeat; see vts_drive/config.py); "
-                        "applied after the other flags")
+def add_set_argument(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup, example: str = "vts.budget=0.3"
+) -> None:
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help=f"set one setting by its dotted key, e.g. {example} (repeat; see vts_drive/config.py); "
+        "applied after the other flags",
+    )
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,32 +92,63 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
 
     defaults = PipelineConfig()
     group = parser.add_argument_group("model and pipeline")
-    group.add_argument("--model", default=default_model(), help="shipped model name, checkpoint folder or hub id (default: %(default)s)")
+    group.add_argument(
+        "--model",
+        default=default_model(),
+        help="shipped model name, checkpoint folder or hub id (default: %(default)s)",
+    )
     group.add_argument("--mode", help=f"{' | '.join(MODES)} (default: {defaults.mode})")
     group.add_argument("--backend", help=f"{' | '.join(BACKENDS)} (default: {defaults.backend})")
-    group.add_argument("--engines", metavar="DIR",
-                       help="graphs written by `vts-drive export`, run by the onnxruntime and tensorrt backends")
+    group.add_argument(
+        "--engines",
+        metavar="DIR",
+        help="graphs written by `vts-drive export`, run by the onnxruntime and tensorrt backends",
+    )
     group.add_argument("--device", default=defaults.device, help="cpu | cuda (default: %(default)s)")
     group.add_argument("--dtype", help="fp32 | fp16 | bf16 (default: fp32 on CPU, bf16/fp16 on CUDA)")
-    group.add_argument("--questions", type=Path, default=None, help="file with one question per line (or a JSON list)")
+    group.add_argument(
+        "--questions", type=Path, default=None, help="file with one question per line (or a JSON list)"
+    )
     group.add_argument("--max-new-tokens", type=int, help=f"(default: {defaults.max_new_tokens})")
-    group.add_argument("--keyframe-scorer", metavar="DIR", help="folder with keyframe_scorer.* (default: the model's folder)")
-    group.add_argument("--routers", metavar="DIR", help="folder with mod_router.* (default: the model's folder)")
-    group.add_argument("--skip-threshold", type=finite_float, metavar="P",
-                       help="frames the keyframe CNN scores below P are not encoded "
-                       f"(keyframe.skip_threshold; default: the model's setting, else {defaults.keyframe.skip_threshold})")
-    group.add_argument("--max-keyframes", type=int, metavar="N",
-                       help="keyframes per camera per window, the anchor included "
-                       f"(keyframe.max_keyframes; default: the model's setting, else {defaults.keyframe.max_keyframes})")
-    group.add_argument("--keyframe-anchor", choices=ANCHORS,
-                       help="each camera's frame that is always a keyframe, kept whole "
-                       f"(keyframe.anchor; default: the model's setting, else {defaults.keyframe.anchor})")
-    group.add_argument("--keep-ratio", type=finite_float, metavar="R",
-                       help="share of each frame's visual tokens a routed layer computes "
-                       f"(mod.keep_ratio; default: the model's setting, else {defaults.mod.keep_ratio})")
-    group.add_argument("--free-box", action="store_true",
-                       help="decode the risk box without the grammar that keeps it four ordered numbers in [0, 1] "
-                       "(box_grammar=false)")
+    group.add_argument(
+        "--keyframe-scorer", metavar="DIR", help="folder with keyframe_scorer.* (default: the model's folder)"
+    )
+    group.add_argument(
+        "--routers", metavar="DIR", help="folder with mod_router.* (default: the model's folder)"
+    )
+    group.add_argument(
+        "--skip-threshold",
+        type=finite_float,
+        metavar="P",
+        help="frames the keyframe CNN scores below P are not encoded "
+        f"(keyframe.skip_threshold; default: the model's setting, else {defaults.keyframe.skip_threshold})",
+    )
+    group.add_argument(
+        "--max-keyframes",
+        type=int,
+        metavar="N",
+        help="keyframes per camera per window, the anchor included "
+        f"(keyframe.max_keyframes; default: the model's setting, else {defaults.keyframe.max_keyframes})",
+    )
+    group.add_argument(
+        "--keyframe-anchor",
+        choices=ANCHORS,
+        help="each camera's frame that is always a keyframe, kept whole "
+        f"(keyframe.anchor; default: the model's setting, else {defaults.keyframe.anchor})",
+    )
+    group.add_argument(
+        "--keep-ratio",
+        type=finite_float,
+        metavar="R",
+        help="share of each frame's visual tokens a routed layer computes "
+        f"(mod.keep_ratio; default: the model's setting, else {defaults.mod.keep_ratio})",
+    )
+    group.add_argument(
+        "--free-box",
+        action="store_true",
+        help="decode the risk box without the grammar that keeps it four ordered numbers in [0, 1] "
+        "(box_grammar=false)",
+    )
     add_set_argument(group)
 
 

@@ -1,4 +1,5 @@
 """`vts-drive describe`: reports for camera frames on disk (image folders or videos)."""
+
 from __future__ import annotations
 
 import argparse
@@ -24,12 +25,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", type=Path, help="folder with one subfolder of frames per camera")
     source.add_argument("--video", action="append", metavar="CAM=FILE", help="a video per camera (repeat)")
-    parser.add_argument("--frames", type=positive_int, default=4, help="frames per camera per window (default: %(default)s)")
-    parser.add_argument("--stride", type=positive_int, default=None, help="frames between window starts (default: --frames)")
-    parser.add_argument("--fps", type=positive_float, default=10.0, help="frame rate for stamps (default: %(default)s)")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="append reports here as JSON Lines, after a header line naming the input, model and settings; "
-                        "a rerun with the same ones resumes after the last finished window, other ones are refused")
+    parser.add_argument(
+        "--frames", type=positive_int, default=4, help="frames per camera per window (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--stride", type=positive_int, default=None, help="frames between window starts (default: --frames)"
+    )
+    parser.add_argument(
+        "--fps", type=positive_float, default=10.0, help="frame rate for stamps (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="append reports here as JSON Lines, after a header line naming the input, model and settings; "
+        "a rerun with the same ones resumes after the last finished window, other ones are refused",
+    )
     add_force_argument(parser, "--json")
     add_pipeline_arguments(parser)
     parser.set_defaults(run=run)
@@ -45,7 +56,9 @@ def input_source(args: argparse.Namespace, stride: int) -> dict:
         frames = [path for paths in camera_folders(args.images).values() for path in paths]
         files = {"images": str(args.images.resolve()), "files": files_digest(frames)}
     else:
-        files = {"videos": {camera: file_identity(path) for camera, path in parse_video_args(args.video).items()}}
+        files = {
+            "videos": {camera: file_identity(path) for camera, path in parse_video_args(args.video).items()}
+        }
     return {**files, "frames": args.frames, "stride": stride, "fps": args.fps}
 
 
@@ -67,7 +80,9 @@ def run(args: argparse.Namespace) -> int:
     pipeline = Pipeline.load(args.model, overrides)
     results = None
     if args.json is not None:
-        results = ResultsFile(args.json, {"input": input_source(args, stride), **pipeline_source(pipeline)}, args.force)
+        results = ResultsFile(
+            args.json, {"input": input_source(args, stride), **pipeline_source(pipeline)}, args.force
+        )
     finished = {report["stamp"] for report in results.finished} if results else set()
     done = resumed = skipped = 0
     with results or nullcontext():
@@ -88,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
             done += 1
     if not done and not resumed:  # every window had a frame that could not be read (each named above)
         inputs = args.images if args.images is not None else ", ".join(args.video)
-        print(f"no window of {inputs} could be described: {skipped} window(s) skipped for unreadable frames", file=sys.stderr)
+        print(
+            f"no window of {inputs} could be described: {skipped} window(s) skipped for unreadable frames",
+            file=sys.stderr,
+        )
     else:
         already = f", {resumed} already in {args.json}" if results is not None else ""
         print(f"{done} window(s) described, {skipped} skipped{already}", file=sys.stderr)

@@ -1,4 +1,5 @@
 """`vts-drive eval`: modes compared on DRAMA, LingoQA or synthdrive, resumable, with a report."""
+
 from __future__ import annotations
 
 import argparse
@@ -17,16 +18,52 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "predicted boxes and the answers next to the truth). Caption metrics need Java (see README).",
     )
     parser.add_argument("benchmark", choices=["drama", "lingoqa", "synth"])
-    parser.add_argument("--data", type=Path, required=True, help="DRAMA folder (integrated_output_v2.json), LingoQA folder (val.parquet) or synthdrive folder")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="DRAMA folder (integrated_output_v2.json), LingoQA folder (val.parquet) or synthdrive folder",
+    )
     parser.add_argument("--out", type=Path, required=True, help="results folder")
-    parser.add_argument("--modes", default="dense,vts,mod,vts+mod", help="comma-separated mode specs, e.g. vts[budget=0.3] (default: %(default)s)")
-    parser.add_argument("--judge", help="Lingo-Judge classifier folder or hub id (LingoQA); without it lingo_judge is not computed")
-    parser.add_argument("--limit", type=int, help="only the first N samples (DRAMA entries, LingoQA segments, synthdrive windows)")
-    parser.add_argument("--split", default="test", help="DRAMA: train | val | test | all (ordered 70/15/15 after filtering) or a file of s3_fileUrl lines (default: %(default)s)")
-    parser.add_argument("--frames", type=int, default=4, help="frames per window, DRAMA and synthdrive; LingoQA uses its 5 (default: %(default)s)")
-    parser.add_argument("--stride", type=int, default=4, help="synthdrive: frames between windows of a scene (default: %(default)s)")
-    parser.add_argument("--cameras", default="front,front_left,front_right", help="synthdrive cameras (default: %(default)s)")
-    parser.add_argument("--blind", action="store_true", help="replace every frame by black: the model's answers without vision, a baseline")
+    parser.add_argument(
+        "--modes",
+        default="dense,vts,mod,vts+mod",
+        help="comma-separated mode specs, e.g. vts[budget=0.3] (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--judge",
+        help="Lingo-Judge classifier folder or hub id (LingoQA); without it lingo_judge is not computed",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        help="only the first N samples (DRAMA entries, LingoQA segments, synthdrive windows)",
+    )
+    parser.add_argument(
+        "--split",
+        default="test",
+        help="DRAMA: train | val | test | all (ordered 70/15/15 after filtering) or a file of s3_fileUrl lines (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=4,
+        help="frames per window, DRAMA and synthdrive; LingoQA uses its 5 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--stride",
+        type=int,
+        default=4,
+        help="synthdrive: frames between windows of a scene (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cameras", default="front,front_left,front_right", help="synthdrive cameras (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--blind",
+        action="store_true",
+        help="replace every frame by black: the model's answers without vision, a baseline",
+    )
     add_pipeline_arguments(parser)
     parser.set_defaults(run=run)
 
@@ -51,10 +88,19 @@ def run(args: argparse.Namespace) -> int:
     judge = LingoJudge(args.judge, device=run.device) if args.judge else None
     cameras = [c.strip() for c in args.cameras.split(",") if c.strip()]
     benchmark = load_benchmark(
-        args.benchmark, args.data, split=args.split, frames=args.frames, stride=args.stride, cameras=cameras, judge=judge, limit=args.limit
+        args.benchmark,
+        args.data,
+        split=args.split,
+        frames=args.frames,
+        stride=args.stride,
+        cameras=cameras,
+        judge=judge,
+        limit=args.limit,
     )
     model = load_model(args.model, device=run.device, dtype=run.dtype)
     results = run_eval(benchmark, model, base, specs, args.out, blind=args.blind)
     print(report_table(benchmark, results))
-    print(f"report: {args.out / 'report.md'}, plot: {args.out / 'pareto.png'}, page: {args.out / 'report.html'}")
+    print(
+        f"report: {args.out / 'report.md'}, plot: {args.out / 'pareto.png'}, page: {args.out / 'report.html'}"
+    )
     return 0

@@ -1,4 +1,5 @@
 """`vts-drive export`: a model's pipeline stages for one mode as ONNX graphs, with manifest.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -15,22 +16,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "profile shapes, tool versions). Each graph is checked against TensorRT's ONNX support; the command "
         "exits 1 if any violates it. A rerun resumes an interrupted export.",
     )
-    parser.add_argument("--model", default=None,
-                        help="shipped model name, checkpoint folder or hub id (default: synthdrive-tiny when shipped, "
-                        "else the real checkpoint's hub id)")
-    parser.add_argument("--mode", default="dense", help="dense | newest | vts | prumerge | prumerge+ | mod | vts+mod (default: %(default)s)")
-    parser.add_argument("--out", type=Path, required=True, metavar="engines/NAME",
-                        help="folder to write the graphs into")
-    parser.add_argument("--opset", type=int, default=18, help="ONNX opset, 17 or above (default: %(default)s)")
-    parser.add_argument("--dtype", default=None, help="fp32 | fp16 | bf16: the graphs' float type (default: fp32)")
-    parser.add_argument("--keep-ratio", type=float, default=None, help="MoD r to export (default: the routers' own)")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="shipped model name, checkpoint folder or hub id (default: synthdrive-tiny when shipped, "
+        "else the real checkpoint's hub id)",
+    )
+    parser.add_argument(
+        "--mode",
+        default="dense",
+        help="dense | newest | vts | prumerge | prumerge+ | mod | vts+mod (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, metavar="engines/NAME", help="folder to write the graphs into"
+    )
+    parser.add_argument(
+        "--opset", type=int, default=18, help="ONNX opset, 17 or above (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="fp32 | fp16 | bf16: the graphs' float type (default: fp32)"
+    )
+    parser.add_argument(
+        "--keep-ratio", type=float, default=None, help="MoD r to export (default: the routers' own)"
+    )
     group = parser.add_argument_group("largest window (TensorRT optimisation profiles)")
-    group.add_argument("--frames", type=int, default=24, help="frames per window, all cameras (default: %(default)s)")
+    group.add_argument(
+        "--frames", type=int, default=24, help="frames per window, all cameras (default: %(default)s)"
+    )
     group.add_argument("--prompts", type=int, default=8, help="prompts per window (default: %(default)s)")
-    group.add_argument("--prompt-tokens", type=int, default=96,
-                       help="tokens of the longest prompt (default: %(default)s)")
-    group.add_argument("--new-tokens", type=int, default=64, help="tokens of the longest answer (default: %(default)s)")
-    parser.add_argument("--force", action="store_true", help="export every graph again, even ones already written")
+    group.add_argument(
+        "--prompt-tokens", type=int, default=96, help="tokens of the longest prompt (default: %(default)s)"
+    )
+    group.add_argument(
+        "--new-tokens", type=int, default=64, help="tokens of the longest answer (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--force", action="store_true", help="export every graph again, even ones already written"
+    )
     parser.set_defaults(run=run)
 
 
@@ -40,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.model.names import default_model
 
     model = args.model or default_model()
-    shapes = ExportShapes(frames=args.frames, prompts=args.prompts, prompt_tokens=args.prompt_tokens,
-                          new_tokens=args.new_tokens)
+    shapes = ExportShapes(
+        frames=args.frames, prompts=args.prompts, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens
+    )
     manifest, violations = export_engines(
         model, args.mode, args.out, args.opset, shapes, args.dtype, args.keep_ratio, args.force
     )
@@ -49,8 +72,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out / graph.file}: {len(graph.inputs)} inputs, {len(graph.outputs)} outputs")
     if violations:
         print(format_violations(violations))
-        print(f"{len(violations)} violation(s) of {default_table().label}'s ONNX support; "
-              "ONNX Runtime still runs the graphs")
+        print(
+            f"{len(violations)} violation(s) of {default_table().label}'s ONNX support; "
+            "ONNX Runtime still runs the graphs"
+        )
         return 1
-    print(f"{len(manifest.graphs)} graphs for mode {manifest.mode} in {args.out}, OK for {default_table().label}")
+    print(
+        f"{len(manifest.graphs)} graphs for mode {manifest.mode} in {args.out}, OK for {default_table().label}"
+    )
     return 0

@@ -1,4 +1,5 @@
 """`vts-drive node`: the ROS 2 node, over plain DDS (no ROS 2 install needed) or rclpy."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,11 +17,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "domain interoperate with it; --transport ros2 runs the rclpy node.",
     )
     parser.add_argument("--transport", choices=["dds", "ros2"], default="dds", help="(default: %(default)s)")
-    parser.add_argument("--params", type=Path, default=None, help="ROS 2 params YAML (e.g. launch/params.yaml)")
-    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                        help="set one parameter, value as YAML (repeat; overrides --params)")
-    parser.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", 0)),
-                        help="DDS domain (default: $ROS_DOMAIN_ID or 0)")
+    parser.add_argument(
+        "--params", type=Path, default=None, help="ROS 2 params YAML (e.g. launch/params.yaml)"
+    )
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set one parameter, value as YAML (repeat; overrides --params)",
+    )
+    parser.add_argument(
+        "--domain-id",
+        type=int,
+        default=int(os.environ.get("ROS_DOMAIN_ID", 0)),
+        help="DDS domain (default: $ROS_DOMAIN_ID or 0)",
+    )
     parser.add_argument("--node-name", default="vts_drive", help="(default: %(default)s)")
     parser.set_defaults(run=run)
 
@@ -58,7 +70,8 @@ def run_dds(args: argparse.Namespace) -> int:
     print(
         f"vts-drive node: {args.node_name} on DDS domain {args.domain_id}, cameras "
         f"{', '.join(params.subscribed_topics)} ({params.qos}), model {pipeline.model_name}, mode {pipeline.config.mode}",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
     try:
         transport.spin(core, stop)
@@ -75,7 +88,9 @@ def run_rclpy(args: argparse.Namespace) -> int:
     try:
         from vts_drive.ros_nodes.vts_drive_node import main
     except ImportError as error:
-        raise InputError(f"--transport ros2 needs rclpy ({error}); source ROS 2's setup.bash or use --transport dds") from None
+        raise InputError(
+            f"--transport ros2 needs rclpy ({error}); source ROS 2's setup.bash or use --transport dds"
+        ) from None
     ros_args = ["--ros-args", "-r", f"__node:={args.node_name}"]
     if args.params:
         ros_args += ["--params-file", str(args.params)]

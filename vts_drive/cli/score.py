@@ -1,4 +1,5 @@
 """`vts-drive score`: metrics for an existing predictions file, from this project or any other system."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--predictions", type=Path, required=True)
     parser.add_argument("--data", type=Path, required=True, help="DRAMA folder or LingoQA folder")
     parser.add_argument("--judge", help="Lingo-Judge classifier folder or hub id (LingoQA)")
-    parser.add_argument("--judge-only", action="store_true", help="LingoQA: Lingo-Judge alone, without the caption metrics, so Java is not needed")
-    parser.add_argument("--split", default="test", help="DRAMA split the predictions are for (default: %(default)s)")
+    parser.add_argument(
+        "--judge-only",
+        action="store_true",
+        help="LingoQA: Lingo-Judge alone, without the caption metrics, so Java is not needed",
+    )
+    parser.add_argument(
+        "--split", default="test", help="DRAMA split the predictions are for (default: %(default)s)"
+    )
     parser.add_argument("--device", default="cpu", help="device for the judge (default: %(default)s)")
     parser.add_argument("--json", type=Path, help="also write the metrics here")
     parser.set_defaults(run=run)
@@ -52,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
         data = drama.load_drama(args.data, args.split)
         if data.skipped:
             reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(data.skipped.items()))
-            print(f"vts-drive score: {sum(data.skipped.values())} DRAMA entries skipped ({reasons})", file=sys.stderr)
+            print(
+                f"vts-drive score: {sum(data.skipped.values())} DRAMA entries skipped ({reasons})",
+                file=sys.stderr,
+            )
         samples = data.samples
         predictions = drama.read_predictions(args.predictions)
         expected = {s.key for s in samples}

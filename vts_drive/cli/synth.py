@@ -1,4 +1,5 @@
 """`vts-drive synth`: generate a synthdrive dataset (native form, DRAMA, LingoQA, rosbag2)."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames per scene (default: %(default)s)")
     parser.add_argument("--fps", type=positive_float, default=4.0, help="frame rate (default: %(default)s)")
     parser.add_argument("--image-size", default="192x128", help="WIDTHxHEIGHT (default: %(default)s)")
-    parser.add_argument("--formats", default=",".join(("synth", "drama", "lingoqa", "bags")), help="which outputs to write (default: all)")
-    parser.add_argument("--storage", default="mcap", help="rosbag2 storage: mcap or sqlite3 (default: %(default)s)")
-    parser.add_argument("--compressed", action="store_true", help="bags carry sensor_msgs/CompressedImage (jpeg)")
-    parser.add_argument("--workers", type=int, default=1, help="processes rendering scenes in parallel (same bytes as one)")
-    parser.add_argument("--overwrite", action="store_true", help="replace the synthdrive data in a non-empty --out")
+    parser.add_argument(
+        "--formats",
+        default=",".join(("synth", "drama", "lingoqa", "bags")),
+        help="which outputs to write (default: all)",
+    )
+    parser.add_argument(
+        "--storage", default="mcap", help="rosbag2 storage: mcap or sqlite3 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--compressed", action="store_true", help="bags carry sensor_msgs/CompressedImage (jpeg)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes rendering scenes in parallel (same bytes as one)"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the synthdrive data in a non-empty --out"
+    )
     parser.set_defaults(run=run)
 
 

@@ -1,4 +1,5 @@
 """`vts-drive train-keyframe`: train the keyframe CNN on a synthdrive dataset's camera streams."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,22 +27,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--data", type=Path, required=True, help="synthdrive folder (vts-drive synth)")
     parser.add_argument("--out", type=Path, required=True, help="folder to write the scorer to")
-    parser.add_argument("--val-data", type=Path, help="held-out synthdrive folder: precision/recall printed at the end")
+    parser.add_argument(
+        "--val-data", type=Path, help="held-out synthdrive folder: precision/recall printed at the end"
+    )
     parser.add_argument("--labels", choices=["synth", "novelty"], default="synth")
-    parser.add_argument("--model", help="model whose vision tower gives the novelty labels (with --labels novelty)")
-    parser.add_argument("--novelty-threshold", type=float, default=0.1, help="1 - mean token cosine similarity above which a frame is novel")
+    parser.add_argument(
+        "--model", help="model whose vision tower gives the novelty labels (with --labels novelty)"
+    )
+    parser.add_argument(
+        "--novelty-threshold",
+        type=float,
+        default=0.1,
+        help="1 - mean token cosine similarity above which a frame is novel",
+    )
     parser.add_argument("--steps", type=int, default=600)
     from vts_drive.config import ANCHORS, KeyframeConfig
 
     defaults = KeyframeConfig()
     settings = parser.add_argument_group("scorer settings, written to OUT's settings file (keyframe.*)")
-    settings.add_argument("--threshold", type=float, help=f"keyframe probability threshold (default: {defaults.threshold})")
-    settings.add_argument("--max-keyframes", type=int,
-                          help=f"per camera per window, the anchor frame included (default: {defaults.max_keyframes})")
-    settings.add_argument("--skip-threshold", type=float,
-                          help=f"frames scored below it are not encoded, 0: encode all (default: {defaults.skip_threshold})")
-    settings.add_argument("--anchor", choices=ANCHORS,
-                          help=f"each camera's frame that is always a keyframe (default: {defaults.anchor})")
+    settings.add_argument(
+        "--threshold", type=float, help=f"keyframe probability threshold (default: {defaults.threshold})"
+    )
+    settings.add_argument(
+        "--max-keyframes",
+        type=int,
+        help=f"per camera per window, the anchor frame included (default: {defaults.max_keyframes})",
+    )
+    settings.add_argument(
+        "--skip-threshold",
+        type=float,
+        help=f"frames scored below it are not encoded, 0: encode all (default: {defaults.skip_threshold})",
+    )
+    settings.add_argument(
+        "--anchor",
+        choices=ANCHORS,
+        help=f"each camera's frame that is always a keyframe (default: {defaults.anchor})",
+    )
     add_set_argument(settings, "keyframe.input_size=32")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)
@@ -84,8 +105,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"{len(pairs)} frame pairs, {int(pairs.labels.sum())} keyframes")
     scorer = train_scorer(pairs, config, args.out, steps=args.steps, seed=args.seed)
     if args.val_data:
-        held_out = stream_pairs(camera_streams(args.val_data, args.labels, args.model, args.novelty_threshold), shaper)
+        held_out = stream_pairs(
+            camera_streams(args.val_data, args.labels, args.model, args.novelty_threshold), shaper
+        )
         figures = precision_recall(scorer, held_out, config.threshold)
-        print("held-out " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items()))
+        print(
+            "held-out "
+            + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+        )
     print(f"keyframe scorer written to {args.out}")
     return 0

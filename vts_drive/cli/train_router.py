@@ -1,4 +1,5 @@
 """`vts-drive train-router`: train mixture-of-depths routers for a frozen model on synthdrive."""
+
 from __future__ import annotations
 
 import argparse
@@ -23,21 +24,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from vts_drive.config import ModConfig
 
     settings = parser.add_argument_group("router settings, written to OUT's settings file (mod.*)")
-    settings.add_argument("--r", type=float, help="keep ratio: share of each frame's vision tokens a routed layer computes "
-                          f"(default: {ModConfig().keep_ratio})")
-    settings.add_argument("--layers", help="comma-separated routed layer indices (default: every other layer from 1)")
+    settings.add_argument(
+        "--r",
+        type=float,
+        help="keep ratio: share of each frame's vision tokens a routed layer computes "
+        f"(default: {ModConfig().keep_ratio})",
+    )
+    settings.add_argument(
+        "--layers", help="comma-separated routed layer indices (default: every other layer from 1)"
+    )
     add_set_argument(settings, "mod.gate=false")
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--aux-weight", type=float, default=1.0, help="weight of the top-k membership BCE (see --aux-target)")
+    parser.add_argument(
+        "--aux-weight", type=float, default=1.0, help="weight of the top-k membership BCE (see --aux-target)"
+    )
     parser.add_argument(
         "--aux-target",
         choices=["attention", "self"],
         default="attention",
         help="top-k the BCE targets: the tokens the dense model's prompts attend to most (default), or the router's own",
     )
-    parser.add_argument("--kl-weight", type=float, default=0.0, help="weight of the KL term to the dense model's answers")
+    parser.add_argument(
+        "--kl-weight", type=float, default=0.0, help="weight of the KL term to the dense model's answers"
+    )
     parser.add_argument("--scenes", type=int, default=1000, help="scenes of --data to sample windows from")
     parser.add_argument("--seed", type=int, default=0)
     parser.set_defaults(run=run)

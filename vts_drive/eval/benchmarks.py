@@ -7,6 +7,7 @@ prediction line, `score` turns prediction lines back into metrics against the da
 writes the benchmark's official predictions file where it has one, and `view` shows one sample's
 truth next to each mode's prediction lines on the report page (html_report.py).
 """
+
 from __future__ import annotations
 
 import sys
@@ -76,10 +77,14 @@ def box_row(truth: list[float] | None, records: dict[str, dict]) -> Row:
 
 def text_row(label: str, reference: str, records: dict[str, dict], field: str) -> Row:
     """Free text (a caption, a description) that no verdict decides and the filter leaves alone."""
-    return Row(label, reference, {mode: Cell(record[field] or "") for mode, record in records.items()}, counts=False)
+    return Row(
+        label, reference, {mode: Cell(record[field] or "") for mode, record in records.items()}, counts=False
+    )
 
 
-def risk_frame(camera: str, image: np.ndarray | None, truth: list[float] | None, records: dict[str, dict]) -> Frame:
+def risk_frame(
+    camera: str, image: np.ndarray | None, truth: list[float] | None, records: dict[str, dict]
+) -> Frame:
     """A frame with the true box and every mode's box drawn, where the camera is the one boxes are scored on."""
     if camera != BOX_CAMERA:
         return Frame(camera, image)
@@ -97,9 +102,16 @@ class DramaBenchmark:
         self.data = drama.load_drama(data, split)
         self.samples = self.data.samples[:limit]
         self.skipped = dict(self.data.skipped)
-        self.items = [EvalItem(s.key, [DESCRIPTION_PROMPT, RISK_PROMPT], partial(s.window, frames)) for s in self.samples]
+        self.items = [
+            EvalItem(s.key, [DESCRIPTION_PROMPT, RISK_PROMPT], partial(s.window, frames))
+            for s in self.samples
+        ]
         split_id = file_identity(Path(split)) if split not in drama.SPLITS else split
-        self.identity = {"annotations": file_identity(drama.annotation_path(data)), "split": split_id, "frames": frames}
+        self.identity = {
+            "annotations": file_identity(drama.annotation_path(data)),
+            "split": split_id,
+            "frames": frames,
+        }
 
     def record(self, item: EvalItem, answers: list[str]) -> dict:
         return {"description": answers[0], **risk_fields(answers[1])}
@@ -114,8 +126,14 @@ class DramaBenchmark:
         """The key frame with the true and predicted boxes; each mode's IoU, caption and description."""
         sample = self.samples[index]
         truth = sample.truth_box()
-        rows = [box_row(truth, records), text_row("risk caption", sample.caption, records, "caption"), text_row("description", "", records, "description")]
-        return SampleView(sample.key, [risk_frame(BOX_CAMERA, read_frame(sample.image), truth, records)], rows)
+        rows = [
+            box_row(truth, records),
+            text_row("risk caption", sample.caption, records, "caption"),
+            text_row("description", "", records, "description"),
+        ]
+        return SampleView(
+            sample.key, [risk_frame(BOX_CAMERA, read_frame(sample.image), truth, records)], rows
+        )
 
 
 class LingoQABenchmark:
@@ -133,7 +151,9 @@ class LingoQABenchmark:
             segments.setdefault(question.segment_id, []).append(question)
         self.segments = dict(list(segments.items())[:limit])
         self.items = [
-            EvalItem(segment, [q.question for q in questions], partial(lingoqa.segment_window, questions[0].images))
+            EvalItem(
+                segment, [q.question for q in questions], partial(lingoqa.segment_window, questions[0].images)
+            )
             for segment, questions in self.segments.items()
         ]
         self.identity = {"parquet": file_identity(lingoqa.parquet_path(data))}
@@ -154,14 +174,19 @@ class LingoQABenchmark:
         return [row for record in records for row in record["questions"]]
 
     def score(self, records: dict[str, dict]) -> dict:
-        predictions = {(row["question_id"], row["segment_id"]): row["answer"] for row in self.rows(list(records.values()))}
+        predictions = {
+            (row["question_id"], row["segment_id"]): row["answer"]
+            for row in self.rows(list(records.values()))
+        }
         asked = [q for questions in self.segments.values() for q in questions]
         return lingoqa.score_lingoqa(asked, predictions, self.judge)
 
     def export(self, records: list[dict], folder: Path) -> None:
         """predictions.csv with the question text, which the official evaluator reads from it."""
         asked = {q.key: q.question for q in self.questions}
-        rows = [{**row, "question": asked[row["question_id"], row["segment_id"]]} for row in self.rows(records)]
+        rows = [
+            {**row, "question": asked[row["question_id"], row["segment_id"]]} for row in self.rows(records)
+        ]
         lingoqa.write_predictions(folder / "predictions.csv", rows)
 
     def view(self, index: int, records: dict[str, dict]) -> SampleView:
@@ -172,13 +197,22 @@ class LingoQABenchmark:
         for number, question in enumerate(questions):
             answers = {mode: record["questions"][number]["answer"] for mode, record in records.items()}
             if self.judge:
-                scores = self.judge.max_scores([question.question] * len(answers), [question.references] * len(answers), list(answers.values()))
+                scores = self.judge.max_scores(
+                    [question.question] * len(answers),
+                    [question.references] * len(answers),
+                    list(answers.values()),
+                )
                 verdicts = [score > 0 for score in scores]
             else:
                 verdicts = [None] * len(answers)
-            cells = {mode: Cell(answer, verdict) for (mode, answer), verdict in zip(answers.items(), verdicts, strict=True)}
+            cells = {
+                mode: Cell(answer, verdict)
+                for (mode, answer), verdict in zip(answers.items(), verdicts, strict=True)
+            }
             rows.append(Row(question.question, " | ".join(question.references), cells))
-        return SampleView(self.items[index].key, [Frame(BOX_CAMERA, read_frame(questions[0].images[-1]))], rows)
+        return SampleView(
+            self.items[index].key, [Frame(BOX_CAMERA, read_frame(questions[0].images[-1]))], rows
+        )
 
 
 class SynthBenchmark:
@@ -186,10 +220,20 @@ class SynthBenchmark:
     against the scene graph's truth: exact-match answers, the risk box and caption."""
 
     name = "synth"
-    accuracy_metrics = ("qa_exact_match", "qa_present", "qa_temporal", "bbox_miou", "bbox_acc50", "caption_bleu4", "caption_cider")
+    accuracy_metrics = (
+        "qa_exact_match",
+        "qa_present",
+        "qa_temporal",
+        "bbox_miou",
+        "bbox_acc50",
+        "caption_bleu4",
+        "caption_cider",
+    )
     primary_metric = "qa_exact_match"
 
-    def __init__(self, data: Path, cameras: list[str], frames: int, stride: int, limit: int | None = None) -> None:
+    def __init__(
+        self, data: Path, cameras: list[str], frames: int, stride: int, limit: int | None = None
+    ) -> None:
         from vts_drive.synth.bench_windows import synth_bench_windows
         from vts_drive.synth.dataset import SynthDataset
 
@@ -197,26 +241,50 @@ class SynthBenchmark:
         self.windows = synth_bench_windows(data, cameras, frames, stride, limit or sys.maxsize)
         self.skipped: dict[str, int] = {}
         self.items = [
-            EvalItem(f"{index:05d}", [DESCRIPTION_PROMPT, RISK_PROMPT, *w.questions], lambda window=w.window: window)
+            EvalItem(
+                f"{index:05d}",
+                [DESCRIPTION_PROMPT, RISK_PROMPT, *w.questions],
+                lambda window=w.window: window,
+            )
             for index, w in enumerate(self.windows)
         ]
         manifest = SynthDataset(data).root / "manifest.json"
-        self.identity = {"manifest": file_identity(manifest), "cameras": cameras, "frames": frames, "stride": stride}
+        self.identity = {
+            "manifest": file_identity(manifest),
+            "cameras": cameras,
+            "frames": frames,
+            "stride": stride,
+        }
 
     def record(self, item: EvalItem, answers: list[str]) -> dict:
         return {"description": answers[0], **risk_fields(answers[1]), "answers": answers[2:]}
 
     def score(self, records: dict[str, dict]) -> dict:
-        done = [(window, records[item.key]) for window, item in zip(self.windows, self.items) if item.key in records]
-        hits = [exact_match(a, t) for window, record in done for a, t in zip(record["answers"], window.truth.answers, strict=True)]
+        done = [
+            (window, records[item.key])
+            for window, item in zip(self.windows, self.items)
+            if item.key in records
+        ]
+        hits = [
+            exact_match(a, t)
+            for window, record in done
+            for a, t in zip(record["answers"], window.truth.answers, strict=True)
+        ]
         risky = [(window, record) for window, record in done if window.truth.risk_bbox is not None]
-        boxes = localisation_metrics([record["bbox"] for _, record in risky], [window.truth.risk_bbox for window, _ in risky])
-        captions = caption_metrics([record["caption"] for _, record in risky], [[window.truth.risk_caption] for window, _ in risky])
+        boxes = localisation_metrics(
+            [record["bbox"] for _, record in risky], [window.truth.risk_bbox for window, _ in risky]
+        )
+        captions = caption_metrics(
+            [record["caption"] for _, record in risky], [[window.truth.risk_caption] for window, _ in risky]
+        )
         by_kind = qa_by_kind(done)
         return {
             "n": len(done),
             "qa_exact_match": sum(hits) / len(hits) if hits else None,
-            **{f"qa_{kind}": by_kind[kind]["exact_match"] if kind in by_kind else None for kind in ("present", "temporal")},
+            **{
+                f"qa_{kind}": by_kind[kind]["exact_match"] if kind in by_kind else None
+                for kind in ("present", "temporal")
+            },
             "qa_majority_answer": majority_answer_exact_match([window for window, _ in done]),
             "qa_by_kind": by_kind,
             **boxes,
@@ -232,15 +300,28 @@ class SynthBenchmark:
         the description, and every question's true answer next to each mode's (exact match)."""
         bench = self.windows[index]
         truth, window = bench.truth, bench.window
-        frames = [risk_frame(camera, images[-1], truth.risk_bbox, records) for camera, images in zip(window.cameras, window.images)]
-        objects = {mode: Cell(record["object"] or "none", record["object"] == truth.risk_object) for mode, record in records.items()}
+        frames = [
+            risk_frame(camera, images[-1], truth.risk_bbox, records)
+            for camera, images in zip(window.cameras, window.images)
+        ]
+        objects = {
+            mode: Cell(record["object"] or "none", record["object"] == truth.risk_object)
+            for mode, record in records.items()
+        }
         rows = [
             Row("risk object", truth.risk_object or "none", objects),
             box_row(truth.risk_bbox, records),
             text_row("risk caption", truth.risk_caption, records, "caption"),
             text_row("description", "", records, "description"),
             *(
-                Row(question, answer, {mode: Cell(record["answers"][number], exact_match(record["answers"][number], answer)) for mode, record in records.items()})
+                Row(
+                    question,
+                    answer,
+                    {
+                        mode: Cell(record["answers"][number], exact_match(record["answers"][number], answer))
+                        for mode, record in records.items()
+                    },
+                )
                 for number, (question, answer) in enumerate(zip(bench.questions, truth.answers, strict=True))
             ),
         ]
@@ -261,7 +342,11 @@ def majority_answer_exact_match(windows: list[BenchWindow]) -> float | None:
     the most a model that sees nothing could score here, knowing every answer's frequency. Learned
     vision is what QA exact match gains over it (a model shown black frames may score far less)."""
     majority = majority_answers(windows)
-    hits = [exact_match(majority[q], a) for window in windows for q, a in zip(window.questions, window.truth.answers)]
+    hits = [
+        exact_match(majority[q], a)
+        for window in windows
+        for q, a in zip(window.questions, window.truth.answers)
+    ]
     return sum(hits) / len(hits) if hits else None
 
 
@@ -280,8 +365,11 @@ def qa_by_kind(done: list[tuple[BenchWindow, dict]]) -> dict[str, dict]:
                 rows[group]["majority"].append(exact_match(majority[question], truth))
     table: dict[str, dict] = {"per_question": {}}
     for group, found in sorted(rows.items()):
-        figures = {"n": len(found["model"]), "exact_match": sum(found["model"]) / len(found["model"]),
-                   "majority_answer": sum(found["majority"]) / len(found["majority"])}
+        figures = {
+            "n": len(found["model"]),
+            "exact_match": sum(found["model"]) / len(found["model"]),
+            "majority_answer": sum(found["majority"]) / len(found["majority"]),
+        }
         kind, _, question = group.partition("/")
         if question:
             table["per_question"][question] = {"kind": kind, **figures}
@@ -309,7 +397,9 @@ def risk_by_object(risky: list[tuple[BenchWindow, dict]]) -> dict[str, dict[str,
 Benchmark = DramaBenchmark | LingoQABenchmark | SynthBenchmark
 
 
-def sample_views(benchmark: Benchmark, records_by_mode: dict[str, dict[str, dict]], limit: int) -> tuple[list[SampleView], int]:
+def sample_views(
+    benchmark: Benchmark, records_by_mode: dict[str, dict[str, dict]], limit: int
+) -> tuple[list[SampleView], int]:
     """Views of the first `limit` samples that some mode has a prediction for, and how many have one."""
     answered = []
     for index, item in enumerate(benchmark.items):

@@ -17,6 +17,7 @@ frame images beside the key frame when the clip folder holds enough of them, els
 video's frames with its last frame replaced by the key frame (the clip ends there). A clip
 shorter than the window repeats its first frame.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,9 @@ class DramaSample:
 
     def window(self, frames: int) -> FrameWindow:
         prefix = re.sub(r"\d+$", "", self.image.stem)  # frame_000042 -> frame_
-        names = sorted(p for p in self.image.parent.glob(f"{prefix}*{self.image.suffix}") if p.name <= self.image.name)[-frames:]
+        names = sorted(
+            p for p in self.image.parent.glob(f"{prefix}*{self.image.suffix}") if p.name <= self.image.name
+        )[-frames:]
         siblings = [inside_folder(self.image.parent, p, f"DRAMA sample {self.key!r}") for p in names]
         if len(siblings) >= frames or self.video is None:
             images = [read_image(p) for p in siblings]
@@ -143,12 +146,18 @@ def split_entries(entries: list[dict], split: str) -> list[dict]:
         return {"train": entries[:train], "val": entries[train:val], "test": entries[val:]}[split]
     path = Path(split)
     if not path.is_file():
-        raise InputError(f"--split {split!r} is neither one of {', '.join(SPLITS)} nor an existing split file")
-    wanted = [line.strip() for line in read_utf8(path).splitlines() if line.strip() and not line.startswith("#")]
+        raise InputError(
+            f"--split {split!r} is neither one of {', '.join(SPLITS)} nor an existing split file"
+        )
+    wanted = [
+        line.strip() for line in read_utf8(path).splitlines() if line.strip() and not line.startswith("#")
+    ]
     chosen = {entry["s3_fileUrl"]: entry for entry in entries}
     unknown = [key for key in wanted if key not in chosen]
     if unknown:
-        raise InputError(f"split file {path}: {len(unknown)} key frame(s) are not usable entries of the annotations, e.g. {unknown[0]!r}")
+        raise InputError(
+            f"split file {path}: {len(unknown)} key frame(s) are not usable entries of the annotations, e.g. {unknown[0]!r}"
+        )
     return [chosen[key] for key in wanted]
 
 
@@ -159,7 +168,9 @@ def load_drama(data: Path, split: str = "test") -> DramaSet:
     except (OSError, json.JSONDecodeError) as error:
         raise InputError(f"{path} is not readable JSON: {error}") from None
     if not isinstance(entries, list):
-        raise InputError(f"{path} must hold a JSON list of annotation entries, found {type(entries).__name__}")
+        raise InputError(
+            f"{path} must hold a JSON list of annotation entries, found {type(entries).__name__}"
+        )
     skipped: Counter = Counter()
     usable = []
     for entry in entries:
@@ -176,7 +187,11 @@ def load_drama(data: Path, split: str = "test") -> DramaSet:
         if image is None:
             skipped["missing_key_frame"] += 1
             continue
-        video = find_file(path.parent, clip, f"{where}: s3_instructionReference {clip!r}") if isinstance(clip, str) else None
+        video = (
+            find_file(path.parent, clip, f"{where}: s3_instructionReference {clip!r}")
+            if isinstance(clip, str)
+            else None
+        )
         try:
             box = clip_box(entry_box(entry["geometry"]), *image_size(image))
         except InputError:
@@ -195,8 +210,16 @@ def score_drama(samples: list[DramaSample], predictions: dict[str, dict]) -> dic
     """Captions and boxes of the samples that have a prediction ({key: {"caption", "bbox"}})."""
     answered = [s for s in samples if s.key in predictions]
     metrics: dict[str, float | int | None] = {"n": len(answered)}
-    metrics.update(localisation_metrics([predictions[s.key].get("bbox") for s in answered], [s.truth_box() for s in answered]))
-    metrics.update(caption_metrics([predictions[s.key].get("caption") or "" for s in answered], [[s.caption] for s in answered]))
+    metrics.update(
+        localisation_metrics(
+            [predictions[s.key].get("bbox") for s in answered], [s.truth_box() for s in answered]
+        )
+    )
+    metrics.update(
+        caption_metrics(
+            [predictions[s.key].get("caption") or "" for s in answered], [[s.caption] for s in answered]
+        )
+    )
     return metrics
 
 
@@ -205,7 +228,7 @@ def prediction_problem(record) -> str | None:
     if not isinstance(record, dict):
         return 'not a JSON object {"key": ..., "caption": ..., "bbox": ...}'
     if not isinstance(record.get("key"), str):
-        return "\"key\" must be a string, the entry's s3_fileUrl"
+        return '"key" must be a string, the entry\'s s3_fileUrl'
     if not isinstance(record.get("caption"), str | None):
         return '"caption" must be a string or null'
     bbox = record.get("bbox")
@@ -237,6 +260,8 @@ def read_predictions(path: Path) -> dict[str, dict]:
             raise InputError(f"predictions file {path} line {number}: {problem}")
         key = record["key"]
         if key in line_of:
-            raise InputError(f"predictions file {path} line {number} repeats the key of line {line_of[key]}: {key!r}")
+            raise InputError(
+                f"predictions file {path} line {number} repeats the key of line {line_of[key]}: {key!r}"
+            )
         predictions[key], line_of[key] = record, number
     return predictions

@@ -6,6 +6,7 @@ Annotation files name the files to read (key frames, clips, segment images); a n
 file on the machine. Predictions files come from other systems and other editors; bytes that
 are not UTF-8 are reported at their line instead of as a decoder traceback.
 """
+
 from __future__ import annotations
 
 import math
@@ -31,7 +32,9 @@ def read_utf8(path: Path) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = data[: error.start].count(b"\n") + 1
-        raise InputError(f"{path} line {line} is not UTF-8 text (byte {data[error.start]:#04x}); save it as UTF-8") from None
+        raise InputError(
+            f"{path} line {line} is not UTF-8 text (byte {data[error.start]:#04x}); save it as UTF-8"
+        ) from None
 
 
 def finite_number(value) -> bool:

@@ -8,6 +8,7 @@ pair. A prediction is correct when the largest logit over its references is > 0;
 is the share of correct predictions. The judge (`wayveai/Lingo-Judge`, a DeBERTa-v2
 classifier) is loaded from `--judge PATH_OR_ID`; without it the metric is not computed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -24,7 +25,10 @@ def preprocess(text: str) -> str:
 def judge_texts(question: str, references: list[str], prediction: str, cls_token: str = "[CLS]") -> list[str]:
     """The classifier inputs for one question: one per reference."""
     prediction = preprocess(prediction)
-    return [f"{cls_token}\nQuestion: {question}\nAnswer: {preprocess(r)}\nStudent: {prediction}" for r in references]
+    return [
+        f"{cls_token}\nQuestion: {question}\nAnswer: {preprocess(r)}\nStudent: {prediction}"
+        for r in references
+    ]
 
 
 def max_scores(
@@ -35,7 +39,10 @@ def max_scores(
     cls_token: str = "[CLS]",
 ) -> list[float]:
     """Per question, the largest judge logit over its references."""
-    return [max(logits(judge_texts(q, refs, p, cls_token))) for q, refs, p in zip(questions, references, predictions, strict=True)]
+    return [
+        max(logits(judge_texts(q, refs, p, cls_token)))
+        for q, refs, p in zip(questions, references, predictions, strict=True)
+    ]
 
 
 def accuracy(scores: list[float]) -> float | None:
@@ -56,17 +63,25 @@ class LingoJudge:
             self.tokenizer = AutoTokenizer.from_pretrained(path_or_id)
             self.model = AutoModelForSequenceClassification.from_pretrained(path_or_id).to(device).eval()
         except (OSError, ValueError) as error:
-            raise InputError(f"--judge {path_or_id!r} does not load as a sequence classifier with its tokenizer: {str(error).splitlines()[0]}") from None
+            raise InputError(
+                f"--judge {path_or_id!r} does not load as a sequence classifier with its tokenizer: {str(error).splitlines()[0]}"
+            ) from None
         if self.model.config.num_labels != 1:
-            raise InputError(f"--judge {path_or_id!r} has {self.model.config.num_labels} outputs; Lingo-Judge gives one logit")
+            raise InputError(
+                f"--judge {path_or_id!r} has {self.model.config.num_labels} outputs; Lingo-Judge gives one logit"
+            )
         self.device = device
 
     def logits(self, texts: list[str]) -> list[float]:
         import torch
 
-        encoded = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_TOKENS).to(self.device)
+        encoded = self.tokenizer(
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=MAX_TOKENS
+        ).to(self.device)
         with torch.inference_mode():
             return self.model(**encoded).logits.squeeze(-1).float().tolist()
 
-    def max_scores(self, questions: list[str], references: list[list[str]], predictions: list[str]) -> list[float]:
+    def max_scores(
+        self, questions: list[str], references: list[list[str]], predictions: list[str]
+    ) -> list[float]:
         return max_scores(questions, references, predictions, self.logits, self.tokenizer.cls_token)

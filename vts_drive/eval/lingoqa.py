@@ -16,6 +16,7 @@ and the judge would then read "nan" or "none". Such an answer is written with on
 (" None", " "): read_csv keeps it, and Lingo-Judge (which strips answers) and the caption
 metrics (whose tokenizer drops spaces) score it as the answer itself.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,13 +32,41 @@ from vts_drive.inputs import read_image
 from vts_drive.window import FrameWindow
 
 COLUMNS = ("question_id", "segment_id", "images", "question", "answer")
-PREDICTION_COLUMNS = ("question_id", "segment_id", "question", "answer")  # as the official evaluator reads them
-REQUIRED_COLUMNS = ("question_id", "segment_id", "answer")  # what scoring needs (LingoQA's README names only these)
+PREDICTION_COLUMNS = (
+    "question_id",
+    "segment_id",
+    "question",
+    "answer",
+)  # as the official evaluator reads them
+REQUIRED_COLUMNS = (
+    "question_id",
+    "segment_id",
+    "answer",
+)  # what scoring needs (LingoQA's README names only these)
 # read_csv's default na_values (pandas 1.x to 3.x): a field equal to one of them reads as NaN
-PANDAS_NA_STRINGS = frozenset({
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
-})
+PANDAS_NA_STRINGS = frozenset(
+    {
+        "",
+        "#N/A",
+        "#N/A N/A",
+        "#NA",
+        "-1.#IND",
+        "-1.#QNAN",
+        "-NaN",
+        "-nan",
+        "1.#IND",
+        "1.#QNAN",
+        "<NA>",
+        "N/A",
+        "NA",
+        "NULL",
+        "NaN",
+        "None",
+        "n/a",
+        "nan",
+        "null",
+    }
+)
 FRAME_PERIOD_NS = 1_000_000_000  # stamps for the segment's frames; only their order matters
 
 
@@ -80,7 +109,9 @@ def load_lingoqa(data: Path) -> list[LingoQuestion]:
         key = (str(row["question_id"]), str(row["segment_id"]))
         if key not in questions:
             where = f"{path} row {number} (question {key[0]} of segment {key[1]})"
-            questions[key] = LingoQuestion(*key, str(row["question"]), segment_images(path.parent, row["images"], where), [])
+            questions[key] = LingoQuestion(
+                *key, str(row["question"]), segment_images(path.parent, row["images"], where), []
+            )
         questions[key].references.append(str(row["answer"]))
     if not questions:
         raise InputError(f"{path} holds no questions")
@@ -92,13 +123,17 @@ def segment_images(folder: Path, images, where: str) -> list[Path]:
     if not images:
         raise InputError(f"{where} has no images")
     if not isinstance(images, list) or not all(isinstance(image, str) for image in images):
-        raise InputError(f"{where}: images must be a list of paths, found {type(images).__name__} {str(images)[:80]!r}")
+        raise InputError(
+            f"{where}: images must be a list of paths, found {type(images).__name__} {str(images)[:80]!r}"
+        )
     return [inside_folder(folder, folder / image, where) for image in images]
 
 
 def segment_window(images: list[Path]) -> FrameWindow:
     """A segment's frames as a one-camera window (LingoQA is front-facing)."""
-    return FrameWindow(["front"], [[read_image(p) for p in images]], [[i * FRAME_PERIOD_NS for i in range(len(images))]])
+    return FrameWindow(
+        ["front"], [[read_image(p) for p in images]], [[i * FRAME_PERIOD_NS for i in range(len(images))]]
+    )
 
 
 def survives_read_csv(answer: str) -> str:
@@ -127,14 +162,20 @@ def read_predictions(path: Path) -> dict[tuple[str, str], str]:
     try:
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise InputError(f"predictions file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}")
+            raise InputError(
+                f"predictions file {path} lacks column(s) {', '.join(missing)}; expected {', '.join(REQUIRED_COLUMNS)}"
+            )
         for row in reader:
             key = (row["question_id"], row["segment_id"])
             if key in line_of:
-                raise InputError(f"predictions file {path} line {reader.line_num} repeats the question and segment of line {line_of[key]}: {key}")
+                raise InputError(
+                    f"predictions file {path} line {reader.line_num} repeats the question and segment of line {line_of[key]}: {key}"
+                )
             predictions[key], line_of[key] = row["answer"] or "", reader.line_num
     except csv.Error as error:
-        raise InputError(f"predictions file {path} line {reader.line_num + 1}: {error}") from None  # the row after the last one read
+        raise InputError(
+            f"predictions file {path} line {reader.line_num + 1}: {error}"
+        ) from None  # the row after the last one read
     return predictions
 
 
@@ -151,7 +192,11 @@ def score_lingoqa(
     answers = [predictions[q.key] for q in answered]
     references = [q.references for q in answered]
     metrics: dict[str, float | int | None] = {"n": len(answered)}
-    scores = judge_model.max_scores([q.question for q in answered], references, answers) if judge_model and answered else []
+    scores = (
+        judge_model.max_scores([q.question for q in answered], references, answers)
+        if judge_model and answered
+        else []
+    )
     metrics["lingo_judge"] = judge.accuracy(scores) if judge_model else None
     if captions:
         metrics.update(caption_metrics(answers, references))
@@ -166,10 +211,14 @@ class CachedJudge:
         self.judge = judge_model
         self.scores: dict[tuple[str, tuple[str, ...], str], float] = {}
 
-    def max_scores(self, questions: list[str], references: list[list[str]], predictions: list[str]) -> list[float]:
+    def max_scores(
+        self, questions: list[str], references: list[list[str]], predictions: list[str]
+    ) -> list[float]:
         keys = [(q, tuple(refs), p) for q, refs, p in zip(questions, references, predictions, strict=True)]
         new = list(dict.fromkeys(key for key in keys if key not in self.scores))
         if new:
-            computed = self.judge.max_scores([q for q, _, _ in new], [list(refs) for _, refs, _ in new], [p for _, _, p in new])
+            computed = self.judge.max_scores(
+                [q for q, _, _ in new], [list(refs) for _, refs, _ in new], [p for _, _, p in new]
+            )
             self.scores.update(zip(new, computed, strict=True))
         return [self.scores[key] for key in keys]

@@ -12,6 +12,7 @@ would shift every later caption onto the wrong references; and every tokenized c
 to its first MAX_CAPTION_TOKENS tokens, with a note on stderr, since METEOR's aligner runs out of
 memory on a caption repeated to some thousands of words (a model caught in a loop).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,14 +25,20 @@ from vts_drive.errors import InputError
 from vts_drive.scoring import box_iou
 
 CAPTION_METRICS = ("bleu1", "bleu4", "meteor", "rouge_l", "cider")
-MAX_CAPTION_TOKENS = 1000  # far beyond any DRAMA caption or LingoQA answer, far below where METEOR runs out of memory
-JAVA_HINT = "install a Java runtime, e.g. `sudo apt-get install default-jre-headless`, so that `java` is on PATH"
+MAX_CAPTION_TOKENS = (
+    1000  # far beyond any DRAMA caption or LingoQA answer, far below where METEOR runs out of memory
+)
+JAVA_HINT = (
+    "install a Java runtime, e.g. `sudo apt-get install default-jre-headless`, so that `java` is on PATH"
+)
 
 
 def require_java() -> None:
     """The PTB tokenizer and METEOR of pycocoevalcap run `java`; fail before any work without it."""
     if shutil.which("java") is None:
-        raise InputError(f"caption metrics (PTB tokenizer, METEOR) need Java, and `java` is not on PATH: {JAVA_HINT}")
+        raise InputError(
+            f"caption metrics (PTB tokenizer, METEOR) need Java, and `java` is not on PATH: {JAVA_HINT}"
+        )
 
 
 @lru_cache(maxsize=1)
@@ -56,7 +63,9 @@ def caption_metrics(predictions: list[str], references: list[list[str]]) -> dict
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
     tokenizer = PTBTokenizer()
-    gts = cut_long(tokenizer.tokenize({i: [{"caption": one_line(r)} for r in refs] for i, refs in enumerate(references)}))
+    gts = cut_long(
+        tokenizer.tokenize({i: [{"caption": one_line(r)} for r in refs] for i, refs in enumerate(references)})
+    )
     res = cut_long(tokenizer.tokenize({i: [{"caption": one_line(p)}] for i, p in enumerate(predictions)}))
     with contextlib.redirect_stdout(io.StringIO()):  # BLEU prints its n-gram counts
         bleu, _ = Bleu(4).compute_score(gts, res)
@@ -76,13 +85,23 @@ def one_line(text: str) -> str:
 
 def cut_long(tokenized: dict[int, list[str]]) -> dict[int, list[str]]:
     """Tokenized captions cut to MAX_CAPTION_TOKENS tokens each, saying on stderr how many were longer."""
-    long = sum(len(caption.split()) > MAX_CAPTION_TOKENS for captions in tokenized.values() for caption in captions)
+    long = sum(
+        len(caption.split()) > MAX_CAPTION_TOKENS for captions in tokenized.values() for caption in captions
+    )
     if long:
-        print(f"caption metrics: {long} caption(s) longer than {MAX_CAPTION_TOKENS} tokens cut to their first {MAX_CAPTION_TOKENS}", file=sys.stderr)
-    return {i: [" ".join(caption.split()[:MAX_CAPTION_TOKENS]) for caption in captions] for i, captions in tokenized.items()}
+        print(
+            f"caption metrics: {long} caption(s) longer than {MAX_CAPTION_TOKENS} tokens cut to their first {MAX_CAPTION_TOKENS}",
+            file=sys.stderr,
+        )
+    return {
+        i: [" ".join(caption.split()[:MAX_CAPTION_TOKENS]) for caption in captions]
+        for i, captions in tokenized.items()
+    }
 
 
-def localisation_metrics(predicted: list[list[float] | None], truth: list[list[float]]) -> dict[str, float | None]:
+def localisation_metrics(
+    predicted: list[list[float] | None], truth: list[list[float]]
+) -> dict[str, float | None]:
     """DRAMA localisation: mean IoU and the share of boxes with IoU > 0.5; a missing prediction has IoU 0."""
     if not truth:
         return {"bbox_miou": None, "bbox_acc50": None}

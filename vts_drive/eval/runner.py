@@ -21,6 +21,7 @@ entering the LLM per window, peak_mem_mb the most memory one of the mode's windo
 beyond what was allocated just before it (measure.PeakMemory: the CUDA allocator's peak on GPU,
 the C heap on CPU), so each mode is charged its own memory whatever ran before it.
 """
+
 from __future__ import annotations
 
 import json
@@ -55,7 +56,11 @@ def log(message: str) -> None:
 
 def blank(window: FrameWindow) -> FrameWindow:
     """The same window with black frames: what the model answers without seeing anything."""
-    return FrameWindow(window.cameras, [[np.zeros_like(image) for image in images] for images in window.images], window.stamps_ns)
+    return FrameWindow(
+        window.cameras,
+        [[np.zeros_like(image) for image in images] for images in window.images],
+        window.stamps_ns,
+    )
 
 
 def folder_identity(folder: Path | str | None) -> dict | None:
@@ -63,10 +68,15 @@ def folder_identity(folder: Path | str | None) -> dict | None:
     if folder is None:
         return None
     folder = Path(folder)
-    return {"folder": str(folder.resolve()), "files": {p.name: file_identity(p)[1:] for p in sorted(folder.iterdir()) if p.is_file()}}
+    return {
+        "folder": str(folder.resolve()),
+        "files": {p.name: file_identity(p)[1:] for p in sorted(folder.iterdir()) if p.is_file()},
+    }
 
 
-def fingerprint(model: VisionLanguageModel, spec: ModeSpec, config: PipelineConfig, benchmark: Benchmark, blind: bool) -> dict:
+def fingerprint(
+    model: VisionLanguageModel, spec: ModeSpec, config: PipelineConfig, benchmark: Benchmark, blind: bool
+) -> dict:
     """Everything that decides a mode's predictions, as JSON."""
     return json.loads(
         json.dumps(
@@ -107,15 +117,21 @@ def read_records(path: Path) -> dict[str, dict]:
     for number, line in enumerate(lines, 1):
         record = parse_record(line)
         if record is None and number == len(lines):
-            log(f"{path} line {number} is not a finished prediction; dropped (a run killed while writing it), its window is computed again")
+            log(
+                f"{path} line {number} is not a finished prediction; dropped (a run killed while writing it), its window is computed again"
+            )
             path.write_bytes(b"".join(kept + b"\n" for kept in lines[:-1]))
             break
         if record is None:
-            raise InputError(f"{path} line {number} is not a prediction record (a JSON object with key and "
-                             f"{', '.join(RECORD_NUMBERS)}); delete the file to recompute this mode")
+            raise InputError(
+                f"{path} line {number} is not a prediction record (a JSON object with key and "
+                f"{', '.join(RECORD_NUMBERS)}); delete the file to recompute this mode"
+            )
         if record["key"] in line_of:
-            raise InputError(f"{path} line {number} repeats the key of line {line_of[record['key']]} ({record['key']!r}); "
-                             "delete the file to recompute this mode")
+            raise InputError(
+                f"{path} line {number} repeats the key of line {line_of[record['key']]} ({record['key']!r}); "
+                "delete the file to recompute this mode"
+            )
         records[record["key"]], line_of[record["key"]] = record, number
     return records
 
@@ -133,7 +149,9 @@ def open_mode(folder: Path, stamp: dict, label: str) -> dict[str, dict]:
         return read_records(predictions)
     if stored is not None or predictions.exists():
         changed = sorted(k for k in {*stamp, *(stored or {})} if (stored or {}).get(k) != stamp.get(k))
-        log(f"eval {label}: {', '.join(changed)} changed since the stored predictions; starting this mode afresh")
+        log(
+            f"eval {label}: {', '.join(changed)} changed since the stored predictions; starting this mode afresh"
+        )
         for name in ("predictions.jsonl", "predictions.csv", "metrics.json"):
             (folder / name).unlink(missing_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -155,7 +173,13 @@ def predict(
     pending = [item for item in benchmark.items if item.key not in records]
     skipped, warm = 0, False
     with path.open("a") as out:
-        for item in tqdm(pending, total=len(benchmark.items), initial=len(benchmark.items) - len(pending), desc=f"eval {label}", unit="window"):
+        for item in tqdm(
+            pending,
+            total=len(benchmark.items),
+            initial=len(benchmark.items) - len(pending),
+            desc=f"eval {label}",
+            unit="window",
+        ):
             try:
                 window = item.load()
             except InputError as error:
@@ -181,7 +205,13 @@ def measure(answer: Answer, pipeline: Pipeline, item: EvalItem, window: FrameWin
         result = answer(window, item.prompts)
         synchronize(pipeline.device)
         seconds = time.perf_counter() - start
-    return {"key": item.key, "answers": result.answers, "seconds": seconds, "vision_tokens": result.tokens["vision_kept"], "peak_mem_mb": peak.mb}
+    return {
+        "key": item.key,
+        "answers": result.answers,
+        "seconds": seconds,
+        "vision_tokens": result.tokens["vision_kept"],
+        "peak_mem_mb": peak.mb,
+    }
 
 
 def summarize(benchmark: Benchmark, records: dict[str, dict]) -> dict:
@@ -213,12 +243,20 @@ def run_eval(
         answer = answer_function(spec, pipeline)
         folder = out / mode_folder_name(spec.label)
         records = open_mode(folder, fingerprint(model, spec, pipeline.config, benchmark, blind), spec.label)
-        unreadable = predict(answer, pipeline, benchmark, records, folder / "predictions.jsonl", spec.label, blind)
+        unreadable = predict(
+            answer, pipeline, benchmark, records, folder / "predictions.jsonl", spec.label, blind
+        )
         metrics = summarize(benchmark, records)
         done = [records[item.key] for item in benchmark.items if item.key in records]
         benchmark.export(done, folder)
-        summary = {"benchmark": benchmark.name, "mode": spec.label, "model": model.name, "blind": blind,
-                   "skipped": {**benchmark.skipped, "unreadable_frames": unreadable}, "metrics": metrics}
+        summary = {
+            "benchmark": benchmark.name,
+            "mode": spec.label,
+            "model": model.name,
+            "blind": blind,
+            "skipped": {**benchmark.skipped, "unreadable_frames": unreadable},
+            "metrics": metrics,
+        }
         (folder / "metrics.json").write_text(json.dumps(summary, indent=1) + "\n")
         results[spec.label], records_by_mode[spec.label] = metrics, records
     write_report(out, benchmark, results, records_by_mode, model.name, blind)
@@ -240,7 +278,11 @@ def report_rows(benchmark: Benchmark, results: dict[str, dict]) -> tuple[list[st
         cells = [label]
         for name in columns:
             value, base = metrics.get(name), reference.get(name)
-            ratio = f" (x{value / base:.2f})" if metrics is not reference and name != "n" and value is not None and base else ""
+            ratio = (
+                f" (x{value / base:.2f})"
+                if metrics is not reference and name != "n" and value is not None and base
+                else ""
+            )
             cells.append(format_value(value) + ratio)
         rows.append(cells)
     return ["mode", *columns], rows
@@ -249,11 +291,22 @@ def report_rows(benchmark: Benchmark, results: dict[str, dict]) -> tuple[list[st
 def report_table(benchmark: Benchmark, results: dict[str, dict]) -> str:
     """The report table in Markdown."""
     columns, rows = report_rows(benchmark, results)
-    return "\n".join(["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|", *("| " + " | ".join(row) + " |" for row in rows)])
+    return "\n".join(
+        [
+            "| " + " | ".join(columns) + " |",
+            "|---" * len(columns) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows),
+        ]
+    )
 
 
 def write_report(
-    out: Path, benchmark: Benchmark, results: dict[str, dict], records_by_mode: dict[str, dict[str, dict]], model_name: str, blind: bool
+    out: Path,
+    benchmark: Benchmark,
+    results: dict[str, dict],
+    records_by_mode: dict[str, dict[str, dict]],
+    model_name: str,
+    blind: bool,
 ) -> None:
     """report.md and pareto.png, then report.html from the prediction lines of every mode."""
     reference = "dense" if "dense" in results else next(iter(results))
@@ -263,10 +316,36 @@ def write_report(
         + ("; blind: every frame replaced by black" if blind else "")
     )
     title = f"{benchmark.name} evaluation"
-    (out / "report.md").write_text("\n".join([f"# {title}", "", note, "", report_table(benchmark, results), "", "![accuracy vs throughput](pareto.png)", ""]))
+    (out / "report.md").write_text(
+        "\n".join(
+            [
+                f"# {title}",
+                "",
+                note,
+                "",
+                report_table(benchmark, results),
+                "",
+                "![accuracy vs throughput](pareto.png)",
+                "",
+            ]
+        )
+    )
     metric = benchmark.primary_metric
-    plotted = {label: m for label, m in results.items() if m.get(metric) is not None and m.get("reports_per_s") is not None}
+    plotted = {
+        label: m
+        for label, m in results.items()
+        if m.get(metric) is not None and m.get("reports_per_s") is not None
+    }
     plot_tradeoff({"modes": plotted}, out / "pareto.png", metric, "reports_per_s")
     views, total = sample_views(benchmark, records_by_mode, MAX_SAMPLES)
     notes = [note, *(["the model saw black frames; the samples show the real ones"] if blind else [])]
-    write_html_report(out / "report.html", title, notes, report_rows(benchmark, results), out / "pareto.png", list(results), views, total)
+    write_html_report(
+        out / "report.html",
+        title,
+        notes,
+        report_rows(benchmark, results),
+        out / "pareto.png",
+        list(results),
+        views,
+        total,
+    )

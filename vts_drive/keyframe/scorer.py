@@ -5,6 +5,7 @@ to 6 channels. Four stride-2 conv blocks, global average pooling, one linear
 layer: about 60 k parameters, plain conv/pool/linear so it exports to ONNX and
 runs before the vision tower (frames it scores low need not be encoded at all).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,11 @@ class KeyframeScorer(nn.Module):
         widths = [6, config.width, 2 * config.width, 4 * config.width, 4 * config.width]
         blocks = []
         for cin, cout in zip(widths[:-1], widths[1:]):
-            blocks += [nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
+            blocks += [
+                nn.Conv2d(cin, cout, kernel_size=3, stride=2, padding=1),
+                nn.BatchNorm2d(cout),
+                nn.ReLU(),
+            ]
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.head = nn.Linear(widths[-1], 1)
@@ -52,7 +57,9 @@ class KeyframeScorer(nn.Module):
         """streams [C, T, 3, S, S] (each camera's frames in time order) -> probabilities [C, T].
         A stream's first frame has nothing to compare with and is a keyframe (probability 1)."""
         previous = torch.cat([streams[:, :1], streams[:, :-1]], dim=1)
-        probabilities = torch.sigmoid(self(streams.flatten(0, 1), previous.flatten(0, 1))).view(streams.shape[:2])
+        probabilities = torch.sigmoid(self(streams.flatten(0, 1), previous.flatten(0, 1))).view(
+            streams.shape[:2]
+        )
         probabilities[:, 0] = 1.0
         return probabilities
 
@@ -79,11 +86,15 @@ def save_scorer(scorer: KeyframeScorer, folder: Path) -> None:
     save_file({k: v.contiguous() for k, v in scorer.state_dict().items()}, str(folder / WEIGHTS_FILE))
 
 
-def load_scorer(folder: Path | str, config: KeyframeConfig, device: str | torch.device = "cpu") -> KeyframeScorer:
+def load_scorer(
+    folder: Path | str, config: KeyframeConfig, device: str | torch.device = "cpu"
+) -> KeyframeScorer:
     """The scorer in `folder`, built as `config` says (the `keyframe` settings resolved for the run)."""
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.is_file():
-        raise InputError(f"{folder} has no keyframe scorer ({WEIGHTS_FILE}); train one with `vts-drive train-keyframe`")
+        raise InputError(
+            f"{folder} has no keyframe scorer ({WEIGHTS_FILE}); train one with `vts-drive train-keyframe`"
+        )
     scorer = KeyframeScorer(config)
     try:
         scorer.load_state_dict(read_weights(weights))

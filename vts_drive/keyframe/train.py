@@ -7,6 +7,7 @@ when its visual tokens differ from the last keyframe's (1 - mean cosine
 similarity above a threshold), and then becomes the new reference. A stream's
 first frame is always a keyframe and is not trained on.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -101,13 +102,23 @@ def train_scorer(
     positives = float(pairs.labels.sum())
     pos_weight = torch.tensor((len(pairs) - positives) / max(1.0, positives))
     scorer.train()
-    progress = tqdm(range(state["step"], steps), desc="train keyframe scorer", unit="step", initial=state["step"], total=steps)
+    progress = tqdm(
+        range(state["step"], steps),
+        desc="train keyframe scorer",
+        unit="step",
+        initial=state["step"],
+        total=steps,
+    )
     for step in progress:
         rows = torch.from_numpy(np.random.default_rng([seed, step]).integers(0, len(pairs), batch_size))
         frames, previous = pairs.frames[rows].float() / 255, pairs.previous[rows].float() / 255
-        if np.random.default_rng([seed, step, 1]).random() < 0.5:  # mirror: a hazard can come from either side
+        if (
+            np.random.default_rng([seed, step, 1]).random() < 0.5
+        ):  # mirror: a hazard can come from either side
             frames, previous = frames.flip(-1), previous.flip(-1)
-        loss = F.binary_cross_entropy_with_logits(scorer(frames, previous), pairs.labels[rows], pos_weight=pos_weight)
+        loss = F.binary_cross_entropy_with_logits(
+            scorer(frames, previous), pairs.labels[rows], pos_weight=pos_weight
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

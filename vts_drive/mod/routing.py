@@ -19,6 +19,7 @@ Padding reads and writes a junk row appended after the sequence.
 `routing` "random" and "uniform" replace the learned scores, for the ablation
 (random scores; evenly spaced tokens of each frame).
 """
+
 from __future__ import annotations
 
 import math
@@ -129,7 +130,9 @@ class RoutingPlan:
         return max(1, math.ceil(self.keep_ratio * self.frame_slots.shape[-1] - 1e-9))
 
 
-def routing_scores(logits: torch.Tensor, plan: RoutingPlan, routing: str, generator: torch.Generator | None) -> torch.Tensor:
+def routing_scores(
+    logits: torch.Tensor, plan: RoutingPlan, routing: str, generator: torch.Generator | None
+) -> torch.Tensor:
     """Router logits [B, L] -> each frame slot's score [B, F, N]; empty slots score -inf."""
     batch, frames, slots = plan.frame_slots.shape
     if routing == "learned":
@@ -179,12 +182,18 @@ class RoutedLayer(nn.Module):
         selected = token_mask(chosen, chosen_valid, length)  # [B, L]
         computed_mask = (selected | ~plan.visual_mask(length)) & valid  # [B, L]
         width = plan.text_index.shape[1] + chosen.shape[1] * chosen.shape[2]
-        slot = torch.cumsum(computed_mask.to(torch.int32), dim=1).long() - 1  # [B, L] place in the compact list
+        slot = (
+            torch.cumsum(computed_mask.to(torch.int32), dim=1).long() - 1
+        )  # [B, L] place in the compact list
         target = torch.where(computed_mask, slot, torch.full_like(slot, width))
         sequence = torch.arange(length, device=hidden.device).expand(batch, -1)
         computed = torch.full((batch, width + 1), length, dtype=torch.long, device=hidden.device)
-        computed = computed.scatter(1, target, sequence)[:, :width]  # [B, M] sequence indices, junk row L past the end
-        computed_valid = torch.arange(width, device=hidden.device)[None, :] < computed_mask.sum(dim=1, keepdim=True)
+        computed = computed.scatter(1, target, sequence)[
+            :, :width
+        ]  # [B, M] sequence indices, junk row L past the end
+        computed_valid = torch.arange(width, device=hidden.device)[None, :] < computed_mask.sum(
+            dim=1, keepdim=True
+        )
         padded_visual = torch.cat([plan.visual_mask(length), valid.new_zeros(batch, 1)], dim=1)
         is_visual = padded_visual.gather(1, computed)
 
@@ -197,7 +206,9 @@ class RoutedLayer(nn.Module):
             ones = torch.ones_like(computed, dtype=logits.dtype)
             gate = torch.where(is_visual, torch.sigmoid(padded_logits.gather(1, computed)), ones)
             out = sub_hidden + gate.unsqueeze(-1).to(out.dtype) * (out - sub_hidden)
-        target = torch.where(computed_valid, computed, torch.full_like(computed, length))  # not computed -> junk row
+        target = torch.where(
+            computed_valid, computed, torch.full_like(computed, length)
+        )  # not computed -> junk row
         updated = padded_hidden.scatter(1, target.unsqueeze(-1).expand(-1, -1, dim), out)
         if trace is not None:
             trace.append(RoutingTrace(self.index, logits, selected, plan.visual_mask(length), plan))
@@ -224,13 +235,19 @@ def token_mask(indices: torch.Tensor, index_valid: torch.Tensor, length: int) ->
 def save_routers(routers: Routers, folder: Path) -> None:
     """The weights, and the settings as the `mod` section of the folder's settings file."""
     folder = Path(folder)
-    config = ModConfig(routers.config.keep_ratio, routers.layer_indices, routers.config.gate, routers.config.routing)
+    config = ModConfig(
+        routers.config.keep_ratio, routers.layer_indices, routers.config.gate, routers.config.routing
+    )
     write_settings(folder, section(config))
     save_file({k: v.contiguous() for k, v in routers.state_dict().items()}, str(folder / WEIGHTS_FILE))
 
 
 def load_routers(
-    folder: Path | str, config: ModConfig, hidden_size: int, num_layers: int, device: torch.device | str = "cpu"
+    folder: Path | str,
+    config: ModConfig,
+    hidden_size: int,
+    num_layers: int,
+    device: torch.device | str = "cpu",
 ) -> Routers:
     """The routers in `folder`, built as `config` says (the `mod` settings resolved for the run)."""
     weights = Path(folder) / WEIGHTS_FILE

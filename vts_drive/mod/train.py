@@ -17,6 +17,7 @@ Which top-k the BCE term targets is `aux_target`:
 The BCE term also drives chosen tokens' gates towards 1 (so a computed token
 gets nearly its full block output).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -64,7 +65,9 @@ class PromptAttentionProbe:
         self.received: dict[int, torch.Tensor] = {}  # layer -> [R, W] over the W prefix entries
 
     @torch.no_grad()
-    def __call__(self, layer: int, query: torch.Tensor, positions: torch.Tensor, segments: list[LayerKV]) -> None:
+    def __call__(
+        self, layer: int, query: torch.Tensor, positions: torch.Tensor, segments: list[LayerKV]
+    ) -> None:
         kv = segments[-1]
         prefix_width = kv.keys.shape[2] - query.shape[2]
         if layer not in self.layers or len(segments) != 1 or prefix_width <= 0:
@@ -75,10 +78,14 @@ class PromptAttentionProbe:
         weights = torch.softmax(scores.masked_fill(~visible[:, None], float("-inf")), dim=-1)
         query_valid = kv.valid[:, prefix_width:].float()  # [R, L]
         per_query = weights[..., :prefix_width].mean(dim=1)  # [R, L, W]
-        self.received[layer] = (per_query * query_valid[..., None]).sum(1) / query_valid.sum(1, keepdim=True).clamp(min=1)
+        self.received[layer] = (per_query * query_valid[..., None]).sum(1) / query_valid.sum(
+            1, keepdim=True
+        ).clamp(min=1)
 
 
-def attention_targets(trace: list[RoutingTrace], received: dict[int, torch.Tensor], prompts_per_example: list[int]) -> list[torch.Tensor]:
+def attention_targets(
+    trace: list[RoutingTrace], received: dict[int, torch.Tensor], prompts_per_example: list[int]
+) -> list[torch.Tensor]:
     """Each routed layer's target [B, L]: the top-k visual tokens of every frame by the attention
     the example's prompt rows gave them in the dense model. The dense pass may have covered more
     examples than the routed one: its first rows and prefix entries are these examples'."""
@@ -86,7 +93,9 @@ def attention_targets(trace: list[RoutingTrace], received: dict[int, torch.Tenso
     targets = []
     for t in trace:
         by_row = received[t.layer][: len(owner), : t.logits.shape[1]]  # [R, L]
-        by_example = torch.zeros(len(prompts_per_example), by_row.shape[1], device=by_row.device).index_add_(0, owner.to(by_row.device), by_row)
+        by_example = torch.zeros(len(prompts_per_example), by_row.shape[1], device=by_row.device).index_add_(
+            0, owner.to(by_row.device), by_row
+        )
         chosen, chosen_valid = choose_tokens(routing_scores(by_example, t.plan, "learned", None), t.plan)
         targets.append(token_mask(chosen, chosen_valid, by_example.shape[1]))
     return targets
@@ -94,7 +103,11 @@ def attention_targets(trace: list[RoutingTrace], received: dict[int, torch.Tenso
 
 def membership_loss(trace: list[RoutingTrace], targets: list[torch.Tensor]) -> torch.Tensor:
     """BCE of each visual token's router logit against its target membership, over routed layers."""
-    losses = [F.binary_cross_entropy_with_logits(t.logits[t.visual], target[t.visual].float()) for t, target in zip(trace, targets) if t.visual.any()]
+    losses = [
+        F.binary_cross_entropy_with_logits(t.logits[t.visual], target[t.visual].float())
+        for t, target in zip(trace, targets)
+        if t.visual.any()
+    ]
     return torch.stack(losses).mean()
 
 
@@ -142,18 +155,31 @@ def train_routers(
     optimizer = torch.optim.AdamW(routers.parameters(), lr=lr, weight_decay=0.0)
     checkpoint = Path(out) / "router_checkpoint"
     state = load_checkpoint(checkpoint, routers, optimizer) or {"step": 0}
-    progress = tqdm(range(state["step"], steps), desc="train routers", unit="step", initial=state["step"], total=steps)
+    progress = tqdm(
+        range(state["step"], steps), desc="train routers", unit="step", initial=state["step"], total=steps
+    )
     for step in progress:
         examples = batches(step)
-        probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if aux_target == "attention" else None
+        probe = (
+            PromptAttentionProbe(routers.layer_indices, decoder.scale) if aux_target == "attention" else None
+        )
         teacher = None
         if kl_weight > 0 or probe is not None:
             with torch.no_grad():
-                teacher = forward_losses(vision, decoder, builder, examples, device=model.device, probe=probe).answer_logits
-        losses, membership = routed_losses(vision, routed, builder, examples, probe.received if probe else None, model.device)
+                teacher = forward_losses(
+                    vision, decoder, builder, examples, device=model.device, probe=probe
+                ).answer_logits
+        losses, membership = routed_losses(
+            vision, routed, builder, examples, probe.received if probe else None, model.device
+        )
         loss = losses.language + aux_weight * membership
         if kl_weight > 0:
-            kl = F.kl_div(F.log_softmax(losses.answer_logits, -1), F.log_softmax(teacher, -1), log_target=True, reduction="batchmean")
+            kl = F.kl_div(
+                F.log_softmax(losses.answer_logits, -1),
+                F.log_softmax(teacher, -1),
+                log_target=True,
+                reduction="batchmean",
+            )
             loss = loss + kl_weight * kl
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(step, steps, max(1, steps // 20), lr)

@@ -3,6 +3,7 @@
 Used to measure speed at the real model's dimensions where the weights cannot
 be fetched; accuracy of such a model means nothing.
 """
+
 from __future__ import annotations
 
 import tempfile
@@ -27,16 +28,33 @@ from vts_drive.model.small import train_tokenizer
 # llava-hf/llava-onevision-qwen2-0.5b-ov-hf: SigLIP-so400m (384 px, patch 14) + Qwen2-0.5B
 ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
     "llava-onevision-qwen2-0.5b": {
-        "vision": dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=26, num_attention_heads=16,
-                       image_size=384, patch_size=14, vision_use_head=False),
-        "text": dict(vocab_size=151936, hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
-                     num_attention_heads=14, num_key_value_heads=2, max_position_embeddings=32768,
-                     rope_theta=1000000.0, tie_word_embeddings=True),
+        "vision": dict(
+            hidden_size=1152,
+            intermediate_size=4304,
+            num_hidden_layers=26,
+            num_attention_heads=16,
+            image_size=384,
+            patch_size=14,
+            vision_use_head=False,
+        ),
+        "text": dict(
+            vocab_size=151936,
+            hidden_size=896,
+            intermediate_size=4864,
+            num_hidden_layers=24,
+            num_attention_heads=14,
+            num_key_value_heads=2,
+            max_position_embeddings=32768,
+            rope_theta=1000000.0,
+            tie_word_embeddings=True,
+        ),
     },
 }
 
 
-def random_model(arch: str, device: str = "cpu", dtype: str | None = None, seed: int = 0) -> VisionLanguageModel:
+def random_model(
+    arch: str, device: str = "cpu", dtype: str | None = None, seed: int = 0
+) -> VisionLanguageModel:
     """A randomly initialised model of a real architecture, with a random keyframe scorer and
     random routers beside it so every mode runs."""
     if arch not in ARCHITECTURES:
@@ -55,13 +73,17 @@ def random_model(arch: str, device: str = "cpu", dtype: str | None = None, seed:
     torch_dtype = resolve_dtype(device, dtype)
     with torch.device(device):
         hf_model = LlavaOnevisionForConditionalGeneration(config).to(torch_dtype).eval().requires_grad_(False)
-    prompts = ["camera front frame describe the driving scene risk object box caption what should the ego car do"]
+    prompts = [
+        "camera front frame describe the driving scene risk object box caption what should the ego car do"
+    ]
     tokenizer = train_tokenizer(prompts * 8, vocab_size=300)
     folder = Path(tempfile.mkdtemp(prefix=f"vts-drive-{arch}-"))
     save_scorer(KeyframeScorer(KeyframeConfig()).eval(), folder)
     # r = 0.2, the mixture-of-depths paper's, at which the real-dimension figures were measured
     routing = ModConfig(keep_ratio=0.2)
-    save_routers(Routers(config.text_config.hidden_size, config.text_config.num_hidden_layers, routing), folder)
+    save_routers(
+        Routers(config.text_config.hidden_size, config.text_config.num_hidden_layers, routing), folder
+    )
     return VisionLanguageModel(
         name=f"{arch} (random weights)",
         folder=folder,

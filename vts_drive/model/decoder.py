@@ -11,6 +11,7 @@ RoutedLayer (vts_drive/mod/routing.py): given a plan from the tokens' frame
 index, they compute only text tokens and each frame's top visual tokens;
 text-only calls such as decoding are never routed.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -44,7 +45,9 @@ def visible_entries(kv: LayerKV, query_positions: torch.Tensor) -> torch.Tensor:
     return (kv.positions[:, None, :] <= query_positions[:, :, None]) & kv.valid[:, None, :]
 
 
-def attend(query: torch.Tensor, query_positions: torch.Tensor, segments: list[LayerKV], scale: float) -> torch.Tensor:
+def attend(
+    query: torch.Tensor, query_positions: torch.Tensor, segments: list[LayerKV], scale: float
+) -> torch.Tensor:
     """query [B, H, L, d] at positions [B, L] over cache segments -> [B, H, L, d].
 
     One segment (a prefill, a training pass): fused scaled-dot-product attention,
@@ -126,7 +129,11 @@ class DecoderLayer(nn.Module):
         cos, sin = self.rotary(hidden, positions)  # [B, L, d]
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         kv = LayerKV(keys=k, values=v, positions=positions, valid=valid)
-        segments = [kv] if cache is None else [*filter(None, [cache.shared[self.index]]), cache.append(self.index, kv)]
+        segments = (
+            [kv]
+            if cache is None
+            else [*filter(None, [cache.shared[self.index]]), cache.append(self.index, kv)]
+        )
         if probe is not None:
             probe(self.index, q, positions, segments)
         attended = attend(q, positions, segments, self.scale)  # [B, H, L, d]
@@ -151,16 +158,27 @@ class Qwen2Decoder(nn.Module):
         self.norm = language_model.norm
         self.lm_head = lm_head
         self.routers = routers
-        blocks = [DecoderLayer(i, layer, language_model.rotary_emb, config) for i, layer in enumerate(language_model.layers)]
+        blocks = [
+            DecoderLayer(i, layer, language_model.rotary_emb, config)
+            for i, layer in enumerate(language_model.layers)
+        ]
         generator = None
         if routers is not None:
             device = self.embed_tokens.weight.device
             generator = torch.Generator(device=device).manual_seed(seed)
         self.layers = nn.ModuleList(
-            [RoutedLayer(block, routers, generator) if routers is not None and routers.routes(block.index) else block
-             for block in blocks]
+            [
+                RoutedLayer(block, routers, generator)
+                if routers is not None and routers.routes(block.index)
+                else block
+                for block in blocks
+            ]
         )
-        self.num_kv_heads, self.head_dim, self.scale = blocks[0].num_kv_heads, blocks[0].head_dim, blocks[0].scale
+        self.num_kv_heads, self.head_dim, self.scale = (
+            blocks[0].num_kv_heads,
+            blocks[0].head_dim,
+            blocks[0].scale,
+        )
 
     @property
     def num_layers(self) -> int:

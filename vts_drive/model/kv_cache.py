@@ -11,6 +11,7 @@ to (the window's visual context after `branch`, never copied per prompt; after
 `pool_rows` also each row's prompt, masked to its row), and `layers`, the
 entries of each row (prompt suffixes, then generated tokens).
 """
+
 from __future__ import annotations
 
 import typing
@@ -76,13 +77,23 @@ class KVCache:
             row_entries = [cache.layers[index] for cache in caches]
             if prefix is None or any(kv is None for kv in row_entries):
                 raise ValueError("only caches branched off a prefix and prefilled can be pooled")
-            keys, values, positions, owners, rows = [prefix.keys[0]], [prefix.values[0]], [prefix.positions[0]], [], 0
+            keys, values, positions, owners, rows = (
+                [prefix.keys[0]],
+                [prefix.values[0]],
+                [prefix.positions[0]],
+                [],
+                0,
+            )
             for kv in typing.cast(list[LayerKV], row_entries):
                 keep = kv.valid  # [P, W]: the row's entries, not its padding
                 keys.append(kv.keys.transpose(0, 1)[:, keep])  # [H, n, d]
                 values.append(kv.values.transpose(0, 1)[:, keep])
                 positions.append(kv.positions[keep])  # [n]
-                owners.append((rows + torch.arange(kv.valid.shape[0], device=keep.device))[:, None].expand_as(keep)[keep])
+                owners.append(
+                    (rows + torch.arange(kv.valid.shape[0], device=keep.device))[:, None].expand_as(keep)[
+                        keep
+                    ]
+                )
                 rows += kv.valid.shape[0]
             owner = torch.cat(owners)  # [N]: the row each pooled entry belongs to
             own = owner[None, :] == torch.arange(rows, device=owner.device)[:, None]  # [R, N]
@@ -100,7 +111,8 @@ class KVCache:
         prefix with `branch`), or the rows still decoding."""
         selected = KVCache(len(self.layers))
         selected.shared = [  # a per-row valid mask (pooled rows) follows its rows; one row's is everyone's
-            kv if kv is None or kv.valid.shape[0] == 1 else replace(kv, valid=kv.valid.index_select(0, rows)) for kv in self.shared
+            kv if kv is None or kv.valid.shape[0] == 1 else replace(kv, valid=kv.valid.index_select(0, rows))
+            for kv in self.shared
         ]
         for index, kv in enumerate(self.layers):
             if kv is not None:

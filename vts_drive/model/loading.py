@@ -2,6 +2,7 @@
 
 Weights are read from safetensors only: nothing is unpickled from a model folder.
 """
+
 from __future__ import annotations
 
 import json
@@ -76,15 +77,23 @@ def resolve_dtype(device: str, dtype: str | None) -> torch.dtype:
             return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.float32
     try:
-        return {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-                "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}[dtype]
+        return {
+            "float32": torch.float32,
+            "fp32": torch.float32,
+            "float16": torch.float16,
+            "fp16": torch.float16,
+            "bfloat16": torch.bfloat16,
+            "bf16": torch.bfloat16,
+        }[dtype]
     except KeyError:
         raise InputError(f"unknown dtype {dtype!r}: use fp32, fp16 or bf16") from None
 
 
 def check_device(device: str) -> None:
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} requested but CUDA is not available on this machine (use --device cpu)")
+        raise InputError(
+            f"device {device!r} requested but CUDA is not available on this machine (use --device cpu)"
+        )
     if not (device == "cpu" or device.startswith("cuda")):
         raise InputError(f"unknown device {device!r}: use cpu or cuda")
 
@@ -110,7 +119,9 @@ def check_checkpoint_folder(folder: Path) -> None:
     if not any(folder.glob("*.safetensors")):
         pickled = [name for name in _PICKLED_WEIGHTS if (folder / name).exists()]
         found = f" (found {', '.join(pickled)}, which would need unpickling)" if pickled else ""
-        raise InputError(f"{folder} has no .safetensors weights{found}; convert the checkpoint to safetensors")
+        raise InputError(
+            f"{folder} has no .safetensors weights{found}; convert the checkpoint to safetensors"
+        )
 
 
 def _is_positive_int(value: object) -> bool:
@@ -132,24 +143,39 @@ def _read_model_config(folder: Path) -> LlavaOnevisionConfig:
             raise InputError(f"{path}: {field} must be a positive integer, got {value!r}")
     vision = config.vision_config
     if vision.patch_size > vision.image_size:
-        raise InputError(f"{path}: vision_config.patch_size {vision.patch_size} is larger than "
-                         f"vision_config.image_size {vision.image_size}")
+        raise InputError(
+            f"{path}: vision_config.patch_size {vision.patch_size} is larger than "
+            f"vision_config.image_size {vision.image_size}"
+        )
     if vision.num_channels != 3:
-        raise InputError(f"{path}: vision_config.num_channels must be 3 (camera frames are RGB), got {vision.num_channels!r}")
+        raise InputError(
+            f"{path}: vision_config.num_channels must be 3 (camera frames are RGB), got {vision.num_channels!r}"
+        )
     layer, layers = config.vision_feature_layer, vision.num_hidden_layers
     if not isinstance(layer, int) or isinstance(layer, bool) or not -layers - 1 <= layer <= layers:
-        raise InputError(f"{path}: vision_feature_layer must be one layer index from {-layers - 1} to {layers}, got {layer!r}")
+        raise InputError(
+            f"{path}: vision_feature_layer must be one layer index from {-layers - 1} to {layers}, got {layer!r}"
+        )
     if config.vision_feature_select_strategy not in FEATURE_STRATEGIES:
-        raise InputError(f"{path}: vision_feature_select_strategy must be one of {', '.join(FEATURE_STRATEGIES)}, "
-                         f"got {config.vision_feature_select_strategy!r}")
+        raise InputError(
+            f"{path}: vision_feature_select_strategy must be one of {', '.join(FEATURE_STRATEGIES)}, "
+            f"got {config.vision_feature_select_strategy!r}"
+        )
     return config
 
 
 def _per_channel(path: Path, field: str, values: object, positive: bool) -> tuple[float, float, float]:
     """Three finite numbers, one per RGB channel (above 0 when `positive`), or InputError naming the field."""
-    numbers = isinstance(values, list) and len(values) == 3 and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and (v > 0 or not positive)
-        for v in values
+    numbers = (
+        isinstance(values, list)
+        and len(values) == 3
+        and all(
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and (v > 0 or not positive)
+            for v in values
+        )
     )
     if not numbers:
         kind = "finite numbers above 0" if positive else "finite numbers"
@@ -168,7 +194,9 @@ def _read_image_statistics(folder: Path) -> tuple[tuple[float, float, float], tu
                 mean, std = stats["image_mean"], stats["image_std"]
             except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
                 raise InputError(f"{path} lacks valid image_mean/image_std: {error}") from None
-            return _per_channel(path, "image_mean", mean, positive=False), _per_channel(path, "image_std", std, positive=True)
+            return _per_channel(path, "image_mean", mean, positive=False), _per_channel(
+                path, "image_std", std, positive=True
+            )
     return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
 
 
@@ -184,7 +212,9 @@ def _model_weight_files(folder: Path) -> tuple[Path, list[Path]]:
         shards = set(json.loads(index.read_text())["weight_map"].values())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
         raise InputError(f"{index} is not a readable shard index: {error}") from None
-    outside = sorted(str(shard) for shard in shards if not isinstance(shard, str) or Path(shard).name != shard)
+    outside = sorted(
+        str(shard) for shard in shards if not isinstance(shard, str) or Path(shard).name != shard
+    )
     if outside:
         raise InputError(f"{index} names shard files outside {folder}: {', '.join(outside)}")
     return index, [folder / shard for shard in sorted(shards)]
@@ -205,7 +235,11 @@ def _download_folder(model_id: str) -> Path:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]))
+        return Path(
+            snapshot_download(
+                model_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"]
+            )
+        )
     except Exception as error:  # the hub client raises many kinds; all mean "not available"
         raise InputError(
             f"model {model_id!r} is not a local folder and could not be fetched from the Hugging Face Hub "
@@ -255,4 +289,3 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None)
         image_mean=image_mean,
         image_std=image_std,
     )
-

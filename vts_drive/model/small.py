@@ -4,6 +4,7 @@ They use the very classes of the real checkpoints (SigLIP vision tower,
 projector, Qwen2 LLM) with small sizes, and a byte-level BPE tokenizer trained
 locally with the `tokenizers` library, so nothing is downloaded.
 """
+
 from __future__ import annotations
 
 import copy

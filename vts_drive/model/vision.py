@@ -6,6 +6,7 @@ also yields the attention each patch receives in the feature layer, which the
 token reducers use as importance. SigLIP has no CLS token: saliency is the
 attention a patch receives, averaged over heads and queries.
 """
+
 from __future__ import annotations
 
 import math

@@ -4,6 +4,7 @@ A weight file cut short by a copy or a download, or overwritten with something
 else, fails inside the safetensors library with a message that does not say
 which file it was; here it becomes an InputError naming the file.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -22,7 +23,9 @@ def _naming(path: Path) -> Iterator[None]:
     try:
         yield
     except (SafetensorError, OSError) as error:
-        raise InputError(f"weight file {path} cannot be read (truncated, corrupt or not safetensors): {error}") from None
+        raise InputError(
+            f"weight file {path} cannot be read (truncated, corrupt or not safetensors): {error}"
+        ) from None
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -5,6 +5,7 @@ InputError naming the bag and listing the topics it has. A folder holding
 metadata.yaml is read as rosbag2 whatever its name (rosbags would take one
 named *.bag for a ROS 1 bag file).
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -43,11 +44,15 @@ class CameraBag:
                 self._reader.is2, self._reader.readers = True, [Rosbag2Reader(self.path)]
             self._reader.open()
         except BAG_ERRORS as error:
-            raise InputError(f"bag {self.path} cannot be read (not a rosbag2 bag, or corrupt): {error}") from None
+            raise InputError(
+                f"bag {self.path} cannot be read (not a rosbag2 bag, or corrupt): {error}"
+            ) from None
         self._select_topics()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._reader is not None and self._reader.stack is not None:
             self._reader.close()
 
@@ -62,9 +67,15 @@ class CameraBag:
             missing = [topic for topic in self.requested if topic not in available]
             if missing:
                 raise InputError(f"bag {self.path} has no topic {', '.join(missing)}; it has: {listing}")
-            wrong = [f"{topic} ({available[topic]})" for topic in self.requested if available[topic] not in IMAGE_TYPES]
+            wrong = [
+                f"{topic} ({available[topic]})"
+                for topic in self.requested
+                if available[topic] not in IMAGE_TYPES
+            ]
             if wrong:
-                raise InputError(f"bag {self.path}: {', '.join(wrong)} are not camera images (Image or CompressedImage)")
+                raise InputError(
+                    f"bag {self.path}: {', '.join(wrong)} are not camera images (Image or CompressedImage)"
+                )
             self.topics = list(self.requested)
         self._connections = [c for c in self._reader.connections if c.topic in self.topics]
 

@@ -5,6 +5,7 @@ come from the caller's stamp, and connections are created in the order topics
 first appear. Bags use metadata version 8, the newest whose QoS field Humble's
 rosbag2 still parses.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -54,7 +55,12 @@ class BagWriter:
         self._writer.__exit__(exc_type, exc, tb)
 
     def add_image(
-        self, topic: str, stamp_ns: int, frame_id: str, rgb: np.ndarray, compressed: bool = False,
+        self,
+        topic: str,
+        stamp_ns: int,
+        frame_id: str,
+        rgb: np.ndarray,
+        compressed: bool = False,
         log_time_ns: int | None = None,
     ) -> None:
         """An RGB uint8 image [H, W, 3]: sensor_msgs/Image rgb8, or CompressedImage jpeg; logged at
@@ -84,7 +90,9 @@ class BagWriter:
         self._writer.write(self._connection(topic, msgtype), log_time_ns, data)
 
     def _write(self, topic: str, msgtype: str, log_time_ns: int, message: object) -> None:
-        self._writer.write(self._connection(topic, msgtype), log_time_ns, TYPESTORE.serialize_cdr(message, msgtype))
+        self._writer.write(
+            self._connection(topic, msgtype), log_time_ns, TYPESTORE.serialize_cdr(message, msgtype)
+        )
 
     def _connection(self, topic: str, msgtype: str) -> Connection:
         connection = self._connections.get(topic)

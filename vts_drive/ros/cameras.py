@@ -9,6 +9,7 @@ compressed and /car/cam_front/image_rect_color/compressed are all `front`.
 Where that is not what the user wants, or two topics would share a name, a
 camera is named explicitly: `front=/a/b/compressed`.
 """
+
 from __future__ import annotations
 
 from vts_drive.errors import InputError
@@ -17,7 +18,13 @@ from vts_drive.errors import InputError
 TRANSPORT_SUFFIXES = ("compressed", "compressedDepth", "theora", "zstd", "ffmpeg", "h264")
 # image_proc / camera driver stages, and the plain `image` many drivers publish
 IMAGE_SUFFIXES = (
-    "image_raw", "image_rect", "image_rect_color", "image_rect_raw", "image_color", "image_mono", "image_rect_mono",
+    "image_raw",
+    "image_rect",
+    "image_rect_color",
+    "image_rect_raw",
+    "image_color",
+    "image_mono",
+    "image_rect_mono",
     "image",
 )
 NAME_PREFIXES = ("cam_", "camera_")
@@ -36,7 +43,7 @@ def camera_name(topic: str) -> str:
     name = parts[-1]
     for prefix in NAME_PREFIXES:
         if name.startswith(prefix) and len(name) > len(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 
@@ -47,9 +54,13 @@ def parse_camera_topic(item: str, source: str) -> tuple[str, str | None]:
     if not sep:
         name, topic = None, item
     elif not name or not all(c.isalnum() or c == "_" for c in name):
-        raise InputError(f"{source}: {item!r}: a camera name is letters, digits and _ before '=', as in front=/camera/front/compressed")
+        raise InputError(
+            f"{source}: {item!r}: a camera name is letters, digits and _ before '=', as in front=/camera/front/compressed"
+        )
     if not topic.startswith("/") or topic.endswith("/") or "//" in topic:
-        raise InputError(f"{source}: {item!r}: {topic!r} is not an absolute topic name like /camera/front/image_raw")
+        raise InputError(
+            f"{source}: {item!r}: {topic!r} is not an absolute topic name like /camera/front/image_raw"
+        )
     return topic, name
 
 
@@ -68,5 +79,7 @@ def camera_names(items: list[str], source: str) -> dict[str, str]:
     shared = {name: topics for name, topics in by_name.items() if len(topics) > 1}
     if shared:
         clashes = "; ".join(f"{', '.join(topics)} are all camera {name!r}" for name, topics in shared.items())
-        raise InputError(f"{source}: {clashes}; name each camera explicitly as NAME=TOPIC (front=/camera/front/compressed)")
+        raise InputError(
+            f"{source}: {clashes}; name each camera explicitly as NAME=TOPIC (front=/camera/front/compressed)"
+        )
     return names

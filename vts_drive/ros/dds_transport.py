@@ -11,6 +11,7 @@ each one. ~/overlay is drawn only while a reader is matched to its writer.
 Samples are taken one at a time, so one that does not deserialize (a string
 that is not UTF-8) is counted and dropped alone and the others go on.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,7 +58,11 @@ RELIABLE_BLOCKING = duration(milliseconds=100)  # longest a reliable write waits
 
 def dds_qos(spec: QosSpec) -> Qos:
     """The Cyclone DDS QoS of a QosSpec, as rmw_cyclonedds sets it for the same ROS profile."""
-    reliability = Policy.Reliability.Reliable(max_blocking_time=RELIABLE_BLOCKING) if spec.reliable else Policy.Reliability.BestEffort
+    reliability = (
+        Policy.Reliability.Reliable(max_blocking_time=RELIABLE_BLOCKING)
+        if spec.reliable
+        else Policy.Reliability.BestEffort
+    )
     return Qos(reliability, Policy.History.KeepLast(spec.depth), Policy.Durability.Volatile)
 
 
@@ -125,8 +130,12 @@ class DdsTransport:
             report=lambda text: self._report.write(String_(data=text)),
             answer=lambda text: self._answer.write(String_(data=text)),
             diagnostics=diagnostics,
-            detections=lambda detection: self._detections.write(to_detection_array(detection, DDS_DETECTION_TYPES)),
-            overlay=lambda rgb, detection: self._overlay.write(image_message(detection.stamp_ns, detection.frame_id, rgb)),
+            detections=lambda detection: self._detections.write(
+                to_detection_array(detection, DDS_DETECTION_TYPES)
+            ),
+            overlay=lambda rgb, detection: self._overlay.write(
+                image_message(detection.stamp_ns, detection.frame_id, rgb)
+            ),
             overlay_wanted=lambda: self._overlay.get_publication_matched_status().current_count > 0,
         )
 

@@ -9,6 +9,7 @@ consumers then match it to that image by header, as for any ROS detector.
 A report without a box (no risk, or a box the model did not get right) still
 gives an array, empty, so a viewer clears the previous box.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -106,4 +107,3 @@ def to_detection_array(detection: RiskDetection, types: SimpleNamespace) -> obje
     return types.Detection2DArray(
         header=header, detections=[types.Detection2D(header=header, results=[hypothesis], bbox=bbox, id="")]
     )
-

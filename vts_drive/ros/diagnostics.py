@@ -4,6 +4,7 @@ rclpy, the DDS types in msgs.py and rosbags all build messages from keyword
 arguments with the .msg field names, so one function fills them all; only
 the `byte` level differs (bytes of length 1 in rclpy, int elsewhere).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

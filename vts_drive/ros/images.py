@@ -5,6 +5,7 @@ rosbags (data is a numpy array), the DDS types in msgs.py (bytes) or rclpy
 (array.array). A message whose fields do not describe its data raises
 InputError; callers drop that frame and count it.
 """
+
 from __future__ import annotations
 
 import array
@@ -62,7 +63,9 @@ def image_to_rgb(msg: object) -> np.ndarray:
     channels, conversion = ENCODINGS[encoding]
     if channels == 2:
         _check_even(name, width=width)
-    pixels = _rows(msg.data, name, step, height, width * channels).reshape(height, width, channels)  # [H, W, ch]
+    pixels = _rows(msg.data, name, step, height, width * channels).reshape(
+        height, width, channels
+    )  # [H, W, ch]
     if conversion is None:
         return np.ascontiguousarray(pixels)
     return cv2.cvtColor(pixels[:, :, 0] if channels == 1 else pixels, conversion)
@@ -120,7 +123,9 @@ def rgb_to_image_fields(rgb: np.ndarray) -> dict:
 def rgb_to_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     """JPEG bytes of an RGB image, as image_transport's compressed plugin sends them."""
     _check_rgb(rgb)
-    ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    ok, encoded = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
     if not ok:
         raise InputError(f"image {rgb.shape}: JPEG encoding failed")
     return encoded.tobytes()

@@ -13,6 +13,7 @@ arrays, the same bytes); their `data` is bytes or a uint8 array.
 No `from __future__ import annotations` here: cyclonedds reads the field
 annotations as objects.
 """
+
 import dataclasses
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -41,8 +42,14 @@ def _rosbags_serialize(self, buffer=None, endianness=None, use_version_2=None) -
     """IdlStruct.serialize through rosbags, for a struct with `ros_type`, a header and uint8[] data."""
     values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
     values["header"] = typestore.header(typestore.stamp_to_ns(self.header.stamp), self.header.frame_id)
-    values["data"] = np.frombuffer(self.data, np.uint8) if isinstance(self.data, bytes) else np.asarray(self.data, np.uint8)
-    return bytes(typestore.TYPESTORE.serialize_cdr(typestore.TYPESTORE.types[self.ros_type](**values), self.ros_type))
+    values["data"] = (
+        np.frombuffer(self.data, np.uint8)
+        if isinstance(self.data, bytes)
+        else np.asarray(self.data, np.uint8)
+    )
+    return bytes(
+        typestore.TYPESTORE.serialize_cdr(typestore.TYPESTORE.types[self.ros_type](**values), self.ros_type)
+    )
 
 
 def _rosbags_deserialize(cls, data: bytes, has_header: bool = True, use_version_2=None):
@@ -107,8 +114,12 @@ class DiagnosticArray_(IdlStruct, typename="diagnostic_msgs::msg::dds_::Diagnost
 
 # The constructors vts_drive.ros.diagnostics fills, as every binding names them.
 DDS_DIAGNOSTIC_TYPES = SimpleNamespace(
-    Time=Time_, Header=Header_, KeyValue=KeyValue_, DiagnosticStatus=DiagnosticStatus_,
-    DiagnosticArray=DiagnosticArray_, level=int,
+    Time=Time_,
+    Header=Header_,
+    KeyValue=KeyValue_,
+    DiagnosticStatus=DiagnosticStatus_,
+    DiagnosticArray=DiagnosticArray_,
+    level=int,
 )
 
 
@@ -191,12 +202,26 @@ def ros_type_name(dds_type: type) -> str:
 
 
 # The constructors vts_drive.ros.detections fills, by ROS type name.
-DDS_DETECTION_TYPES = message_types({
-    ros_type_name(struct): struct for struct in (
-        Time_, Header_, Point_, Quaternion_, Pose_, PoseWithCovariance_, Point2D_, Pose2D_, BoundingBox2D_,
-        ObjectHypothesis_, ObjectHypothesisWithPose_, Detection2D_, Detection2DArray_,
-    )
-}.__getitem__)
+DDS_DETECTION_TYPES = message_types(
+    {
+        ros_type_name(struct): struct
+        for struct in (
+            Time_,
+            Header_,
+            Point_,
+            Quaternion_,
+            Pose_,
+            PoseWithCovariance_,
+            Point2D_,
+            Pose2D_,
+            BoundingBox2D_,
+            ObjectHypothesis_,
+            ObjectHypothesisWithPose_,
+            Detection2D_,
+            Detection2DArray_,
+        )
+    }.__getitem__
+)
 
 
 def dds_topic(ros_topic: str) -> str:
@@ -218,4 +243,6 @@ def image_message(stamp_ns: int, frame_id: str, rgb: np.ndarray) -> Image_:
 
 def compressed_image_message(stamp_ns: int, frame_id: str, rgb: np.ndarray) -> CompressedImage_:
     """A jpeg CompressedImage of an RGB uint8 array [H, W, 3]."""
-    return CompressedImage_(header=header(stamp_ns, frame_id), format="rgb8; jpeg compressed bgr8", data=rgb_to_jpeg(rgb))
+    return CompressedImage_(
+        header=header(stamp_ns, frame_id), format="rgb8; jpeg compressed bgr8", data=rgb_to_jpeg(rgb)
+    )

@@ -12,6 +12,7 @@ No sample stops the node: a frame that does not decode is counted and dropped,
 and every question gets one reply on ~/answer, its answer or the reason it has
 none (rejected, not decodable, the model failed, the node stopped).
 """
+
 from __future__ import annotations
 
 import json
@@ -140,12 +141,19 @@ class NodeCore:
             self.counts["questions_rejected"] += 1
         self._reply(None, error=f"question does not decode: {_describe_error(error)}")
 
-    def _reply(self, question: str | None, answer: str | None = None, stamp_ns: int | None = None,
-               error: str | None = None) -> None:
+    def _reply(
+        self,
+        question: str | None,
+        answer: str | None = None,
+        stamp_ns: int | None = None,
+        error: str | None = None,
+    ) -> None:
         """Publish the one reply a question gets on ~/answer; a failing publisher is logged, not raised."""
         stamp = None if stamp_ns is None else stamp_ns / 1e9
         try:
-            self.outputs.answer(json.dumps({"question": question, "answer": answer, "stamp": stamp, "error": error}))
+            self.outputs.answer(
+                json.dumps({"question": question, "answer": answer, "stamp": stamp, "error": error})
+            )
         except Exception:
             log.exception("publishing the reply to %r failed", question)
 
@@ -235,16 +243,26 @@ class NodeCore:
                 "model": getattr(self.pipeline, "model_name", ""),
                 "backend": self.params.backend,
                 "device": self.params.device,
-                **{name: str(counts.get(name, 0)) for name in (
-                    "windows_described", "windows_dropped", "questions_answered", "questions_rejected", "bad_questions",
-                    "errors")},
+                **{
+                    name: str(counts.get(name, 0))
+                    for name in (
+                        "windows_described",
+                        "windows_dropped",
+                        "questions_answered",
+                        "questions_rejected",
+                        "bad_questions",
+                        "errors",
+                    )
+                },
                 "windows_queued": str(queued),
                 "questions_queued": str(questions),
                 "stale_cameras": ",".join(stale),
                 **{f"latency_ms.{stage}": f"{ms:.1f}" for stage, ms in timings.items()},
             },
         )
-        return [pipeline] + [self._camera_status(camera, camera in stale, now) for camera in self.stream.sync.cameras]
+        return [pipeline] + [
+            self._camera_status(camera, camera in stale, now) for camera in self.stream.sync.cameras
+        ]
 
     def _camera_status(self, camera: str, stale: bool, now_ns: int) -> Status:
         """STALE when silent; WARN once its stamps jumped or a frame did not decode; else OK."""

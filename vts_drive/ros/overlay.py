@@ -5,6 +5,7 @@ the box, the object's name on it, and the caption in a band at the bottom.
 The image keeps the camera's size, so it lines up with the camera and with the
 Detection2DArray boxes. cv2 draws ASCII only; other characters show as '?'.
 """
+
 from __future__ import annotations
 
 import cv2
@@ -28,7 +29,11 @@ def draw_overlay(rgb: np.ndarray, detection: RiskDetection) -> np.ndarray:
         cv2.rectangle(image, (x1, y1), (x2 - 1, y2 - 1), BOX_COLOUR, thickness)
         _label(image, detection.object or "risk", (x1, y1), scale, thickness)
     if detection.present:
-        text = f"{detection.object or 'risk'}: {detection.caption}" if detection.caption else detection.object or "risk"
+        text = (
+            f"{detection.object or 'risk'}: {detection.caption}"
+            if detection.caption
+            else detection.object or "risk"
+        )
     else:
         text = "no risk"
     _caption(image, text, scale, thickness)
@@ -45,7 +50,9 @@ def _label(image: np.ndarray, text: str, corner: tuple[int, int], scale: float, 
     x = max(0, min(corner[0], image.shape[1] - text_w - 2))
     top = max(0, corner[1] - text_h - baseline - 2)
     cv2.rectangle(image, (x, top), (x + text_w + 2, top + text_h + baseline + 2), BOX_COLOUR, cv2.FILLED)
-    cv2.putText(image, _ascii(text), (x + 1, top + text_h + 1), FONT, scale, TEXT_COLOUR, thickness, cv2.LINE_AA)
+    cv2.putText(
+        image, _ascii(text), (x + 1, top + text_h + 1), FONT, scale, TEXT_COLOUR, thickness, cv2.LINE_AA
+    )
 
 
 def _caption(image: np.ndarray, text: str, scale: float, thickness: int) -> None:
@@ -56,15 +63,24 @@ def _caption(image: np.ndarray, text: str, scale: float, thickness: int) -> None
     step = line_h + baseline + 2
     lines = _wrap(_ascii(text), width - 4, max(1, height // 3 // step), scale, thickness)
     band = min(height, len(lines) * step + 4)
-    image[height - band:] = image[height - band:] // 3
+    image[height - band :] = image[height - band :] // 3
     for i, line in enumerate(lines):
-        cv2.putText(image, line, (2, height - band + 2 + i * step + line_h), FONT, scale, TEXT_COLOUR,
-                    thickness, cv2.LINE_AA)
+        cv2.putText(
+            image,
+            line,
+            (2, height - band + 2 + i * step + line_h),
+            FONT,
+            scale,
+            TEXT_COLOUR,
+            thickness,
+            cv2.LINE_AA,
+        )
 
 
 def _wrap(text: str, width: int, max_lines: int, scale: float, thickness: int) -> list[str]:
     """Words into lines no wider than `width` pixels as drawn (the font is proportional), at most
     max_lines; what does not fit is cut and marked with '...'."""
+
     def fits(line: str) -> bool:
         return cv2.getTextSize(line, FONT, scale, thickness)[0][0] <= width
 

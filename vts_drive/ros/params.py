@@ -7,6 +7,7 @@ configuration is a parameter of the same name (`mode`, `vts.budget`, in a params
 YAML also nested: `vts: {budget: 0.3}`); one left unset keeps the model's
 setting, else the default (vts_drive/config.py). Nothing here imports rclpy or torch.
 """
+
 from __future__ import annotations
 
 import typing
@@ -26,11 +27,20 @@ DEFAULT_CAMERA_TOPICS = ["/cam_front/image_raw", "/cam_front_left/image_raw", "/
 
 # Python field type -> ROS parameter type name (rclpy's ParameterType.PARAMETER_<NAME>)
 ROS_TYPES = {
-    str: "STRING", bool: "BOOL", int: "INTEGER", float: "DOUBLE", list[str]: "STRING_ARRAY", list[int]: "INTEGER_ARRAY",
+    str: "STRING",
+    bool: "BOOL",
+    int: "INTEGER",
+    float: "DOUBLE",
+    list[str]: "STRING_ARRAY",
+    list[int]: "INTEGER_ARRAY",
 }
 # parameters of earlier releases -> the configuration keys that replaced them (named in the error)
-RENAMED = {"skip_threshold": "keyframe.skip_threshold", "max_keyframes": "keyframe.max_keyframes",
-           "keyframe_anchor": "keyframe.anchor", "keep_ratio": "mod.keep_ratio"}
+RENAMED = {
+    "skip_threshold": "keyframe.skip_threshold",
+    "max_keyframes": "keyframe.max_keyframes",
+    "keyframe_anchor": "keyframe.anchor",
+    "keep_ratio": "mod.keep_ratio",
+}
 
 
 @dataclass
@@ -40,7 +50,9 @@ class NodeParams:
     frames_per_window: int = StreamConfig.frames
     window_stride: int = StreamConfig.stride
     sync_slop_s: float = StreamConfig.slop_s
-    max_stamp_jump_s: float = StreamConfig.max_stamp_jump_s  # a camera whose stamp jumps further starts afresh
+    max_stamp_jump_s: float = (
+        StreamConfig.max_stamp_jump_s
+    )  # a camera whose stamp jumps further starts afresh
     stale_after_s: float = StreamConfig.stale_after_s
     on_stale_camera: str = StreamConfig.on_stale  # continue | wait
     model: str = ""  # "": the default model (synthdrive-tiny when shipped)
@@ -52,8 +64,13 @@ class NodeParams:
     settings: dict[str, object] = field(default_factory=dict)  # pipeline configuration: dotted key -> value
 
     def check(self) -> None:
-        for name in ("frames_per_window", "window_stride", "window_queue_size", "question_queue_size",
-                     "max_question_chars"):
+        for name in (
+            "frames_per_window",
+            "window_stride",
+            "window_queue_size",
+            "question_queue_size",
+            "max_question_chars",
+        ):
             if getattr(self, name) < 1:
                 raise InputError(f"parameter {name}: must be at least 1, got {getattr(self, name)}")
         if self.qos not in QOS_PROFILES:
@@ -62,9 +79,13 @@ class NodeParams:
             raise InputError(f"parameter diagnostics_period_s: must be > 0, got {self.diagnostics_period_s}")
         for topic in self.camera_topics:
             if not topic.startswith("/") or topic.endswith("/"):
-                raise InputError(f"parameter camera_topics: {topic!r} is not an absolute topic name like /cam_front/image_raw")
+                raise InputError(
+                    f"parameter camera_topics: {topic!r} is not an absolute topic name like /cam_front/image_raw"
+                )
         if not self.camera_topics or len(set(self.cameras)) != len(self.cameras):
-            raise InputError(f"parameter camera_topics: {self.camera_topics} must name distinct cameras {self.cameras}")
+            raise InputError(
+                f"parameter camera_topics: {self.camera_topics} must name distinct cameras {self.cameras}"
+            )
         self.stream_config().check()
         self.requested()
 
@@ -160,9 +181,13 @@ def params_from_dict(values: dict, source: str = "parameters") -> NodeParams:
     unknown = sorted(set(values) - set(hints) - set(keys))
     if unknown:
         renamed = "".join(f" ({name} is now {RENAMED[name]})" for name in unknown if name in RENAMED)
-        raise InputError(f"{source}: unknown parameter(s) {', '.join(unknown)}{renamed}; known: {', '.join(hints)} "
-                         "and the configuration's dotted keys (vts_drive/config.py)")
-    checked = {name: _typed(name, value, hints[name], source) for name, value in values.items() if name in hints}
+        raise InputError(
+            f"{source}: unknown parameter(s) {', '.join(unknown)}{renamed}; known: {', '.join(hints)} "
+            "and the configuration's dotted keys (vts_drive/config.py)"
+        )
+    checked = {
+        name: _typed(name, value, hints[name], source) for name, value in values.items() if name in hints
+    }
     settings = {key: value for key, value in values.items() if key in keys and value is not None}
     params = NodeParams(**checked, settings=settings)
     try:

@@ -8,6 +8,7 @@ outputs each take a profile, as Isaac ROS nodes do: `sensor_data` and
 or `reliable` (volatile; ROS's default profile keeps 10), and a depth, where 0
 keeps the profile's own. Each transport turns the QosSpec into its QoS type.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,7 +34,9 @@ def qos_spec(profile: str, depth: int = 0, parameter: str = "qos") -> QosSpec:
     if profile not in PROFILE_DEPTH:
         raise InputError(f"parameter {parameter}: {profile!r} is not one of {', '.join(QOS_PROFILES)}")
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-        raise InputError(f"parameter {parameter}_depth: must be a whole number >= 0 (0: the profile's), got {depth!r}")
+        raise InputError(
+            f"parameter {parameter}_depth: must be a whole number >= 0 (0: the profile's), got {depth!r}"
+        )
     return QosSpec(reliable=profile == "reliable", depth=depth or PROFILE_DEPTH[profile])
 
 

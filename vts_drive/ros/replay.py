@@ -14,6 +14,7 @@ and Foxglove.
 
 Cameras are named from their topics (cameras.py) or explicitly, `NAME=TOPIC`.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,13 +48,17 @@ class ReplaySummary:
     described: int = 0  # windows run through the pipeline now
     resumed: int = 0  # windows already in the output file
     bad_images: Counter = field(default_factory=Counter)  # topic -> messages that did not decode
-    first_errors: dict[str, str] = field(default_factory=dict)  # topic -> why its first bad message did not decode
+    first_errors: dict[str, str] = field(
+        default_factory=dict
+    )  # topic -> why its first bad message did not decode
     dropped: Counter = field(default_factory=Counter)  # sync drop reason -> frames
 
     def nothing_described(self, bags: list[Path]) -> str:
         """Why no window came out of the bags: the frames that did not decode or were dropped by sync."""
-        reasons = [f"{count} frame(s) of {topic} did not decode ({self.first_errors[topic]})"
-                   for topic, count in sorted(self.bad_images.items())]
+        reasons = [
+            f"{count} frame(s) of {topic} did not decode ({self.first_errors[topic]})"
+            for topic, count in sorted(self.bad_images.items())
+        ]
         if sum(self.dropped.values()):
             counts = ", ".join(f"{count} {reason}" for reason, count in sorted(self.dropped.items()) if count)
             reasons.append(f"{sum(self.dropped.values())} frame(s) dropped by sync ({counts})")
@@ -65,7 +70,9 @@ def output_bag_paths(bags: list[Path], out_bag: Path) -> list[Path]:
     """One input bag: out_bag is the new bag; several: out_bag/<input bag name> each."""
     paths = [out_bag] if len(bags) == 1 else [out_bag / bag.name for bag in bags]
     if len(set(paths)) != len(paths):
-        raise InputError(f"bags {', '.join(map(str, bags))} share folder names; their output bags in {out_bag} would collide")
+        raise InputError(
+            f"bags {', '.join(map(str, bags))} share folder names; their output bags in {out_bag} would collide"
+        )
     existing = [str(path) for path in paths if path.exists()]
     if existing:
         raise InputError(f"output bag {', '.join(existing)} already exists; choose a new --out-bag")
@@ -97,8 +104,11 @@ def replay(
         with CameraBag(bag, bag_topics) as source:
             _cameras(bag, topics, source.topics)
             total += source.message_count
-    fingerprint = {"input": {"bags": [folder_identity(bag) for bag in bags], "topics": topics}, "windows": asdict(settings),
-                   **pipeline_source(pipeline)}
+    fingerprint = {
+        "input": {"bags": [folder_identity(bag) for bag in bags], "topics": topics},
+        "windows": asdict(settings),
+        **pipeline_source(pipeline),
+    }
     summary = ReplaySummary()
     results_per_bag: list[tuple[dict[str, str], list[dict], list[RiskDetection]]] = []
     progress = tqdm(total=total, unit="msg", desc="replay", dynamic_ncols=True)
@@ -110,7 +120,9 @@ def replay(
             with CameraBag(bag, bag_topics) as source:
                 cameras = _cameras(bag, topics, source.topics)
                 stream = FrameStream(replace(settings, cameras=list(cameras.values())))
-                for topic, stamp_ns, frame_id, rgb, log_time_ns in _camera_frames(source, rate, summary, progress):
+                for topic, stamp_ns, frame_id, rgb, log_time_ns in _camera_frames(
+                    source, rate, summary, progress
+                ):
                     frame_ids[cameras[topic]] = frame_id
                     for window in stream.add(cameras[topic], stamp_ns, rgb, log_time_ns):
                         index = summary.resumed + summary.described
@@ -201,7 +213,9 @@ def write_results_bag(
         shutil.rmtree(partial)
     pending = sorted(zip(reports, detections), key=lambda pair: pair[0]["stamp"])
     topic_of = {camera: topic for topic, camera in cameras.items()}
-    overlays: dict[tuple[str, int], list[RiskDetection]] = defaultdict(list)  # (topic, stamp ns) -> drawn on it
+    overlays: dict[tuple[str, int], list[RiskDetection]] = defaultdict(
+        list
+    )  # (topic, stamp ns) -> drawn on it
     for detection in detections:
         overlays[(topic_of[detection.camera], detection.stamp_ns)].append(detection)
     overlay_topics = {topic for topic, _ in overlays}
@@ -212,7 +226,9 @@ def write_results_bag(
                 report, detection = pending.pop(0)
                 stamp_ns = round(report["stamp"] * 1e9)
                 writer.add_string(output_topic("scene_description"), stamp_ns, report["description"])
-                writer.add_string(output_topic("risk_qa"), stamp_ns, json.dumps(report, separators=(",", ":")))
+                writer.add_string(
+                    output_topic("risk_qa"), stamp_ns, json.dumps(report, separators=(",", ":"))
+                )
                 writer.add_detections(output_topic("risk_detections"), stamp_ns, detection)
 
         for connection, log_time_ns, data in source.raw_messages():
@@ -226,10 +242,17 @@ def write_results_bag(
                 continue
             try:
                 rgb = message_to_rgb(msg)
-            except InputError:  # skipped by the replay too; the frame it used has the same stamp and comes later
+            except (
+                InputError
+            ):  # skipped by the replay too; the frame it used has the same stamp and comes later
                 continue
             for detection in overlays.pop(key):
-                writer.add_image(output_topic("overlay"), detection.stamp_ns, detection.frame_id,
-                                 draw_overlay(rgb, detection), log_time_ns=log_time_ns)
+                writer.add_image(
+                    output_topic("overlay"),
+                    detection.stamp_ns,
+                    detection.frame_id,
+                    draw_overlay(rgb, detection),
+                    log_time_ns=log_time_ns,
+                )
         write_reports_until(float("inf"))
     partial.rename(path)

@@ -4,6 +4,7 @@ The node (any transport) and bag replay both feed frames through this one
 class. Time comes from the caller (`now_ns`): the receive clock in the node,
 the bag's log time in replay, so staleness means the same thing in both.
 """
+
 from __future__ import annotations
 
 from collections import Counter, deque
@@ -33,13 +34,21 @@ class StreamConfig:
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise InputError(f"cameras must be distinct and at least one, got {self.cameras}")
         if self.frames < 1 or self.stride < 1:
-            raise InputError(f"frames per window ({self.frames}) and window stride ({self.stride}) must be at least 1")
+            raise InputError(
+                f"frames per window ({self.frames}) and window stride ({self.stride}) must be at least 1"
+            )
         if self.slop_s < 0 or self.stale_after_s <= 0:
-            raise InputError(f"sync slop ({self.slop_s} s) must be >= 0 and stale timeout ({self.stale_after_s} s) > 0")
+            raise InputError(
+                f"sync slop ({self.slop_s} s) must be >= 0 and stale timeout ({self.stale_after_s} s) > 0"
+            )
         if self.max_stamp_jump_s <= 0:
-            raise InputError(f"max_stamp_jump_s: the largest stamp jump must be > 0 s, got {self.max_stamp_jump_s}")
+            raise InputError(
+                f"max_stamp_jump_s: the largest stamp jump must be > 0 s, got {self.max_stamp_jump_s}"
+            )
         if self.on_stale not in STALE_POLICIES:
-            raise InputError(f"stale camera policy {self.on_stale!r}: expected one of {', '.join(STALE_POLICIES)}")
+            raise InputError(
+                f"stale camera policy {self.on_stale!r}: expected one of {', '.join(STALE_POLICIES)}"
+            )
         if self.queue_size < 1:
             raise InputError(f"camera queue size must be at least 1, got {self.queue_size}")
 
@@ -53,7 +62,10 @@ class FrameStream:
         config.check()
         self.config = config
         self.sync = ApproximateSync(
-            config.cameras, round(config.slop_s * 1e9), config.queue_size, round(config.max_stamp_jump_s * 1e9)
+            config.cameras,
+            round(config.slop_s * 1e9),
+            config.queue_size,
+            round(config.max_stamp_jump_s * 1e9),
         )
         self.received = Counter()  # camera -> frames handed in
         self.last_seen_ns: dict[str, int] = {}  # camera -> now_ns of its newest frame
@@ -89,7 +101,9 @@ class FrameStream:
     def _push(self, frames: dict[str, Frame]) -> FrameWindow | None:
         """Append a synchronised set; a change of cameras or a stamp jump starts the windows afresh
         (no window mixes cameras or clocks)."""
-        if self._history and (list(self._history[-1]) != list(frames) or self._jumped(self._history[-1], frames)):
+        if self._history and (
+            list(self._history[-1]) != list(frames) or self._jumped(self._history[-1], frames)
+        ):
             self._history.clear()
             self._since_window = None
         self._history.append(frames)

@@ -13,6 +13,7 @@ played in a loop), is reset: its queue is dropped and its stamps start again
 from the new one. Without that, one frame stamped in the future would make
 every later frame of its camera out of order forever.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,7 +33,11 @@ class ApproximateSync:
     """Frames in (any camera, any order), synchronised sets {camera: frame} out."""
 
     def __init__(
-        self, cameras: list[str], slop_ns: int, queue_size: int = 16, max_jump_ns: int = round(MAX_JUMP_S * 1e9)
+        self,
+        cameras: list[str],
+        slop_ns: int,
+        queue_size: int = 16,
+        max_jump_ns: int = round(MAX_JUMP_S * 1e9),
     ) -> None:
         self.cameras = list(cameras)
         self.slop_ns = slop_ns
@@ -41,7 +46,9 @@ class ApproximateSync:
         self.required = list(cameras)
         self.dropped = {camera: Counter() for camera in cameras}  # camera -> reason -> frames
         self.jumps = Counter()  # camera -> resets for a stamp jump
-        self.last_jump: dict[str, tuple[int, int]] = {}  # camera -> (stamp before, stamp after) of its latest jump
+        self.last_jump: dict[
+            str, tuple[int, int]
+        ] = {}  # camera -> (stamp before, stamp after) of its latest jump
         self._queues: dict[str, deque[Frame]] = {camera: deque() for camera in cameras}
         self._newest: dict[str, int] = {}  # camera -> newest stamp accepted
 
@@ -67,8 +74,12 @@ class ApproximateSync:
         self._queues[camera].clear()
         self.jumps[camera] += 1
         self.last_jump[camera] = (newest_ns, stamp_ns)
-        log.warning("camera %s: stamp jumped from %.3f s to %.3f s; its frames start again from there",
-                    camera, newest_ns / 1e9, stamp_ns / 1e9)
+        log.warning(
+            "camera %s: stamp jumped from %.3f s to %.3f s; its frames start again from there",
+            camera,
+            newest_ns / 1e9,
+            stamp_ns / 1e9,
+        )
 
     def set_required(self, cameras: list[str]) -> list[dict[str, Frame]]:
         """Sync only these cameras from now on; frames queued for the others are dropped."""

@@ -5,6 +5,7 @@ node publishes are registered here from their .msg text (vision_msgs 4.x, the
 ros2 branch: Humble and later, where BoundingBox2D's center is a
 vision_msgs/Pose2D with a Point2D position).
 """
+
 from __future__ import annotations
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore

@@ -3,6 +3,7 @@
 Windows slide through each scene at a stride, so consecutive windows of a scene
 overlap the way a live stream's do (and the frame cache sees realistic reuse).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,7 +37,9 @@ def scene_window(scene: SynthScene, end: int, frames: int, cameras: list[str]) -
     )
 
 
-def synth_bench_windows(data: Path, cameras: list[str], frames: int, stride: int, limit: int) -> list[BenchWindow]:
+def synth_bench_windows(
+    data: Path, cameras: list[str], frames: int, stride: int, limit: int
+) -> list[BenchWindow]:
     """Up to `limit` windows, scene after scene, each scene's windows `stride` frames apart."""
     dataset = SynthDataset(data)
     dataset.check_cameras(cameras)

@@ -4,6 +4,7 @@ front looks ahead; front_left and front_right are turned 60 degrees to each
 side. With a 75 degree horizontal field of view each side camera overlaps the
 front one by 15 degrees, so objects cross from one view into the next.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Read a synthdrive dataset's native form (D/synth) back: scenes, frames, label maps, truth."""
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,9 @@ class SynthScene:
     def window(self, end: int, frames: int, cameras: list[str]) -> FrameWindow:
         """The `frames` frames of each camera ending at frame `end` (the window's "now")."""
         if not frames - 1 <= end < self.frames:
-            raise InputError(f"scene {self.scene_id} has {self.frames} frames: no {frames}-frame window ends at {end}")
+            raise InputError(
+                f"scene {self.scene_id} has {self.frames} frames: no {frames}-frame window ends at {end}"
+            )
         times = range(end - frames + 1, end + 1)
         images = [[self.image(camera, t) for t in times] for camera in cameras]
         return FrameWindow(list(cameras), images, [[self.stamp_ns(t) for t in times] for _ in cameras])
@@ -72,10 +75,14 @@ class SynthDataset:
         native = root / "synth" if (root / "synth" / "manifest.json").is_file() else root
         manifest_path = native / "manifest.json"
         if not manifest_path.is_file():
-            raise InputError(f"{root} is not a synthdrive dataset: {root / 'synth' / 'manifest.json'} is missing (run `vts-drive synth`)")
+            raise InputError(
+                f"{root} is not a synthdrive dataset: {root / 'synth' / 'manifest.json'} is missing (run `vts-drive synth`)"
+            )
         manifest = json.loads(manifest_path.read_text())
         if manifest.get("format") != FORMAT_VERSION:
-            raise InputError(f"{manifest_path} has format {manifest.get('format')!r}; this version reads {FORMAT_VERSION}")
+            raise InputError(
+                f"{manifest_path} has format {manifest.get('format')!r}; this version reads {FORMAT_VERSION}"
+            )
         self.root = native
         self.cameras: list[str] = manifest["cameras"]
         self.frames: int = manifest["frames"]
@@ -93,7 +100,9 @@ class SynthDataset:
     def check_cameras(self, cameras: list[str]) -> None:
         missing = [c for c in cameras if c not in self.cameras]
         if missing:
-            raise InputError(f"{self.root} has no camera(s) {', '.join(missing)}; it has {', '.join(self.cameras)}")
+            raise InputError(
+                f"{self.root} has no camera(s) {', '.join(missing)}; it has {', '.join(self.cameras)}"
+            )
 
     @cached_property
     def scenes(self) -> list[SynthScene]:

@@ -9,6 +9,7 @@
 The same seed gives the same bytes: every random draw comes from a generator
 seeded by (seed, scene index), and stamps come from the scene clock.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,9 +57,13 @@ class SynthConfig:
         if unknown:
             raise InputError(f"unknown format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
         if ("drama" in self.formats or "lingoqa" in self.formats) and "front" not in self.cameras:
-            raise InputError("the DRAMA and LingoQA exports use the front camera: add front to --cameras or drop those formats")
+            raise InputError(
+                "the DRAMA and LingoQA exports use the front camera: add front to --cameras or drop those formats"
+            )
         if "lingoqa" in self.formats and self.frames < LINGOQA_FRAMES:
-            raise InputError(f"the LingoQA export needs at least {LINGOQA_FRAMES} frames per scene, got --frames {self.frames}")
+            raise InputError(
+                f"the LingoQA export needs at least {LINGOQA_FRAMES} frames per scene, got --frames {self.frames}"
+            )
         if self.storage not in ("mcap", "sqlite3"):
             raise InputError(f"--storage must be mcap or sqlite3, got {self.storage!r}")
         make_cameras(self.cameras, *self.image_size)
@@ -69,7 +74,9 @@ def prepare_output(out: Path, overwrite: bool) -> None:
         raise InputError(f"output {out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
-            raise InputError(f"output folder {out} is not empty; pass --overwrite to replace its synthdrive data")
+            raise InputError(
+                f"output folder {out} is not empty; pass --overwrite to replace its synthdrive data"
+            )
         for name in FORMATS:
             shutil.rmtree(out / name, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -95,8 +102,12 @@ def generate_dataset(out: Path, config: SynthConfig, overwrite: bool = False, wo
     drama, lingoqa, scene_ids = [], [], []
     write = partial(write_scene, out, config)
     with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-        written = pool.map(write, range(config.scenes), chunksize=4) if pool else map(write, range(config.scenes))
-        for scene_id, drama_entry, lingoqa_rows in tqdm(written, total=config.scenes, desc="synthdrive", unit="scene"):
+        written = (
+            pool.map(write, range(config.scenes), chunksize=4) if pool else map(write, range(config.scenes))
+        )
+        for scene_id, drama_entry, lingoqa_rows in tqdm(
+            written, total=config.scenes, desc="synthdrive", unit="scene"
+        ):
             scene_ids.append(scene_id)
             if drama_entry is not None:
                 drama.append(drama_entry)
@@ -125,10 +136,15 @@ def write_scene(out: Path, config: SynthConfig, index: int) -> tuple[str, dict |
     width, height = config.image_size
     cameras = make_cameras(config.cameras, width, height)
     min_pixels = max(6, round(12 * width * height / (192 * 128)))
-    scene = sample_scene(np.random.default_rng([config.seed, index]), f"scene_{index:05d}", config.frames, config.fps)
+    scene = sample_scene(
+        np.random.default_rng([config.seed, index]), f"scene_{index:05d}", config.frames, config.fps
+    )
     weather = np.random.default_rng([config.seed, index, 1])
     frames = {c.name: [render(scene, c, t, weather) for t in range(config.frames)] for c in cameras}
-    views = [{name: visible_objects(frames[name][t].instances, min_pixels) for name in frames} for t in range(config.frames)]
+    views = [
+        {name: visible_objects(frames[name][t].instances, min_pixels) for name in frames}
+        for t in range(config.frames)
+    ]
     truths = [frame_truth(scene, t, views[t], config.image_size) for t in range(config.frames)]
     keyframes = {name: keyframe_labels(views, truths, name, scene) for name in frames}
     visible = [visible_ids(view) for view in views]
@@ -138,7 +154,9 @@ def write_scene(out: Path, config: SynthConfig, index: int) -> tuple[str, dict |
     if "drama" in config.formats:
         drama_entry = write_drama_clip(out / "drama", scene, frames["front"], truths[-1], config.fps)
     if "lingoqa" in config.formats:
-        segment_qa = truths[-1].qa + window_qa(scene, visible, config.frames - LINGOQA_FRAMES, config.frames - 1)
+        segment_qa = truths[-1].qa + window_qa(
+            scene, visible, config.frames - LINGOQA_FRAMES, config.frames - 1
+        )
         lingoqa_rows = write_lingoqa_segment(out / "lingoqa", scene, frames["front"], segment_qa)
     if "bags" in config.formats:
         write_bag(out / "bags" / scene.scene_id, scene, frames, config)
@@ -151,7 +169,12 @@ def write_native(folder: Path, scene, frames, truths, keyframes, visible) -> Non
         for t, frame in enumerate(camera_frames):
             encode(folder / camera / f"{t:02d}.jpg", frame.rgb)
             encode(folder / camera / f"{t:02d}_labels.png", frame.labels, rgb=False)
-    record = {"scene": scene.to_dict(), "truth": [asdict(t) for t in truths], "keyframes": keyframes, "visible": visible}
+    record = {
+        "scene": scene.to_dict(),
+        "truth": [asdict(t) for t in truths],
+        "keyframes": keyframes,
+        "visible": visible,
+    }
     (folder / "scene.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
@@ -192,7 +215,15 @@ def write_lingoqa_segment(root: Path, scene, front, qa: list[tuple[str, str, str
     for number, (question, answer, paraphrase) in enumerate(qa):
         question_id = f"{scene.scene_id}_q{number}"
         for reference in (answer, paraphrase):
-            rows.append({"question_id": question_id, "segment_id": scene.scene_id, "images": images, "question": question, "answer": reference})
+            rows.append(
+                {
+                    "question_id": question_id,
+                    "segment_id": scene.scene_id,
+                    "images": images,
+                    "question": question,
+                    "answer": reference,
+                }
+            )
     return rows
 
 
@@ -200,7 +231,12 @@ def write_parquet(path: Path, rows: list[dict]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    table = pa.table({name: [row[name] for row in rows] for name in ("question_id", "segment_id", "images", "question", "answer")})
+    table = pa.table(
+        {
+            name: [row[name] for row in rows]
+            for name in ("question_id", "segment_id", "images", "question", "answer")
+        }
+    )
     pq.write_table(table, path)
 
 
@@ -213,4 +249,10 @@ def write_bag(path: Path, scene, frames, config: SynthConfig) -> None:
         for t in range(config.frames):
             stamp = EPOCH_NS + round(scene.time(t) * 1e9)
             for camera, camera_frames in frames.items():
-                bag.add_image(f"/cam_{camera}/image_raw{suffix}", stamp, f"cam_{camera}", camera_frames[t].rgb, compressed=config.compressed)
+                bag.add_image(
+                    f"/cam_{camera}/image_raw{suffix}",
+                    stamp,
+                    f"cam_{camera}",
+                    camera_frames[t].rgb,
+                    compressed=config.compressed,
+                )

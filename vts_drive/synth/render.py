@@ -5,6 +5,7 @@ The class-id map (see CLASSES) feeds the trainer's auxiliary loss; the instance
 map gives each object's visible pixels, so boxes and visibility account for
 occlusion.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,13 +17,27 @@ from vts_drive.synth.camera import Camera, clip_polygon
 from vts_drive.synth.scene import CLOTHES, LANE_WIDTH, POST_SPACING, SIDEWALK_WIDTH, VEHICLE_COLOURS, Scene
 
 CLASSES = [
-    "background", "road", "lane_marking", "sidewalk", "vehicle", "pedestrian", "cyclist",
-    "traffic_light", "light_red", "light_yellow", "light_green", "post",
+    "background",
+    "road",
+    "lane_marking",
+    "sidewalk",
+    "vehicle",
+    "pedestrian",
+    "cyclist",
+    "traffic_light",
+    "light_red",
+    "light_yellow",
+    "light_green",
+    "post",
 ]
 CLASS_ID = {name: index for index, name in enumerate(CLASSES)}
 LIGHT_INSTANCE = 999  # instance id of the traffic light; objects use their id + 1
 LAMP_COLOURS = {"red": (255, 40, 30), "yellow": (255, 200, 0), "green": (40, 255, 90)}
-SKY = {"day": ((120, 175, 235), (200, 225, 245)), "dusk": ((70, 60, 110), (245, 150, 90)), "night": ((8, 10, 25), (25, 30, 55))}
+SKY = {
+    "day": ((120, 175, 235), (200, 225, 245)),
+    "dusk": ((70, 60, 110), (245, 150, 90)),
+    "night": ((8, 10, 25), (25, 30, 55)),
+}
 BRIGHTNESS = {"day": 1.0, "dusk": 0.8, "night": 0.5}
 
 
@@ -48,7 +63,9 @@ class Solid:
 def box_faces(centre, half) -> list[np.ndarray]:
     cx, cy, cz = centre
     hx, hy, hz = half
-    corners = np.array([[cx + sx * hx, cy + sy * hy, cz + sz * hz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)])
+    corners = np.array(
+        [[cx + sx * hx, cy + sy * hy, cz + sz * hz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]
+    )
     faces = [[0, 1, 3, 2], [4, 5, 7, 6], [0, 1, 5, 4], [2, 3, 7, 6], [0, 2, 6, 4], [1, 3, 7, 5]]
     return [corners[face] for face in faces]
 
@@ -62,12 +79,38 @@ def object_solids(scene: Scene, time: float) -> list[Solid]:
         if obj.kind == "vehicle":
             body = VEHICLE_COLOURS[obj.colour]
             cabin = tuple(int(c * 0.45) for c in body)
-            solids.append(Solid((x, y, 0.25 + 0.35 * obj.height), (obj.length / 2, obj.width / 2, 0.35 * obj.height), body, "vehicle", instance))
-            solids.append(Solid((x - 0.1 * obj.length, y, 0.95 * obj.height), (0.28 * obj.length, 0.45 * obj.width, 0.25 * obj.height), cabin, "vehicle", instance))
+            solids.append(
+                Solid(
+                    (x, y, 0.25 + 0.35 * obj.height),
+                    (obj.length / 2, obj.width / 2, 0.35 * obj.height),
+                    body,
+                    "vehicle",
+                    instance,
+                )
+            )
+            solids.append(
+                Solid(
+                    (x - 0.1 * obj.length, y, 0.95 * obj.height),
+                    (0.28 * obj.length, 0.45 * obj.width, 0.25 * obj.height),
+                    cabin,
+                    "vehicle",
+                    instance,
+                )
+            )
         elif obj.kind == "pedestrian":
             clothes = CLOTHES[int(obj.colour)]
-            solids.append(Solid((x, y, 0.42), (obj.length / 2, obj.width / 2.4, 0.42), (40, 40, 90), "pedestrian", instance))
-            solids.append(Solid((x, y, 1.12), (obj.length / 2, obj.width / 2, 0.3), clothes, "pedestrian", instance))
+            solids.append(
+                Solid(
+                    (x, y, 0.42),
+                    (obj.length / 2, obj.width / 2.4, 0.42),
+                    (40, 40, 90),
+                    "pedestrian",
+                    instance,
+                )
+            )
+            solids.append(
+                Solid((x, y, 1.12), (obj.length / 2, obj.width / 2, 0.3), clothes, "pedestrian", instance)
+            )
             solids.append(Solid((x, y, 1.6), (0.14, 0.14, 0.16), (225, 180, 140), "pedestrian", instance))
         else:  # cyclist
             clothes = CLOTHES[int(obj.colour)]
@@ -85,10 +128,16 @@ def object_solids(scene: Scene, time: float) -> list[Solid]:
             on = lamp == state
             colour = LAMP_COLOURS[lamp] if on else tuple(c // 5 for c in LAMP_COLOURS[lamp])
             label = f"light_{lamp}" if on else "traffic_light"
-            solids.append(Solid((x - 0.27, y, height), (0.03, 0.55, 0.35), colour, label, LIGHT_INSTANCE, keep_colour=on))
+            solids.append(
+                Solid(
+                    (x - 0.27, y, height), (0.03, 0.55, 0.35), colour, label, LIGHT_INSTANCE, keep_colour=on
+                )
+            )
     # roadside posts on both sidewalks: static, so they stream past as fast as the ego car drives
     first = scene.post_offset - travel
-    first -= POST_SPACING * np.floor((first + 15.0) / POST_SPACING)  # the nearest post at or beyond 15 m behind
+    first -= POST_SPACING * np.floor(
+        (first + 15.0) / POST_SPACING
+    )  # the nearest post at or beyond 15 m behind
     for x in np.arange(first, 90.0, POST_SPACING):
         for y in (scene.road_left + 2.2, scene.road_right - 2.2):
             solids.append(Solid((float(x), y, 1.5), (0.12, 0.12, 1.5), (105, 105, 112), "post", 0))
@@ -101,7 +150,9 @@ def ground_polygons(scene: Scene, time: float) -> list[tuple[np.ndarray, tuple[i
     left, right = scene.road_left, scene.road_right
 
     def strip(y_low, y_high, x_low=near, x_high=far):
-        return np.array([[x_low, y_low, 0], [x_high, y_low, 0], [x_high, y_high, 0], [x_low, y_high, 0]], dtype=float)
+        return np.array(
+            [[x_low, y_low, 0], [x_high, y_low, 0], [x_high, y_high, 0], [x_low, y_high, 0]], dtype=float
+        )
 
     polygons = [
         (strip(left, left + SIDEWALK_WIDTH), (150, 150, 145), "sidewalk"),

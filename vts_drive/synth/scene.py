@@ -9,6 +9,7 @@ during a window (the lead vehicle's gap, a light, someone stepping onto the
 road, a lane change, the ego car's speed, objects coming into view) varies as
 much as what is there.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -23,7 +24,13 @@ EGO_MOTIONS = ("steady", "speeding_up", "slowing_down", "stopped")
 EGO_MAX_SPEED = 12.0
 TIMES_OF_DAY = ("day", "dusk", "night")
 WEATHERS = ("clear", "rain", "fog")
-VEHICLE_COLOURS = {"red": (200, 30, 30), "blue": (30, 60, 210), "white": (235, 235, 235), "black": (25, 25, 30), "silver": (150, 155, 165)}
+VEHICLE_COLOURS = {
+    "red": (200, 30, 30),
+    "blue": (30, 60, 210),
+    "white": (235, 235, 235),
+    "black": (25, 25, 30),
+    "silver": (150, 155, 165),
+}
 CLOTHES = [(230, 40, 200), (255, 140, 0), (250, 230, 20), (40, 220, 220)]
 
 
@@ -195,7 +202,11 @@ def light_states(rng: np.random.Generator, scene: Scene) -> list[str]:
 
 def _vehicle(next_id, rng: np.random.Generator, x: float, y: float, speed: float, **move) -> SceneObject:
     colour = str(rng.choice(list(VEHICLE_COLOURS)))
-    length, width, height = float(rng.uniform(4.0, 4.8)), float(rng.uniform(1.7, 1.9)), float(rng.uniform(1.4, 1.6))
+    length, width, height = (
+        float(rng.uniform(4.0, 4.8)),
+        float(rng.uniform(1.7, 1.9)),
+        float(rng.uniform(1.4, 1.6)),
+    )
     return SceneObject(next(next_id), "vehicle", x, y, speed, 0.0, length, width, height, colour, **move)
 
 
@@ -208,7 +219,11 @@ def _add_lead_vehicle(rng: np.random.Generator, scene: Scene, next_id, min_gap: 
     if relative == 0.0:
         relative = float(rng.uniform(-0.3, 0.3))
     closing = relative < 0
-    gap = float(rng.uniform(max(min_gap, 14.0), max(min_gap, 14.0) + 10.0)) if closing else float(rng.uniform(min_gap, min_gap + 7.0))
+    gap = (
+        float(rng.uniform(max(min_gap, 14.0), max(min_gap, 14.0) + 10.0))
+        if closing
+        else float(rng.uniform(min_gap, min_gap + 7.0))
+    )
     speed = max(0.0, scene.ego_speed_at(scene.time(scene.frames - 1) / 2) + relative)
     scene.objects.append(_vehicle(next_id, rng, gap, 0.0, speed))
 
@@ -225,7 +240,11 @@ def _add_vehicles_ahead(rng: np.random.Generator, scene: Scene, next_id) -> None
         else:
             continue
         taken.append((lane, x))
-        scene.objects.append(_vehicle(next_id, rng, x, scene.lane_centre(lane), scene.ego_speed + float(rng.uniform(-2.0, 2.0))))
+        scene.objects.append(
+            _vehicle(
+                next_id, rng, x, scene.lane_centre(lane), scene.ego_speed + float(rng.uniform(-2.0, 2.0))
+            )
+        )
 
 
 def _add_side_vehicles(rng: np.random.Generator, scene: Scene, next_id) -> None:
@@ -239,7 +258,10 @@ def _add_side_vehicles(rng: np.random.Generator, scene: Scene, next_id) -> None:
             elif kind == "overtaking":
                 x, speed = float(rng.uniform(-12.0, -6.0)), scene.ego_speed + float(rng.uniform(5.0, 9.0))
             else:
-                x, speed = float(rng.uniform(1.0, 6.0)), max(0.0, scene.ego_speed - float(rng.uniform(5.0, 9.0)))
+                x, speed = (
+                    float(rng.uniform(1.0, 6.0)),
+                    max(0.0, scene.ego_speed - float(rng.uniform(5.0, 9.0))),
+                )
             scene.objects.append(_vehicle(next_id, rng, x, scene.lane_centre(lane), speed))
 
 
@@ -247,20 +269,46 @@ def _add_pedestrians(rng: np.random.Generator, scene: Scene, next_id) -> None:
     if rng.random() < 0.55:  # walking along a sidewalk, no hazard
         side = scene.road_left + 1.2 if rng.random() < 0.5 else scene.road_right - 1.2
         scene.objects.append(
-            SceneObject(next(next_id), "pedestrian", float(rng.uniform(6.0, 20.0)) + 0.5 * scene.travel, side, float(rng.uniform(-1.5, 1.5)), 0.0,
-                        0.5, 0.9, 1.75, str(int(rng.integers(len(CLOTHES)))))
+            SceneObject(
+                next(next_id),
+                "pedestrian",
+                float(rng.uniform(6.0, 20.0)) + 0.5 * scene.travel,
+                side,
+                float(rng.uniform(-1.5, 1.5)),
+                0.0,
+                0.5,
+                0.9,
+                1.75,
+                str(int(rng.integers(len(CLOTHES)))),
+            )
         )
     if scene.hazard == "pedestrian":
         # crossing from one kerb to the other; starting before the clip, the pedestrian is met
         # part-way across, so windows see people stepping onto the road and leaving it
         from_left = rng.random() < 0.5
-        edge, far = (scene.road_left + 0.6, scene.road_right - 1.0) if from_left else (scene.road_right - 0.6, scene.road_left + 1.0)
+        edge, far = (
+            (scene.road_left + 0.6, scene.road_right - 1.0)
+            if from_left
+            else (scene.road_right - 0.6, scene.road_left + 1.0)
+        )
         start = float(rng.uniform(-1.5, scene.time(scene.frames - 2)))
         scene.hazard_frame = max(0, int(np.ceil(start * scene.fps)))
         scene.objects.append(
-            SceneObject(next(next_id), "pedestrian", float(rng.uniform(6.0, 10.0)) + scene.ego_travel(max(start, 0.0) + 0.5),
-                        edge, 0.0, 0.0, 0.5, 0.9, 1.75, str(int(rng.integers(len(CLOTHES)))),
-                        hazard_start=start, hazard_vy=(-1.0 if from_left else 1.0) * float(rng.uniform(2.4, 3.2)), hazard_y_end=far)
+            SceneObject(
+                next(next_id),
+                "pedestrian",
+                float(rng.uniform(6.0, 10.0)) + scene.ego_travel(max(start, 0.0) + 0.5),
+                edge,
+                0.0,
+                0.0,
+                0.5,
+                0.9,
+                1.75,
+                str(int(rng.integers(len(CLOTHES)))),
+                hazard_start=start,
+                hazard_vy=(-1.0 if from_left else 1.0) * float(rng.uniform(2.4, 3.2)),
+                hazard_y_end=far,
+            )
         )
 
 
@@ -280,8 +328,19 @@ def _add_cyclist(rng: np.random.Generator, scene: Scene, next_id) -> None:
             "hazard_y_end": end_y,
         }
     scene.objects.append(
-        SceneObject(next(next_id), "cyclist", float(rng.uniform(5.0, 18.0)), start_y, speed, 0.0, 1.8, 0.6, 1.7,
-                    str(int(rng.integers(len(CLOTHES)))), **swerve)
+        SceneObject(
+            next(next_id),
+            "cyclist",
+            float(rng.uniform(5.0, 18.0)),
+            start_y,
+            speed,
+            0.0,
+            1.8,
+            0.6,
+            1.7,
+            str(int(rng.integers(len(CLOTHES)))),
+            **swerve,
+        )
     )
 
 
@@ -292,9 +351,22 @@ def _add_lane_change(rng: np.random.Generator, scene: Scene, next_id, into_ego_l
     other = scene.lane_centre(int(rng.choice(neighbours)))
     start_y, end_y = (other, 0.0) if into_ego_lane else (0.0, other)
     speed = scene.ego_speed + float(rng.uniform(-1.0, 1.0))
-    start = scene.time(scene.hazard_frame) if into_ego_lane else float(rng.uniform(-0.5, scene.time(scene.frames - 2)))
+    start = (
+        scene.time(scene.hazard_frame)
+        if into_ego_lane
+        else float(rng.uniform(-0.5, scene.time(scene.frames - 2)))
+    )
     vy = float(rng.uniform(2.0, 2.8)) * (1.0 if end_y > start_y else -1.0)
     scene.objects.append(
-        _vehicle(next_id, rng, float(rng.uniform(8.0, 13.0)), start_y, speed,
-                 hazard_start=start, hazard_vx=speed, hazard_vy=vy, hazard_y_end=end_y)
+        _vehicle(
+            next_id,
+            rng,
+            float(rng.uniform(8.0, 13.0)),
+            start_y,
+            speed,
+            hazard_start=start,
+            hazard_vx=speed,
+            hazard_vy=vy,
+            hazard_y_end=end_y,
+        )
     )

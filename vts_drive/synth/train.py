@@ -33,6 +33,7 @@ them in the dense pass of the same step. The routers start from the ones in
 the output folder when there are any.
 The run checkpoints every `checkpoint_every` steps and resumes where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,7 +100,9 @@ class TrainConfig:
     aux_weight: float = 1.0
     box_weight: float = 0.0  # weight of the risk-box regression by the tokens on the risk object
     coordinate_sigma: float = 0.0  # > 0: soft targets of this width (hundredths) for box coordinates
-    risk_windows: int = 0  # after the first stage: extra front-camera windows per step, asked for the risk only
+    risk_windows: int = (
+        0  # after the first stage: extra front-camera windows per step, asked for the risk only
+    )
     routed_share: float = 0.0  # share of each batch's windows that also train with MoD routing on
     routing: ModConfig = field(default_factory=ModConfig)
     router_lr: float = 3e-3
@@ -110,7 +113,9 @@ class TrainConfig:
     seed: int = 0
     size: SmallModelSize = field(default_factory=SmallModelSize)
     init: str | None = None  # start from this model's weights and tokenizer (its size replaces `size`)
-    image_size: int | None = None  # input size, overriding `size`'s or the start model's (its position embeddings interpolated)
+    image_size: int | None = (
+        None  # input size, overriding `size`'s or the start model's (its position embeddings interpolated)
+    )
 
 
 @dataclass
@@ -133,7 +138,9 @@ def cell_labels(labels: np.ndarray, grid: tuple[int, int], classes: int, share: 
     col_of = np.searchsorted(np.arange(cols) * width // cols, np.arange(width), side="right") - 1  # [W]
     cell = (row_of[:, None] * cols + col_of[None, :]).ravel()  # [H*W]
     values = max(classes, int(labels.max()) + 1)
-    counts = np.bincount(cell * values + labels.ravel(), minlength=rows * cols * values).reshape(rows * cols, values)
+    counts = np.bincount(cell * values + labels.ravel(), minlength=rows * cols * values).reshape(
+        rows * cols, values
+    )
     sizes = np.bincount(cell, minlength=rows * cols)  # [N]
     return (counts[:, :classes] >= share * sizes[:, None]).astype(np.uint8)
 
@@ -149,7 +156,9 @@ def risk_cells(box: list[float] | None, grid: tuple[int, int]) -> np.ndarray:
     return (overlap_y[:, None] & overlap_x[None, :]).ravel().astype(np.uint8)
 
 
-def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache: Path | None) -> PreparedData:
+def prepare(
+    dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache: Path | None
+) -> PreparedData:
     """Every frame resized and labelled once, by a thread per core (image decoding releases the
     GIL); `cache` keeps the result for a resumed run at the same input size and token grid."""
     classes = len(dataset.classes)
@@ -168,7 +177,9 @@ def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache
         scene = all_scenes[s]
         for c, camera in enumerate(dataset.cameras):
             for t in range(frames):
-                images[s, c, t] = cv2.resize(scene.image(camera, t), (input_size, input_size), interpolation=cv2.INTER_AREA)
+                images[s, c, t] = cv2.resize(
+                    scene.image(camera, t), (input_size, input_size), interpolation=cv2.INTER_AREA
+                )
                 cells[s, c, t, :, :classes] = cell_labels(scene.labels(camera, t), grid, classes)
                 if camera == "front":
                     cells[s, c, t, :, classes] = risk_cells(scene.truth[t].risk_box, grid)
@@ -181,7 +192,9 @@ def prepare(dataset: SynthDataset, input_size: int, grid: tuple[int, int], cache
     return PreparedData(images, cells, all_scenes, dataset.cameras)
 
 
-def keyframe_probabilities(images: np.ndarray, scorer: KeyframeScorer, scenes_per_batch: int = 64) -> np.ndarray:
+def keyframe_probabilities(
+    images: np.ndarray, scorer: KeyframeScorer, scenes_per_batch: int = 64
+) -> np.ndarray:
     """images [S, C, T, s, s, 3] -> each frame's keyframe probability [S, C, T], every frame
     scored against the frame before it, as a stream is scored."""
     out = np.zeros(images.shape[:3], dtype=np.float32)
@@ -205,7 +218,9 @@ def risk_boxes(data: PreparedData, scene: int, camera_rows: list[int], frames: r
     return boxes
 
 
-def single_frame_examples(data: PreparedData, rows: np.ndarray, rng: np.random.Generator) -> list[TrainingExample]:
+def single_frame_examples(
+    data: PreparedData, rows: np.ndarray, rng: np.random.Generator
+) -> list[TrainingExample]:
     front = data.cameras.index("front")
     examples = []
     for s in rows:
@@ -250,7 +265,9 @@ def sample_examples(
             questions = rng.choice(len(truth.qa), size=config.questions_per_window, replace=False)
             prompts = [(DESCRIPTION_PROMPT, truth.description), (RISK_PROMPT, truth.risk_answer)]
             prompts += [(truth.qa[q][0], truth.qa[q][1]) for q in questions]
-            prompts += [(question, answer) for question, answer, _ in data.scenes[s].qa(end, frames)[len(truth.qa):]]
+            prompts += [
+                (question, answer) for question, answer, _ in data.scenes[s].qa(end, frames)[len(truth.qa) :]
+            ]
         keep = keyframes = present = None
         if not risk_only and rng.random() < config.vts_share:
             probabilities = torch.from_numpy(data.keyframe_probabilities[s, camera_rows, window])  # [C, T]
@@ -300,18 +317,30 @@ def model_history(start: VisionLanguageModel | None, run: list[dict]) -> list[di
 
 
 def tokenizer_corpus(dataset: SynthDataset) -> list[str]:
-    corpus = [SYSTEM_PROMPT, DESCRIPTION_PROMPT, RISK_PROMPT, *QUESTIONS.values(), *TEMPORAL_QUESTIONS.values()]
+    corpus = [
+        SYSTEM_PROMPT,
+        DESCRIPTION_PROMPT,
+        RISK_PROMPT,
+        *QUESTIONS.values(),
+        *TEMPORAL_QUESTIONS.values(),
+    ]
     corpus += ["<|im_start|>system\n<|im_end|>\n<|im_start|>user\n<|im_start|>assistant\n"]
     corpus += [f"camera {camera}:\n" for camera in dataset.cameras] + [f"frame {t}:" for t in range(16)]
     corpus += [f"{value / 100:.2f}" for value in range(101)] * 20  # box coordinates as whole tokens
     for scene in dataset.scenes:
         for end, truth in enumerate(scene.truth):
-            corpus += [truth.description, truth.risk_answer] + [f"{q} {a}" for q, a, _ in scene.qa(end, min(4, end + 1))]
+            corpus += [truth.description, truth.risk_answer] + [
+                f"{q} {a}" for q, a, _ in scene.qa(end, min(4, end + 1))
+            ]
     return corpus
 
 
 def validate(
-    model: VisionLanguageModel, dataset: SynthDataset, scenes: list[int], frames: int = 4, routers: Path | None = None
+    model: VisionLanguageModel,
+    dataset: SynthDataset,
+    scenes: list[int],
+    frames: int = 4,
+    routers: Path | None = None,
 ) -> dict[str, float]:
     """Greedy answers on held-out windows through the real pipeline (mode mod with `routers`):
     exact match of the present-tense and of the temporal questions, and the risk box."""
@@ -323,21 +352,28 @@ def validate(
         scene = dataset.scene(index)
         end = scene.frames - 1
         truth, qa = scene.truth[end], scene.qa(end, frames)
-        answers = pipeline.answer(scene.window(end, frames, dataset.cameras), [RISK_PROMPT, *(q for q, _, _ in qa)]).answers
+        answers = pipeline.answer(
+            scene.window(end, frames, dataset.cameras), [RISK_PROMPT, *(q for q, _, _ in qa)]
+        ).answers
         for answer, (question, expected, _) in zip(answers[1:], qa):
             hits[question_kind(question)].append(exact_match(answer, expected))
         if truth.risk_box is not None:
             ious.append(box_iou(parse_risk(answers[0], "front").bbox, truth.risk_box))
     figures = {f"qa_{kind}": float(np.mean(found)) for kind, found in hits.items() if found}
     figures["qa_exact_match"] = float(np.mean(hits["present"] + hits["temporal"]))
-    return figures | {"bbox_acc50": float(np.mean([i > 0.5 for i in ious])) if ious else 0.0, "boxes": len(ious)}
+    return figures | {
+        "bbox_acc50": float(np.mean([i > 0.5 for i in ious])) if ious else 0.0,
+        "boxes": len(ious),
+    }
 
 
 def train_synth(
     data_dir: Path, out: Path, config: TrainConfig, val_dir: Path | None = None, device: str = "cpu"
 ) -> Path:
     out = Path(out)
-    start = load_model(config.init, device, dtype="fp32") if config.init is not None else None  # trained in float32
+    start = (
+        load_model(config.init, device, dtype="fp32") if config.init is not None else None
+    )  # trained in float32
     if start is not None and config.image_size not in (None, start.hf_model.config.vision_config.image_size):
         start.hf_model = with_image_size(start.hf_model, config.image_size)
     dataset = SynthDataset(data_dir)  # inputs are checked before OUT is created
@@ -360,7 +396,9 @@ def train_synth(
         else:
             tokenizer = train_tokenizer(tokenizer_corpus(dataset), config.vocab_size)
             tokenizer.save_pretrained(tokenizer_dir)
-        size = config.size if config.image_size is None else replace(config.size, image_size=config.image_size)
+        size = (
+            config.size if config.image_size is None else replace(config.size, image_size=config.image_size)
+        )
         hf = build_small_model(tokenizer, size, seed=config.seed)
     hf.to(device).train().requires_grad_(True)
     model = VisionLanguageModel("synthdrive-tiny", out, hf, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
@@ -370,7 +408,9 @@ def train_synth(
     data = prepare(dataset, vision.image_size, vision.token_grid, checkpoint / "data")
     if config.vts_share > 0:
         data.keyframe_probabilities = keyframe_probabilities(data.images, scorer)
-    coordinates = CoordinateTargets(tokenizer, config.coordinate_sigma) if config.coordinate_sigma > 0 else None
+    coordinates = (
+        CoordinateTargets(tokenizer, config.coordinate_sigma) if config.coordinate_sigma > 0 else None
+    )
     aux_heads = AuxiliaryHeads(hf.config.text_config.hidden_size, data.cells.shape[-1]).to(device)
     trainable = torch.nn.ModuleDict({"model": hf, "aux_heads": aux_heads})
     optimizer = torch.optim.AdamW(trainable.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -379,7 +419,9 @@ def train_synth(
     if config.routed_share > 0:
         text = hf.config.text_config
         if (out / ROUTER_WEIGHTS).is_file():
-            routers = load_routers(out, resolve_config(out).mod, text.hidden_size, text.num_hidden_layers, device).train()
+            routers = load_routers(
+                out, resolve_config(out).mod, text.hidden_size, text.num_hidden_layers, device
+            ).train()
         else:
             routers = Routers(text.hidden_size, text.num_hidden_layers, config.routing).to(device)
         routed = Qwen2Decoder(hf.model.language_model, hf.lm_head, routers)  # the same weights, routed layers
@@ -387,7 +429,13 @@ def train_synth(
         load_checkpoint(checkpoint / "routers", routers, router_optimizer)
     (checkpoint / "config.json").write_text(json.dumps(asdict(config), indent=1) + "\n")
     held_out = list(range(min(config.val_scenes, len(val)))) if val else []
-    progress = tqdm(range(state["step"], config.steps), desc="train synthdrive-tiny", unit="step", initial=state["step"], total=config.steps)
+    progress = tqdm(
+        range(state["step"], config.steps),
+        desc="train synthdrive-tiny",
+        unit="step",
+        initial=state["step"],
+        total=config.steps,
+    )
     for step in progress:
         rng = np.random.default_rng([config.seed, step])
         rows = rng.integers(0, len(dataset), config.batch_size)
@@ -395,22 +443,35 @@ def train_synth(
             examples = single_frame_examples(data, rows, rng)
         else:
             examples = sample_examples(data, rows, config, rng, scorer_config)
-        routed_windows = round(config.routed_share * len(examples)) if step >= config.single_frame_steps else 0
+        routed_windows = (
+            round(config.routed_share * len(examples)) if step >= config.single_frame_steps else 0
+        )
         hf.train()
         probe = PromptAttentionProbe(routers.layer_indices, decoder.scale) if routed_windows else None
         losses = forward_losses(vision, decoder, builder, examples, aux_heads, device, coordinates, probe)
         loss = losses.language + config.aux_weight * losses.auxiliary + config.box_weight * losses.box
-        record = {"step": step + 1, "lm": round(losses.language.item(), 4), "aux": round(losses.auxiliary.item(), 4),
-                  "box": round(losses.box.item(), 4)}
+        record = {
+            "step": step + 1,
+            "lm": round(losses.language.item(), 4),
+            "aux": round(losses.auxiliary.item(), 4),
+            "box": round(losses.box.item(), 4),
+        }
         if config.risk_windows and step >= config.single_frame_steps:
-            extra = sample_examples(data, rng.integers(0, len(dataset), config.risk_windows), config, rng, risk_only=True)
+            extra = sample_examples(
+                data, rng.integers(0, len(dataset), config.risk_windows), config, rng, risk_only=True
+            )
             risk = forward_losses(vision, decoder, builder, extra, aux_heads, device, coordinates)
             loss = loss + risk.language + config.aux_weight * risk.auxiliary + config.box_weight * risk.box
             record |= {"risk_lm": round(risk.language.item(), 4), "risk_box": round(risk.box.item(), 4)}
         if routed_windows:
-            routed_pass, membership = routed_losses(vision, routed, builder, examples[:routed_windows], probe.received, device)
+            routed_pass, membership = routed_losses(
+                vision, routed, builder, examples[:routed_windows], probe.received, device
+            )
             loss = loss + routed_pass.language + membership
-            record |= {"routed_lm": round(routed_pass.language.item(), 4), "membership": round(membership.item(), 4)}
+            record |= {
+                "routed_lm": round(routed_pass.language.item(), 4),
+                "membership": round(membership.item(), 4),
+            }
         lr = cosine_lr(step, config.steps, config.warmup_steps, 1.0)
         for group in optimizer.param_groups:
             group["lr"] = lr * config.lr
@@ -443,5 +504,7 @@ def train_synth(
     save_small_model(hf, tokenizer, out)
     if routers is not None:
         save_routers(routers.eval(), out)
-    (out / "training_history.json").write_text(json.dumps(model_history(start, state["history"]), indent=1) + "\n")
+    (out / "training_history.json").write_text(
+        json.dumps(model_history(start, state["history"]), indent=1) + "\n"
+    )
     return out

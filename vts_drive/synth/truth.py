@@ -14,6 +14,7 @@ objects visible in the front camera qualify, since DRAMA boxes live there.
 Answers are short canonical strings; each also has a sentence paraphrase (the
 second LingoQA reference).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -80,12 +81,14 @@ def visible_objects(instances: np.ndarray, min_pixels: int) -> dict[int, Visible
         if instance == 0 or count < min_pixels:
             continue
         rows, cols = np.nonzero(instances == instance)
-        found[instance] = Visible(instance, count, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1))
+        found[instance] = Visible(
+            instance, count, (int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1)
+        )
     return found
 
 
 def question_kind(question: str) -> str:
-    """"temporal" for the questions whose answer needs the window's past, else "present"."""
+    """ "temporal" for the questions whose answer needs the window's past, else "present"."""
     return "temporal" if question in TEMPORAL_QUESTIONS.values() else "present"
 
 
@@ -98,7 +101,9 @@ def _side(y: float) -> str:
     return "left" if y > 0 else "right"
 
 
-def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], image_size: tuple[int, int]) -> FrameTruth:
+def frame_truth(
+    scene: Scene, frame: int, views: dict[str, dict[int, Visible]], image_size: tuple[int, int]
+) -> FrameTruth:
     time = scene.time(frame)
     travel = scene.ego_travel(time)
     width, height = image_size
@@ -115,8 +120,14 @@ def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], 
     light = scene.light.states[frame] if scene.light is not None and LIGHT_INSTANCE in front else "none"
     road_half = (scene.road_left, scene.road_right)
     vehicles_ahead = sorted((o for o in front_objects if o.kind == "vehicle" and ahead(o) > 0), key=ahead)
-    pedestrians_on_road = [o for o in front_objects if o.kind == "pedestrian" and road_half[1] < lateral(o) < road_half[0]]
-    cutting_in = [o for o in vehicles_ahead if _cuts_in(o) and time > o.hazard_start and abs(lateral(o)) < 0.75 * LANE_WIDTH]
+    pedestrians_on_road = [
+        o for o in front_objects if o.kind == "pedestrian" and road_half[1] < lateral(o) < road_half[0]
+    ]
+    cutting_in = [
+        o
+        for o in vehicles_ahead
+        if _cuts_in(o) and time > o.hazard_start and abs(lateral(o)) < 0.75 * LANE_WIDTH
+    ]
     close_ahead = [o for o in vehicles_ahead if abs(lateral(o)) < LANE_WIDTH / 2 and ahead(o) < 11.0]
 
     risk_instance, risk_object, caption, action, reason = None, None, "", "keep going", "the road is clear"
@@ -128,10 +139,18 @@ def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], 
         action, reason = "stop", "a pedestrian is crossing"
     elif light == "red":
         risk_instance, risk_object = LIGHT_INSTANCE, "traffic light"
-        caption, action, reason = "the traffic light ahead is red, the ego car must stop", "stop", "the light is red"
+        caption, action, reason = (
+            "the traffic light ahead is red, the ego car must stop",
+            "stop",
+            "the light is red",
+        )
     elif light == "yellow":
         risk_instance, risk_object = LIGHT_INSTANCE, "traffic light"
-        caption, action, reason = "the traffic light ahead is turning red, the ego car should slow down", "slow down", "the light is turning red"
+        caption, action, reason = (
+            "the traffic light ahead is turning red, the ego car should slow down",
+            "slow down",
+            "the light is turning red",
+        )
     elif cutting_in:
         car = cutting_in[0]
         risk_instance, risk_object = car.id + 1, "car"
@@ -151,10 +170,15 @@ def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], 
     risk_answer = format_risk(risk_object, "front", risk_box, caption) if risk_box else "none"
 
     def kinds_in(camera: str, kind: str) -> list[SceneObject]:
-        return [by_instance[i] for i in views.get(camera, {}) if i in by_instance and by_instance[i].kind == kind]
+        return [
+            by_instance[i] for i in views.get(camera, {}) if i in by_instance and by_instance[i].kind == kind
+        ]
 
     everywhere = {i for seen in views.values() for i in seen}
-    counts = {kind: sum(1 for i in everywhere if i in by_instance and by_instance[i].kind == kind) for kind in ("vehicle", "pedestrian", "cyclist")}
+    counts = {
+        kind: sum(1 for i in everywhere if i in by_instance and by_instance[i].kind == kind)
+        for kind in ("vehicle", "pedestrian", "cyclist")
+    }
     nearest = vehicles_ahead[0] if vehicles_ahead else None
     if nearest is None:
         lane = "none"
@@ -169,13 +193,43 @@ def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], 
     cyclist = "yes" if counts["cyclist"] else "no"
 
     qa = [
-        (QUESTIONS["pedestrian_ahead"], pedestrian_ahead, "Yes, there is a pedestrian ahead." if pedestrian_ahead == "yes" else "No, there is no pedestrian ahead."),
-        (QUESTIONS["vehicles_ahead"], str(vehicle_count), f"There are {NUMBER_WORDS[min(vehicle_count, 6)]} vehicles in the front camera."),
-        (QUESTIONS["light"], light, "There is no traffic light." if light == "none" else f"The traffic light is {light}."),
-        (QUESTIONS["nearest_lane"], lane, "There is no vehicle ahead." if lane == "none" else f"It is in the {lane} lane."),
-        (QUESTIONS["vehicle_left"], left, f"{left.capitalize()}, {'there is' if left == 'yes' else 'there is no'} vehicle on the left."),
-        (QUESTIONS["vehicle_right"], right, f"{right.capitalize()}, {'there is' if right == 'yes' else 'there is no'} vehicle on the right."),
-        (QUESTIONS["cyclist"], cyclist, "Yes, there is a cyclist." if cyclist == "yes" else "No, there is no cyclist."),
+        (
+            QUESTIONS["pedestrian_ahead"],
+            pedestrian_ahead,
+            "Yes, there is a pedestrian ahead."
+            if pedestrian_ahead == "yes"
+            else "No, there is no pedestrian ahead.",
+        ),
+        (
+            QUESTIONS["vehicles_ahead"],
+            str(vehicle_count),
+            f"There are {NUMBER_WORDS[min(vehicle_count, 6)]} vehicles in the front camera.",
+        ),
+        (
+            QUESTIONS["light"],
+            light,
+            "There is no traffic light." if light == "none" else f"The traffic light is {light}.",
+        ),
+        (
+            QUESTIONS["nearest_lane"],
+            lane,
+            "There is no vehicle ahead." if lane == "none" else f"It is in the {lane} lane.",
+        ),
+        (
+            QUESTIONS["vehicle_left"],
+            left,
+            f"{left.capitalize()}, {'there is' if left == 'yes' else 'there is no'} vehicle on the left.",
+        ),
+        (
+            QUESTIONS["vehicle_right"],
+            right,
+            f"{right.capitalize()}, {'there is' if right == 'yes' else 'there is no'} vehicle on the right.",
+        ),
+        (
+            QUESTIONS["cyclist"],
+            cyclist,
+            "Yes, there is a cyclist." if cyclist == "yes" else "No, there is no cyclist.",
+        ),
         (QUESTIONS["action"], action, f"The ego car should {action}."),
         (QUESTIONS["reason"], reason, f"Because {reason}."),
     ]
@@ -193,10 +247,16 @@ def frame_truth(scene: Scene, frame: int, views: dict[str, dict[int, Visible]], 
 
 def _cuts_in(obj: SceneObject) -> bool:
     """A vehicle whose sideways move ends nearer the ego lane's centre than it started."""
-    return obj.hazard_start is not None and obj.hazard_y_end is not None and abs(obj.hazard_y_end) < abs(obj.world_position(obj.hazard_start)[1])
+    return (
+        obj.hazard_start is not None
+        and obj.hazard_y_end is not None
+        and abs(obj.hazard_y_end) < abs(obj.world_position(obj.hazard_start)[1])
+    )
 
 
-def window_qa(scene: Scene, visible: list[dict[str, list[int]]], start: int, end: int) -> list[tuple[str, str, str]]:
+def window_qa(
+    scene: Scene, visible: list[dict[str, list[int]]], start: int, end: int
+) -> list[tuple[str, str, str]]:
     """The temporal (question, answer, paraphrase) triples of the window from frame `start` to
     frame `end` (`visible`: per frame, the instances each camera shows); none for one frame."""
     if end <= start:
@@ -212,12 +272,24 @@ def window_qa(scene: Scene, visible: list[dict[str, list[int]]], start: int, end
         return obj.world_position(t1)[1] - obj.world_position(t0)[1]
 
     # the nearest vehicle ahead in the ego lane, and how fast its gap changes
-    in_lane = [o for o in front_at_end if o.kind == "vehicle" and o.position(t1, travel1)[0] > 0 and abs(o.position(t1, travel1)[1]) < LANE_WIDTH / 2]
+    in_lane = [
+        o
+        for o in front_at_end
+        if o.kind == "vehicle"
+        and o.position(t1, travel1)[0] > 0
+        and abs(o.position(t1, travel1)[1]) < LANE_WIDTH / 2
+    ]
     lead = "none"
     if in_lane:
         car = min(in_lane, key=lambda o: o.position(t1, travel1)[0])
         gap_rate = (car.position(t1, travel1)[0] - car.position(t0, travel0)[0]) / duration
-        lead = "keeping its distance" if abs(gap_rate) < STILL_GAP_RATE else "approaching" if gap_rate < 0 else "pulling away"
+        lead = (
+            "keeping its distance"
+            if abs(gap_rate) < STILL_GAP_RATE
+            else "approaching"
+            if gap_rate < 0
+            else "pulling away"
+        )
 
     light = "none"
     if scene.light is not None and LIGHT_INSTANCE in visible[end].get("front", []):
@@ -228,20 +300,35 @@ def window_qa(scene: Scene, visible: list[dict[str, list[int]]], start: int, end
     middle = (scene.road_left + scene.road_right) / 2
     road_user = "no"
     movers = [
-        by_instance[i] for i in shown_at_end
-        if i in by_instance and by_instance[i].kind in ("pedestrian", "cyclist") and abs(moved_sideways(by_instance[i])) >= MIN_SIDEWAYS_SPEED * duration
+        by_instance[i]
+        for i in shown_at_end
+        if i in by_instance
+        and by_instance[i].kind in ("pedestrian", "cyclist")
+        and abs(moved_sideways(by_instance[i])) >= MIN_SIDEWAYS_SPEED * duration
     ]
-    movers = [o for o in movers if any(scene.road_right - 1.5 < o.world_position(t)[1] < scene.road_left + 1.5 for t in (t0, t1))]
+    movers = [
+        o
+        for o in movers
+        if any(scene.road_right - 1.5 < o.world_position(t)[1] < scene.road_left + 1.5 for t in (t0, t1))
+    ]
     if movers:
         mover = min(movers, key=lambda o: abs(o.position(t1, travel1)[0]))
         towards = abs(mover.world_position(t1)[1] - middle) < abs(mover.world_position(t0)[1] - middle)
         road_user = f"a {mover.kind} is {'entering' if towards else 'leaving'} the road"
 
-    changers = [o for o in front_at_end if o.kind == "vehicle" and abs(moved_sideways(o)) >= MIN_SIDEWAYS_SPEED * duration]
+    changers = [
+        o
+        for o in front_at_end
+        if o.kind == "vehicle" and abs(moved_sideways(o)) >= MIN_SIDEWAYS_SPEED * duration
+    ]
     lane_change = "no"
     if changers:
         car = min(changers, key=lambda o: o.position(t1, travel1)[0])
-        lane_change = "into our lane" if abs(car.world_position(t1)[1]) < abs(car.world_position(t0)[1]) else "out of our lane"
+        lane_change = (
+            "into our lane"
+            if abs(car.world_position(t1)[1]) < abs(car.world_position(t0)[1])
+            else "out of our lane"
+        )
 
     speed0, speed1 = scene.ego_speed_at(t0), scene.ego_speed_at(t1)
     acceleration = (speed1 - speed0) / duration
@@ -254,7 +341,10 @@ def window_qa(scene: Scene, visible: list[dict[str, list[int]]], start: int, end
 
     shown_at_start = {i for ids in visible[start].values() for i in ids}
     appeared = "no"
-    for change, ids in (("appeared", shown_at_end - shown_at_start), ("disappeared", shown_at_start - shown_at_end)):
+    for change, ids in (
+        ("appeared", shown_at_end - shown_at_start),
+        ("disappeared", shown_at_start - shown_at_end),
+    ):
         kinds = {by_instance[i].kind for i in ids if i in by_instance}
         kind = next((k for k in ("vehicle", "pedestrian", "cyclist") if k in kinds), None)
         if kind is not None:
@@ -262,17 +352,38 @@ def window_qa(scene: Scene, visible: list[dict[str, list[int]]], start: int, end
             break
 
     return [
-        (TEMPORAL_QUESTIONS["lead_vehicle"], lead,
-         "There is no vehicle ahead in our lane." if lead == "none" else f"The vehicle ahead is {lead}."),
-        (TEMPORAL_QUESTIONS["light_change"], light,
-         "There is no traffic light." if light == "none" else "The light did not change." if light == "no change" else f"It changed from {light}."),
-        (TEMPORAL_QUESTIONS["road_user"], road_user,
-         "No one is entering or leaving the road." if road_user == "no" else f"Yes, {road_user}."),
-        (TEMPORAL_QUESTIONS["lane_change"], lane_change,
-         "No vehicle is changing lanes." if lane_change == "no" else f"Yes, a vehicle is moving {lane_change}."),
+        (
+            TEMPORAL_QUESTIONS["lead_vehicle"],
+            lead,
+            "There is no vehicle ahead in our lane." if lead == "none" else f"The vehicle ahead is {lead}.",
+        ),
+        (
+            TEMPORAL_QUESTIONS["light_change"],
+            light,
+            "There is no traffic light."
+            if light == "none"
+            else "The light did not change."
+            if light == "no change"
+            else f"It changed from {light}.",
+        ),
+        (
+            TEMPORAL_QUESTIONS["road_user"],
+            road_user,
+            "No one is entering or leaving the road." if road_user == "no" else f"Yes, {road_user}.",
+        ),
+        (
+            TEMPORAL_QUESTIONS["lane_change"],
+            lane_change,
+            "No vehicle is changing lanes."
+            if lane_change == "no"
+            else f"Yes, a vehicle is moving {lane_change}.",
+        ),
         (TEMPORAL_QUESTIONS["ego_motion"], ego, f"The ego car is {ego}."),
-        (TEMPORAL_QUESTIONS["appeared"], appeared,
-         "Nothing appeared or disappeared." if appeared == "no" else f"Yes, {appeared}."),
+        (
+            TEMPORAL_QUESTIONS["appeared"],
+            appeared,
+            "Nothing appeared or disappeared." if appeared == "no" else f"Yes, {appeared}.",
+        ),
     ]
 
 
@@ -292,7 +403,9 @@ def describe(scene: Scene, counts: dict[str, int], light: str) -> str:
     )
 
 
-def keyframe_labels(views: list[dict[str, dict[int, Visible]]], truths: list[FrameTruth], camera: str, scene: Scene) -> list[bool]:
+def keyframe_labels(
+    views: list[dict[str, dict[int, Visible]]], truths: list[FrameTruth], camera: str, scene: Scene
+) -> list[bool]:
     """A camera's frame is a keyframe when it is the first, when the set of objects it shows
     changes, when the light it shows changes state, or when the risk assessment changes."""
     labels = []
@@ -302,8 +415,13 @@ def keyframe_labels(views: list[dict[str, dict[int, Visible]]], truths: list[Fra
             continue
         shown, before = set(view.get(camera, {})), set(views[frame - 1].get(camera, {}))
         light_changed = (
-            scene.light is not None and LIGHT_INSTANCE in shown and scene.light.states[frame] != scene.light.states[frame - 1]
+            scene.light is not None
+            and LIGHT_INSTANCE in shown
+            and scene.light.states[frame] != scene.light.states[frame - 1]
         )
-        risk_changed = camera == "front" and truths[frame].risk_answer.split(";")[0] != truths[frame - 1].risk_answer.split(";")[0]
+        risk_changed = (
+            camera == "front"
+            and truths[frame].risk_answer.split(";")[0] != truths[frame - 1].risk_answer.split(";")[0]
+        )
         labels.append(shown != before or light_changed or risk_changed)
     return labels

@@ -3,6 +3,7 @@
 Tests load it back through `vts_drive.model.loading.load_model`, the code users
 run, so the loading path is exercised for real.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -9,6 +9,7 @@ The paper measures similarity between the vision layer's keys at patch level;
 after LlavaOnevision's 2x2 pooling there are no keys per token, so the pooled
 token features stand in for them.
 """
+
 from __future__ import annotations
 
 import math

@@ -13,6 +13,7 @@ the budget and are never dropped, even when they alone exceed it.
 
 Works on a batch of windows; each window's selection depends on that window alone.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,7 +39,9 @@ def redundancy(
     best = torch.full((batch, cameras, frames, frames, count), -1.0, device=tokens.device)  # [B, C, T, S, N]
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            shifted = padded[:, :, :, dy : dy + height, dx : dx + width].reshape(batch, cameras, frames, count, dim)
+            shifted = padded[:, :, :, dy : dy + height, dx : dx + width].reshape(
+                batch, cameras, frames, count, dim
+            )
             # similarity of token n of frame t to the token at offset (dy, dx) from n in frame s
             best = torch.maximum(best, torch.einsum("bctnd,bcsnd->bctsn", unit, shifted))
     best = best.masked_fill(~keyframes[:, :, None, :, None], -1.0)
@@ -64,6 +67,8 @@ def select_tokens(
     total = cameras * frames * count
     room = (round(config.budget * total) - key_tokens.reshape(batch, -1).sum(dim=1)).clamp(min=0)  # [B]
     order = torch.sort(score, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order).scatter_(1, order, torch.arange(total, device=order.device).expand(batch, -1))
+    rank = torch.empty_like(order).scatter_(
+        1, order, torch.arange(total, device=order.device).expand(batch, -1)
+    )
     chosen = (rank < room[:, None]) & candidate.view(batch, -1)
     return key_tokens | chosen.view(batch, cameras, frames, count)
