@@ -23,7 +23,8 @@ from lifecycle_msgs.msg import Transition
 from launch import LaunchDescription
 
 OVERRIDES = {
-    "camera_topics": "camera topics as a YAML list, e.g. [/cam_front/image_raw]",
+    "camera_topics": "camera topics (TOPIC or NAME=TOPIC) as a YAML list, e.g. [/cam_front/image_raw, "
+    "rear=/car/back/image_raw]",
     "compressed": "true: subscribe to <topic>/compressed",
     "frames_per_window": "frames per camera per window",
     "window_stride": "synchronised frames between window starts",
@@ -32,7 +33,10 @@ OVERRIDES = {
     "mode": "dense | vts | prumerge | prumerge+ | mod | vts+mod",
     "backend": "torch | onnxruntime | tensorrt",
     "device": "cpu | cuda",
-    "qos": "sensor_data | reliable",
+    "input_qos": "camera subscriptions' QoS: sensor_data | best_effort | reliable",
+    "input_qos_depth": "camera subscriptions' queue depth (0: the profile's)",
+    "output_qos": "published topics' QoS: sensor_data | best_effort | reliable",
+    "output_qos_depth": "published topics' queue depth (0: the profile's)",
 }
 LIFECYCLE = {
     "lifecycle": ("false", "true: the managed (lifecycle) node"),

@@ -119,7 +119,10 @@ def subscribe(node: Node, params: NodeParams, core: NodeCore) -> list:
     subscriptions.append(
         node.create_subscription(String, "~/question", lambda msg: core.on_question(msg.data), QUESTION_QOS)
     )
-    node.get_logger().info(f"cameras {', '.join(params.subscribed_topics)} ({params.qos})")
+    node.get_logger().info(
+        f"cameras {', '.join(params.subscribed_topics)} (input_qos {params.input_qos}), "
+        f"outputs output_qos {params.output_qos}"
+    )
     return subscriptions
 
 

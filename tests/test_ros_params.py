@@ -9,7 +9,6 @@ from vts_drive.config import setting_keys
 from vts_drive.errors import InputError
 from vts_drive.ros.params import (
     NodeParams,
-    camera_name,
     declarations,
     node_fields,
     output_topic,
@@ -31,10 +30,20 @@ def test_defaults_and_derived_names():
     assert params.subscribed_topics == params.camera_topics
     assert params_from_dict({"compressed": True}).subscribed_topics[0] == "/cam_front/image_raw/compressed"
     assert output_topic("risk_qa") == "/vts_drive/risk_qa"
-    assert (
-        camera_name("/rear/image") == "rear"
-        and camera_name("/cam_front_left/image_raw/compressed") == "front_left"
-    )
+
+
+def test_camera_topics_are_named_like_replay_names_them_or_as_given():
+    """A plain topic is named by vts_drive/ros/cameras.py's rule, as `replay --topics` names it; in
+    NAME=TOPIC the topic part is what the node subscribes to (plus /compressed when compressed)."""
+    topics = ["/camera/front/compressed", "/camera/left/compressed", "/car/cam_rear/image_rect_color"]
+    params = params_from_dict({"camera_topics": topics})
+    assert params.cameras == ["front", "left", "rear"] and params.subscribed_topics == topics
+    assert params.stream_config().cameras == ["front", "left", "rear"]
+    named = params_from_dict({"camera_topics": ["front=/a/b/compressed", "/cam_side/image_raw"]})
+    assert named.cameras == ["front", "side"]
+    assert named.subscribed_topics == ["/a/b/compressed", "/cam_side/image_raw"]
+    both = params_from_dict({"camera_topics": ["front=/a/b/image_raw", "/rear/image"], "compressed": True})
+    assert both.subscribed_topics == ["/a/b/image_raw/compressed", "/rear/image/compressed"]
 
 
 def test_params_file_sections(tmp_path):
@@ -93,12 +102,33 @@ def test_overrides_keep_yaml_types():
         ({"compressed": 1}, "must be bool"),
         ({"camera_topics": "/cam/image"}, "list of strings"),
         ({"window_stride": 0}, "at least 1"),
-        ({"qos": "best_effort"}, "sensor_data, reliable"),
+        ({"qos": "reliable"}, r"unknown parameter\(s\) qos \(qos is now input_qos\)"),
+        (
+            {"input_qos": "fast"},
+            "parameter input_qos: 'fast' is not one of sensor_data, best_effort, reliable",
+        ),
+        ({"output_qos": "sensor-data"}, "parameter output_qos: 'sensor-data' is not one of"),
+        ({"input_qos_depth": -1}, "parameter input_qos_depth: must be a whole number >= 0"),
+        ({"output_qos_depth": -5}, "parameter output_qos_depth: must be a whole number >= 0"),
+        ({"output_qos_depth": 2.0}, "output_qos_depth must be int"),
         ({"on_stale_camera": "drop"}, "continue, wait"),
         ({"sync_slop_s": -0.1}, "slop"),
-        ({"camera_topics": ["cam/image"]}, "absolute topic"),
-        ({"camera_topics": ["/cam_front/image_raw", "/cam_front/image_raw/compressed"]}, "distinct cameras"),
-        ({"camera_topics": []}, "distinct cameras"),
+        ({"camera_topics": ["cam/image"]}, "camera_topics: 'cam/image'.*not an absolute topic"),
+        ({"camera_topics": ["front=cam/image"]}, "camera_topics: 'front=cam/image'.*not an absolute topic"),
+        ({"camera_topics": ["front left=/a"]}, "camera_topics: 'front left=/a': a camera name is letters"),
+        (
+            {"camera_topics": ["/cam_front/image_raw", "/cam_front/image_raw/compressed"]},
+            "parameter camera_topics: .* are all camera 'front'; name each camera explicitly",
+        ),
+        (
+            {"camera_topics": ["front=/a/image", "/camera/front/compressed"]},
+            "parameter camera_topics: /a/image, /camera/front/compressed are all camera 'front'",
+        ),
+        (
+            {"camera_topics": ["/a/image", "x=/a/image"]},
+            "parameter camera_topics: topic /a/image is given twice",
+        ),
+        ({"camera_topics": []}, "parameter camera_topics: must name at least one camera topic"),
     ],
 )
 def test_bad_values_name_the_parameter(values, problem):
@@ -138,7 +168,10 @@ def test_launch_arguments_are_node_parameters():
         "mode",
         "backend",
         "device",
-        "qos",
+        "input_qos",
+        "input_qos_depth",
+        "output_qos",
+        "output_qos_depth",
     } <= set(names)
 
 

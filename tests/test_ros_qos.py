@@ -5,7 +5,8 @@ from cyclonedds.core import Policy
 
 from vts_drive.errors import InputError
 from vts_drive.ros.dds_transport import dds_qos
-from vts_drive.ros.qos import QosSpec, qos_spec
+from vts_drive.ros.params import NodeParams, params_from_dict
+from vts_drive.ros.qos import QosSpec, input_qos, output_qos, qos_spec
 
 
 @pytest.mark.parametrize(
@@ -46,10 +47,50 @@ def test_dds_qos_sets_reliability_history_and_volatile_durability():
     assert reliable[Policy.History] == Policy.History.KeepLast(10)
 
 
-def test_the_node_reads_cameras_by_its_qos_parameter_and_publishes_reliably():
-    from vts_drive.ros.params import NodeParams
-    from vts_drive.ros.qos import input_qos, output_qos
-
-    assert input_qos(NodeParams(qos="reliable")) == QosSpec(reliable=True, depth=10)
+def test_by_default_the_node_reads_cameras_best_effort_and_publishes_reliably():
     assert input_qos(NodeParams()) == QosSpec(reliable=False, depth=5)
     assert output_qos(NodeParams()) == QosSpec(reliable=True, depth=10)
+
+
+@pytest.mark.parametrize(
+    "values, inputs, outputs",
+    [
+        ({"input_qos": "reliable"}, QosSpec(reliable=True, depth=10), QosSpec(reliable=True, depth=10)),
+        ({"input_qos_depth": 1}, QosSpec(reliable=False, depth=1), QosSpec(reliable=True, depth=10)),
+        ({"output_qos": "best_effort"}, QosSpec(reliable=False, depth=5), QosSpec(reliable=False, depth=5)),
+        (
+            {
+                "input_qos": "best_effort",
+                "input_qos_depth": 3,
+                "output_qos": "sensor_data",
+                "output_qos_depth": 20,
+            },
+            QosSpec(reliable=False, depth=3),
+            QosSpec(reliable=False, depth=20),
+        ),
+        (
+            {"output_qos": "reliable", "output_qos_depth": 0},
+            QosSpec(reliable=False, depth=5),
+            QosSpec(reliable=True, depth=10),
+        ),
+    ],
+)
+def test_profile_and_depth_parameters_reach_the_inputs_and_outputs_qos(values, inputs, outputs):
+    params = params_from_dict(values)
+    assert (input_qos(params), output_qos(params)) == (inputs, outputs)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"input_qos": "best-effort"}, "parameter input_qos: 'best-effort' is not one of"),
+        ({"output_qos": "fast"}, "parameter output_qos: 'fast' is not one of"),
+        ({"input_qos_depth": -1}, "parameter input_qos_depth: must be a whole number >= 0"),
+        ({"output_qos_depth": -1}, "parameter output_qos_depth: must be a whole number >= 0"),
+    ],
+)
+def test_bad_qos_parameters_are_refused_naming_them(values, message):
+    with pytest.raises(InputError, match=message):
+        params_from_dict(values)
+    with pytest.raises(InputError, match=message):  # a NodeParams built in code is checked alike
+        NodeParams(**values).check()

@@ -285,3 +285,22 @@ def test_plain_node_subscribes_and_publishes_at_once(node_module):
     wait_for(lambda: published(node, "/vts_drive/risk_detections"))
     assert published(node, "/vts_drive/overlay") == []  # no subscriber, no overlay drawn
     node.close()
+
+
+def test_qos_and_named_camera_parameters_reach_the_subscriptions_and_publishers(node_module):
+    node = node_module.VtsDriveLifecycleNode()
+    for name, value in {
+        "camera_topics": ["front=/a/b/image_raw", "/camera/left/image_raw"],
+        "input_qos": "reliable",
+        "input_qos_depth": 2,
+        "output_qos": "best_effort",
+        "output_qos_depth": 3,
+    }.items():
+        node.parameters[name].value = value  # as `ros2 param set` before configure
+    assert node.on_configure(None) is Result.SUCCESS and node.on_activate(None) is Result.SUCCESS
+    cameras = node.subscriptions[:-1]
+    assert [s.topic for s in cameras] == ["/a/b/image_raw", "/camera/left/image_raw"]
+    assert all(s.qos.reliability == "reliable" and s.qos.depth == 2 for s in cameras)
+    assert all(p.qos.reliability == "best_effort" and p.qos.depth == 3 for p in node.publishers)
+    assert node.params.cameras == ["front", "left"]
+    node.close()

@@ -154,7 +154,7 @@ def node_on_dds(domain: int, pipeline, **params):
     from vts_drive.ros.params import NodeParams
 
     node_params = NodeParams(
-        frames_per_window=1, window_stride=1, diagnostics_period_s=60.0, qos="reliable", **params
+        frames_per_window=1, window_stride=1, diagnostics_period_s=60.0, input_qos="reliable", **params
     )
     recorder = Recorder()
     core = NodeCore(pipeline, node_params, recorder.outputs)
@@ -496,7 +496,7 @@ def test_the_node_survives_every_attack_and_answers_every_question(tmp_path, tin
     params = tmp_path / "params.yaml"
     params.write_text(
         "vts_drive:\n  ros__parameters:\n"
-        f"    model: {tiny_model_dir}\n    frames_per_window: 2\n    window_stride: 2\n    qos: reliable\n"
+        f"    model: {tiny_model_dir}\n    frames_per_window: 2\n    window_stride: 2\n    input_qos: reliable\n"
         "    max_new_tokens: 4\n    diagnostics_period_s: 0.5\n"
     )
     vts_drive = Path(sys.executable).with_name("vts-drive")

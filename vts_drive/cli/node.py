@@ -69,7 +69,8 @@ def run_dds(args: argparse.Namespace) -> int:
     core.start()
     print(
         f"vts-drive node: {args.node_name} on DDS domain {args.domain_id}, cameras "
-        f"{', '.join(params.subscribed_topics)} ({params.qos}), model {pipeline.model_name}, mode {pipeline.config.mode}",
+        f"{', '.join(params.subscribed_topics)} (input_qos {params.input_qos}), output_qos "
+        f"{params.output_qos}, model {pipeline.model_name}, mode {pipeline.config.mode}",
         file=sys.stderr,
         flush=True,
     )

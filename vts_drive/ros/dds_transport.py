@@ -1,9 +1,10 @@
 """The node on plain DDS (Cyclone DDS), speaking the ROS 2 wire format without a ROS 2 install.
 
 Topics, types and QoS are what rmw_cyclonedds uses, so ROS 2 nodes on the same
-domain see this node as one of their own: cameras are read best-effort
-(ROS's sensor_data profile) or reliable, outputs are written reliable,
-volatile, keep-last 10 (ROS's default profile); qos.py names them. Questions
+domain see this node as one of their own: cameras are read and outputs
+written with the QoS of the input_qos and output_qos parameters (by default
+best-effort keep-last 5, ROS's sensor_data profile, and reliable keep-last 10,
+ROS's default profile); qos.py names them. Questions
 are read reliable, keep-all: a burst is held back by the writer rather than
 overwritten, so every question reaches the node, which answers or rejects
 each one. ~/overlay is drawn only while a reader is matched to its writer.

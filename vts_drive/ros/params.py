@@ -19,10 +19,11 @@ import yaml
 
 from vts_drive.config import PipelineConfig, flatten, resolve_config, setting_keys
 from vts_drive.errors import InputError
+from vts_drive.ros.cameras import camera_names
+from vts_drive.ros.qos import qos_spec
 from vts_drive.ros.stream import StreamConfig
 
 NODE_NAME = "vts_drive"
-QOS_PROFILES = ("sensor_data", "reliable")
 DEFAULT_CAMERA_TOPICS = ["/cam_front/image_raw", "/cam_front_left/image_raw", "/cam_front_right/image_raw"]
 
 # Python field type -> ROS parameter type name (rclpy's ParameterType.PARAMETER_<NAME>)
@@ -34,8 +35,9 @@ ROS_TYPES = {
     list[str]: "STRING_ARRAY",
     list[int]: "INTEGER_ARRAY",
 }
-# parameters of earlier releases -> the configuration keys that replaced them (named in the error)
+# parameters of earlier releases -> the parameters or configuration keys that replaced them (named in errors)
 RENAMED = {
+    "qos": "input_qos",
     "skip_threshold": "keyframe.skip_threshold",
     "max_keyframes": "keyframe.max_keyframes",
     "keyframe_anchor": "keyframe.anchor",
@@ -45,6 +47,7 @@ RENAMED = {
 
 @dataclass
 class NodeParams:
+    # TOPIC (named by cameras.py's rule: /cam_front/image_raw is front) or NAME=TOPIC (front=/a/b/compressed)
     camera_topics: list[str] = field(default_factory=lambda: list(DEFAULT_CAMERA_TOPICS))
     compressed: bool = False  # subscribe to <topic>/compressed (sensor_msgs/CompressedImage)
     frames_per_window: int = StreamConfig.frames
@@ -56,7 +59,10 @@ class NodeParams:
     stale_after_s: float = StreamConfig.stale_after_s
     on_stale_camera: str = StreamConfig.on_stale  # continue | wait
     model: str = ""  # "": the default model (synthdrive-tiny when shipped)
-    qos: str = "sensor_data"  # sensor_data (best effort) | reliable, for the camera subscriptions
+    input_qos: str = "sensor_data"  # the camera subscriptions: sensor_data | best_effort | reliable (qos.py)
+    input_qos_depth: int = 0  # 0: the profile's depth
+    output_qos: str = "reliable"  # everything the node publishes
+    output_qos_depth: int = 0
     window_queue_size: int = 2  # windows waiting for inference; the oldest is dropped beyond it
     question_queue_size: int = 8
     max_question_chars: int = 500
@@ -73,30 +79,29 @@ class NodeParams:
         ):
             if getattr(self, name) < 1:
                 raise InputError(f"parameter {name}: must be at least 1, got {getattr(self, name)}")
-        if self.qos not in QOS_PROFILES:
-            raise InputError(f"parameter qos: {self.qos!r} is not one of {', '.join(QOS_PROFILES)}")
+        qos_spec(self.input_qos, self.input_qos_depth, parameter="input_qos")
+        qos_spec(self.output_qos, self.output_qos_depth, parameter="output_qos")
         if self.diagnostics_period_s <= 0:
             raise InputError(f"parameter diagnostics_period_s: must be > 0, got {self.diagnostics_period_s}")
-        for topic in self.camera_topics:
-            if not topic.startswith("/") or topic.endswith("/"):
-                raise InputError(
-                    f"parameter camera_topics: {topic!r} is not an absolute topic name like /cam_front/image_raw"
-                )
-        if not self.camera_topics or len(set(self.cameras)) != len(self.cameras):
-            raise InputError(
-                f"parameter camera_topics: {self.camera_topics} must name distinct cameras {self.cameras}"
-            )
+        if not self.camera_topics:
+            raise InputError("parameter camera_topics: must name at least one camera topic")
+        self._camera_names()
         self.stream_config().check()
         self.requested()
 
+    def _camera_names(self) -> dict[str, str]:
+        """topic -> camera name, by the rule `replay --topics` names cameras by, so both agree."""
+        return camera_names(self.camera_topics, "parameter camera_topics")
+
     @property
     def cameras(self) -> list[str]:
-        return [camera_name(topic) for topic in self.camera_topics]
+        return list(self._camera_names().values())
 
     @property
     def subscribed_topics(self) -> list[str]:
-        """The topics the node reads, in camera order (image_transport's /compressed when compressed)."""
-        return [f"{topic}/compressed" if self.compressed else topic for topic in self.camera_topics]
+        """The topics the node reads, in camera order: each item's TOPIC (image_transport's /compressed
+        appended when compressed)."""
+        return [f"{topic}/compressed" if self.compressed else topic for topic in self._camera_names()]
 
     def stream_config(self) -> StreamConfig:
         return StreamConfig(
@@ -136,12 +141,6 @@ class NodeParams:
 def output_topic(name: str, node_name: str = NODE_NAME) -> str:
     """The node-private topic ~/name."""
     return f"/{node_name}/{name}"
-
-
-def camera_name(topic: str) -> str:
-    """/cam_front/image_raw -> front: the topic's first name, less a cam_ prefix."""
-    first = topic.strip("/").split("/")[0]
-    return first.removeprefix("cam_") or first
 
 
 def node_fields() -> dict[str, object]:

@@ -42,9 +42,9 @@ def qos_spec(profile: str, depth: int = 0, parameter: str = "qos") -> QosSpec:
 
 def input_qos(params: NodeParams) -> QosSpec:
     """The camera subscriptions' QoS (questions are always reliable, keep-all)."""
-    return qos_spec(params.qos, parameter="qos")
+    return qos_spec(params.input_qos, params.input_qos_depth, parameter="input_qos")
 
 
 def output_qos(params: NodeParams) -> QosSpec:
-    """The QoS of everything the node publishes: ROS's default profile."""
-    return qos_spec("reliable")
+    """The QoS of everything the node publishes (reliable by default: ROS's default profile)."""
+    return qos_spec(params.output_qos, params.output_qos_depth, parameter="output_qos")
