@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The figures quoted in the README: mode comparison, sweeps and ablations on the held-out synthdrive
+# The figures of README.md and docs/results.md: mode comparison, sweeps and ablations on the held-out synthdrive
 # split, evaluation with the blind baseline, and the stage breakdown at the real model's dimensions.
 # Every table has `newest` (dense on each camera's newest frame), the baseline for questions about the
 # past. Writes results/*.json, *.png and eval folders. About an hour on 2 CPU cores.

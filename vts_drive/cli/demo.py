@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_pipeline_arguments(parser)
     parser.set_defaults(
         run=run, mode="vts"
-    )  # the fastest mode that keeps dense accuracy (README, Measured figures)
+    )  # the fastest mode that keeps dense accuracy (README, Results)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Runs each mode over the benchmark, appending predictions as they are made (a rerun "
         "resumes; changed settings restart that mode), then writes OUT/<mode>/metrics.json, OUT/report.md, "
         "OUT/pareto.png and OUT/report.html (the table, the plot and per sample the frames with true and "
-        "predicted boxes and the answers next to the truth). Caption metrics need Java (see README).",
+        "predicted boxes and the answers next to the truth). Caption metrics need Java (see docs/evaluation.md).",
     )
     parser.add_argument("benchmark", choices=["drama", "lingoqa", "synth"])
     parser.add_argument(

@@ -13,7 +13,7 @@ Which top-k the BCE term targets is `aux_target`:
   where it only sharpens the router's choice; with a frozen base model the
   language-model loss reaches the router only through the gate of the tokens
   it already chose, and on synthdrive the routers it trains choose worse
-  tokens than random ones (see README, routing ablation).
+  tokens than random ones (docs/results.md, MoD).
 The BCE term also drives chosen tokens' gates towards 1 (so a computed token
 gets nearly its full block output).
 """
@@ -96,8 +96,9 @@ def attention_targets(
         by_example = torch.zeros(len(prompts_per_example), by_row.shape[1], device=by_row.device).index_add_(
             0, owner.to(by_row.device), by_row
         )
-        chosen, chosen_valid = choose_tokens(routing_scores(by_example, t.plan, "learned", None), t.plan)
-        targets.append(token_mask(chosen, chosen_valid, by_example.shape[1]))
+        length = by_example.shape[1]
+        chosen, chosen_valid = choose_tokens(routing_scores(by_example, t.plan, "learned", None), t.plan, length)
+        targets.append(token_mask(chosen, chosen_valid, length))
     return targets
 
 
