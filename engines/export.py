@@ -50,7 +50,7 @@ from vts_drive.engines.manifest import (
 )
 
 from vts_drive.errors import InputError
-from vts_drive.mod.routing import RoutingPlan
+from vts_drive.mod.routing import RoutingPlan, ranked_slots
 from vts_drive.pipeline import Pipeline
 from vts_drive.prompt import FrameTokens
 
@@ -230,18 +230,20 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
         inputs |= {
             "text_index": plan.text_index,
             "frame_slots": plan.frame_slots,
-            "frame_keep": plan.frame_keep,
+            "keep_slots": plan.keep_slots,
         }
         axes |= {
             "text_index": {1: "text"},
             "frame_slots": {1: "frames", 2: "slots"},
-            "frame_keep": {1: "frames"},
+            "keep_slots": {1: "kept"},
         }
         slots = vision.tokens_per_frame
+        kept = frames * ranked_slots(keep_ratio, slots)  # every frame whole
         dims |= {
             "text": (1, prefix_text, prefix_text),
             "frames": (1, frames, frames),
             "slots": (1, slots, slots),
+            "kept": (1, kept, kept),
         }
     prefill = PrefillGraph(decoder, keep_ratio)
     definitions.append(

@@ -20,12 +20,14 @@ valid [B, S], which is LayerKV (model/kv_cache.py) flattened. llm_decode takes
 the prefix batch 1 (every prompt row attends to it, grouped by K/V head, never
 copied per row) and each row's own past, and returns present = past + the new
 entries; llm_prefill returns present for the prefix, where a routed layer holds
-only the tokens it computed (a fixed number of slots, the rest marked invalid).
+only the tokens it computed: the text and each frame's k = ceil(r x n_f) tokens.
 
 The routing plan enters llm_prefill as three host-built tensors (text_index
-[1, Lt], frame_slots [1, F, N], frame_keep [1, F], see mod/routing.py); the
-routed layers' TopK has K = ceil(r x N) from the shape of frame_slots, so every
-shape follows from input shapes and no output shape depends on data.
+[1, Lt], frame_slots [1, F, N], keep_slots [1, Kv], see mod/routing.py); the
+routed layers' TopK has K = ceil(r x N) from the shape of frame_slots, and they
+compute Lt + Kv tokens (Kv = sum of the frames' k) from the shape of
+keep_slots, so every shape follows from input shapes and no output shape
+depends on data.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.model.vision import VisionEncoder
 
 KV_FIELDS = ("key", "value", "position", "valid")
-PLAN_INPUTS = ("text_index", "frame_slots", "frame_keep")
+PLAN_INPUTS = ("text_index", "frame_slots", "keep_slots")
 
 
 def kv_names(group: str, layers: int) -> list[str]:
@@ -146,16 +148,8 @@ class PrefillGraph(nn.Module):
     ):
         plan = None
         if self.keep_ratio is not None:
-            text_index, frame_slots, frame_keep = plan_inputs
-            length = embeds.shape[1]  # index `length` is the junk row padding points to
-            plan = RoutingPlan(
-                text_index,
-                text_index < length,
-                frame_slots,
-                frame_slots < length,
-                frame_keep,
-                self.keep_ratio,
-            )
+            text_index, frame_slots, keep_slots = plan_inputs
+            plan = RoutingPlan.of(text_index, frame_slots, keep_slots, self.keep_ratio, embeds.shape[1])
         cache = KVCache(self.decoder.num_layers)
         hidden = self.decoder(embeds, positions, valid, cache, plan)
         return hidden, *flatten_kv(cache.layers)

@@ -3,7 +3,9 @@ random routers and keyframe scorer: graphs pass check-onnx, logits agree within 
 answers are identical in every exported mode, and mismatched engines are refused."""
 
 import json
+import math
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import onnx
@@ -98,6 +100,8 @@ def test_routed_export_passes_check_onnx_and_records_its_manifest(model_dir, eng
         assert opsets[""] == 18
     prefill = manifest.graph("llm_prefill")
     assert prefill.input("frame_slots").max == [1, 24, 4]  # 24 frames of 4 tokens: TopK's K bounded from this
+    assert prefill.input("keep_slots").shape == [1, "kept"]  # the routed layers compute Lt + kept tokens
+    assert prefill.input("keep_slots").max == [1, 24]  # 24 whole frames, ceil(0.25 x 4) = 1 token each
     topk = [node for node in onnx.load(str(folder / prefill.file)).graph.node if node.op_type == "TopK"]
     assert len(topk) == 1 and all(
         helper.get_attribute_value(a) == 1 for n in topk for a in n.attribute if a.name == "sorted"
@@ -136,6 +140,32 @@ def test_stages_match_torch_within_1e_3(model, engines):
     )
     assert got["entries"] == expected["entries"]
     assert expected["entries"][1] < expected["entries"][0] == context.length  # the routed layer holds fewer
+    for name in ("prefix", "suffix", "step", "unbranched_step"):
+        assert (got[name] - expected[name]).abs().max() <= 1e-3, name
+
+
+def test_routed_prefill_computes_exactly_each_frames_k_tokens(model, model_dir, tmp_path):
+    """At r = 0.75 a whole frame of 4 tokens computes 3 and a thinner frame (as VTS leaves them) fewer:
+    the exported llm_prefill's routed layer holds the text and each frame's ceil(r n_f) tokens, no
+    padding slot, as torch's does, with the same logits."""
+    folder = tmp_path / "vts_mod_075"
+    _, violations = export_engines(str(model_dir), "vts+mod", folder, keep_ratio=0.75)
+    assert violations == []
+    assert read_manifest(folder).graph("llm_prefill").input("keep_slots").max == [1, 24 * 3]
+    torch_pipeline, onnx_pipeline = pipelines(model, folder, "vts+mod", **{"mod.keep_ratio": 0.75})
+    window = random_window(seed=3)
+    keyframes = torch_pipeline.score_keyframes(window)
+    frames = torch_pipeline.select_tokens(window, *torch_pipeline.encode_window(window), keyframes)
+    frames = [replace(frame, tokens=frame.tokens[: 1 + i % 4]) for i, frame in enumerate(frames)]
+    context = torch_pipeline.prompts.context(frames, torch_pipeline.device)
+    sizes = [n for n in torch.bincount(context.frame_index[context.frame_index >= 0]).tolist() if n]
+    assert set(sizes) == {1, 2, 3, 4}  # frames of unequal size
+    exact = int((context.frame_index < 0).sum()) + sum(math.ceil(0.75 * n) for n in sizes)
+    suffixes = [torch_pipeline.prompts.question_ids("What should the ego car do now?")]
+    expected, got = (
+        llm_logits(pipeline.decoder, context, suffixes) for pipeline in (torch_pipeline, onnx_pipeline)
+    )
+    assert got["entries"] == expected["entries"] == [context.length, exact]
     for name in ("prefix", "suffix", "step", "unbranched_step"):
         assert (got[name] - expected[name]).abs().max() <= 1e-3, name
 

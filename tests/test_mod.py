@@ -62,8 +62,9 @@ def test_keep_all_without_gate_reproduces_dense_logits(model_with_routers):
 
 def selected(scores, frame_index, keep_ratio, routing):
     plan = RoutingPlan.from_frame_index(frame_index, keep_ratio)
-    chosen, valid = choose_tokens(routing_scores(scores, plan, routing, None), plan)
-    return token_mask(chosen, valid, frame_index.shape[1])
+    length = frame_index.shape[1]
+    chosen, valid = choose_tokens(routing_scores(scores, plan, routing, None), plan, length)
+    return token_mask(chosen, valid, length)
 
 
 def test_each_frame_computes_ceil_r_n_tokens():
@@ -86,6 +87,8 @@ def test_plan_pads_rows_and_frames_to_fixed_shapes():
     plan = RoutingPlan.from_frame_index(frame_index, 0.5)
     assert plan.frame_slots.shape == (2, 2, 4) and plan.text_index.shape == (2, 3)
     assert plan.frame_keep.tolist() == [[1, 1], [2, 0]]
+    assert plan.keep_slots.tolist() == [[0, 2], [0, 1]]  # frame f's k best of K = 2 ranked: f x 2 + rank
+    assert plan.keep_valid.all()  # both rows compute two visual tokens: no padding entry
     assert plan.frame_slots[1, 1].tolist() == [6, 6, 6, 6]  # an absent frame: all slots point at the junk row
     assert torch.equal(plan.visual_mask(6), frame_index >= 0)
 
@@ -108,12 +111,56 @@ def test_skipped_tokens_pass_unchanged_and_leave_no_kv(model_with_routers):
     assert not torch.allclose(out[0, ~skipped], hidden_in[0, ~skipped])
     computed_positions = torch.nonzero(~visual | selected).flatten()
     layer_cache = cache.layers[0]
-    assert cache.entries(0) == int((~visual).sum() + selected.sum())  # equal-sized frames: no padding slots
+    assert cache.entries(0) == int((~visual).sum() + selected.sum())  # no padding slots
     assert int(layer_cache.valid.sum()) == int((~visual).sum() + selected.sum())
     held = layer_cache.positions[0][layer_cache.valid[0]]
     assert torch.equal(
         held.sort().values, computed_positions
     )  # exactly text + selected, original RoPE positions
+
+
+def test_frames_of_unequal_size_compute_exactly_their_k_tokens(model_with_routers):
+    """Frames as VTS leaves them (16, 5 and 9 tokens): a routed layer computes the text and each
+    frame's ceil(r n_f) best tokens by router score, no slot of padding, and leaves as many K/V
+    entries; its output is the block run on just those tokens, gated, with the rest passed through."""
+    pipeline = Pipeline.load(str(model_with_routers), {"mode": "mod"})
+    decoder, keep_ratio = pipeline.decoder, 0.25
+    layer = decoder.layers[0]
+    assert isinstance(layer, RoutedLayer) and layer.routers.config.keep_ratio == keep_ratio
+    sizes = [16, 5, 9]
+    frame_index = torch.tensor(
+        [[-1] * 3 + [0] * sizes[0] + [-1] * 2 + [1] * sizes[1] + [2] * sizes[2] + [-1] * 4]
+    )  # [1, L]
+    length = frame_index.shape[1]
+    torch.manual_seed(3)
+    hidden = torch.randn(1, length, 64)  # [1, L, D]
+    positions = torch.arange(length)[None]
+    valid = torch.ones_like(positions, dtype=torch.bool)
+    cache = KVCache(decoder.num_layers)
+    with torch.no_grad():
+        out = layer(hidden, positions, valid, cache, decoder.routing_plan(frame_index))
+
+        # Reference: each frame's top-k tokens by router score, picked one frame at a time.
+        logits = layer.routers.logits(0, hidden)[0]  # [L]
+        computed = torch.nonzero(frame_index[0] < 0).flatten().tolist()
+        for frame in range(len(sizes)):
+            tokens = torch.nonzero(frame_index[0] == frame).flatten()
+            best = logits[tokens].topk(math.ceil(keep_ratio * len(tokens))).indices
+            computed += tokens[best].tolist()
+        computed = sorted(computed)
+        reference_cache = KVCache(decoder.num_layers)
+        sub = hidden[:, computed]  # [1, M, D]
+        block = layer.block(sub, positions[:, computed], valid[:, computed], reference_cache)
+        gate = torch.where(frame_index[0, computed] >= 0, torch.sigmoid(logits[computed]), 1.0)
+        expected = hidden.clone()
+        expected[:, computed] = sub + gate[None, :, None] * (block - sub)
+
+    assert len(computed) == 9 + sum(math.ceil(keep_ratio * n) for n in sizes)  # 9 + 4 + 2 + 3
+    held = cache.layers[0]
+    assert cache.entries(0) == len(computed) and bool(held.valid.all())  # no K/V slot of padding
+    assert held.positions[0].tolist() == computed
+    torch.testing.assert_close(held.keys, reference_cache.layers[0].keys, rtol=0, atol=1e-5)
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)
 
 
 def test_prefill_then_decode_equals_full_forward_with_routing(model_with_routers):

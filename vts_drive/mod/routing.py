@@ -9,12 +9,15 @@ g = sigmoid, so the router sits on the gradient path. Skipped tokens keep x_i
 and leave no K/V entry in this layer. Positions (RoPE) stay the original ones.
 
 The work is laid out so every shape follows from input shapes alone (what ONNX
-and TensorRT need): a RoutingPlan, built once per sequence, lists the text
-tokens and each frame's token slots (padded to the longest frame); a routed
-layer takes top-K over each frame's slots with K fixed by the slot count, marks
-ranks beyond the frame's own k as not computed, gathers text + selected tokens,
-runs the block on them in sequence order, and scatters the results back.
-Padding reads and writes a junk row appended after the sequence.
+and TensorRT need): a RoutingPlan, built on the host once per sequence, lists
+the text tokens, each frame's token slots (padded to the longest frame) and,
+for each visual token a layer computes, its place among its frame's ranked
+slots (frame f's k best: f x K + 0 .. k-1). A routed layer ranks each frame's
+slots by top-K (K fixed by the slot count), picks exactly those places, runs
+the block on text + picked tokens in sequence order, and scatters the results
+back: a sequence computes text + sum of each frame's k tokens, no padding slot,
+and leaves as many K/V entries. Padding (rows of a training batch) reads and
+writes a junk row appended after the sequence.
 
 `routing` "random" and "uniform" replace the learned scores, for the ablation
 (random scores; evenly spaced tokens of each frame).
@@ -84,7 +87,7 @@ class RoutingPlan:
     text_valid: torch.Tensor  # [B, Lt] bool
     frame_slots: torch.Tensor  # [B, F, N] long: sequence index of each frame's n-th token
     slot_valid: torch.Tensor  # [B, F, N] bool
-    frame_keep: torch.Tensor  # [B, F] long: how many tokens each frame computes
+    keep_slots: torch.Tensor  # [B, Kv] long: each computed visual token's rank slot f x K + r; F x K pads
     keep_ratio: float
 
     @classmethod
@@ -103,22 +106,39 @@ class RoutingPlan:
         text_width = max(1, max(len(t) for t in rows_text))
         frame_count = max(1, max(len(f) for f in rows_frames))
         slot_count = max([1] + [len(slots) for frames in rows_frames for slots in frames])
+        top_k = ranked_slots(keep_ratio, slot_count)
         text_index = torch.full((batch, text_width), length, dtype=torch.long)
         frame_slots = torch.full((batch, frame_count, slot_count), length, dtype=torch.long)
-        frame_keep = torch.zeros((batch, frame_count), dtype=torch.long)
-        for b, (text, row_frames) in enumerate(zip(rows_text, rows_frames)):
+        keeps = [  # frame f's k best ranked slots: f x K + 0 .. k-1
+            [
+                f * top_k + rank
+                for f, slots in enumerate(frames)
+                for rank in range(kept_tokens(keep_ratio, len(slots)))
+            ]
+            for frames in rows_frames
+        ]
+        keep_width = max(1, max(len(keep) for keep in keeps))  # at least 1, as every axis of a graph input
+        keep_slots = torch.full((batch, keep_width), frame_count * top_k, dtype=torch.long)
+        for b, (text, row_frames, keep) in enumerate(zip(rows_text, rows_frames, keeps)):
             text_index[b, : len(text)] = torch.tensor(text, dtype=torch.long)
+            keep_slots[b, : len(keep)] = torch.tensor(keep, dtype=torch.long)
             for f, slots in enumerate(row_frames):
                 frame_slots[b, f, : len(slots)] = torch.tensor(slots, dtype=torch.long)
-                frame_keep[b, f] = math.ceil(keep_ratio * len(slots) - 1e-9)
-        return cls(
-            text_index=text_index.to(device),
-            text_valid=(text_index < length).to(device),
-            frame_slots=frame_slots.to(device),
-            slot_valid=(frame_slots < length).to(device),
-            frame_keep=frame_keep.to(device),
-            keep_ratio=keep_ratio,
+        return cls.of(
+            text_index.to(device), frame_slots.to(device), keep_slots.to(device), keep_ratio, length
         )
+
+    @classmethod
+    def of(
+        cls,
+        text_index: torch.Tensor,
+        frame_slots: torch.Tensor,
+        keep_slots: torch.Tensor,
+        keep_ratio: float,
+        length: int,
+    ) -> RoutingPlan:
+        """The plan of the tensors a routed graph takes (a sequence of `length` tokens)."""
+        return cls(text_index, text_index < length, frame_slots, frame_slots < length, keep_slots, keep_ratio)
 
     def visual_mask(self, length: int) -> torch.Tensor:
         """[B, L] bool: which sequence positions hold visual tokens."""
@@ -126,8 +146,29 @@ class RoutingPlan:
 
     @property
     def top_k(self) -> int:
-        """Slots examined per frame: k of a full frame, from the slot count alone (a shape, not data)."""
-        return max(1, math.ceil(self.keep_ratio * self.frame_slots.shape[-1] - 1e-9))
+        """Slots ranked per frame: k of a full frame, from the slot count alone (a shape, not data)."""
+        return ranked_slots(self.keep_ratio, self.frame_slots.shape[-1])
+
+    @property
+    def keep_valid(self) -> torch.Tensor:
+        """[B, Kv] bool: which entries of keep_slots are computed tokens, not padding."""
+        return self.keep_slots < self.frame_slots.shape[1] * self.top_k
+
+    @property
+    def frame_keep(self) -> torch.Tensor:
+        """[B, F] long: how many tokens each frame computes (k; padding counts for no frame)."""
+        frames = torch.arange(self.frame_slots.shape[1], device=self.keep_slots.device)
+        return (self.keep_slots[:, :, None] // self.top_k == frames).sum(dim=1)
+
+
+def kept_tokens(keep_ratio: float, tokens: int) -> int:
+    """k: how many of a frame's `tokens` visual tokens a routed layer computes."""
+    return math.ceil(keep_ratio * tokens - 1e-9)
+
+
+def ranked_slots(keep_ratio: float, slots: int) -> int:
+    """K: how many of each frame's `slots` slots are ranked, the k of the largest frame (at least 1)."""
+    return max(1, kept_tokens(keep_ratio, slots))
 
 
 def routing_scores(
@@ -175,13 +216,14 @@ class RoutedLayer(nn.Module):
         batch, length, dim = hidden.shape
         logits = self.routers.logits(self.index, hidden)  # [B, L]
         scores = routing_scores(logits, plan, config.routing, self.generator)
-        chosen, chosen_valid = choose_tokens(scores, plan)  # [B, F, K]
+        chosen, chosen_valid = choose_tokens(scores, plan, length)  # [B, Kv]
 
         # Computed tokens in sequence order: text and chosen visual tokens as a mask, compacted by a
-        # running count into M = (text slots + chosen slots) indices; M follows the plan's shapes.
+        # running count into M = Lt + Kv indices (the plan's shapes alone); in a sequence of its own
+        # (batch 1) with text and visual tokens every one of them is a token computed.
         selected = token_mask(chosen, chosen_valid, length)  # [B, L]
         computed_mask = (selected | ~plan.visual_mask(length)) & valid  # [B, L]
-        width = plan.text_index.shape[1] + chosen.shape[1] * chosen.shape[2]
+        width = plan.text_index.shape[1] + chosen.shape[1]
         slot = (
             torch.cumsum(computed_mask.to(torch.int32), dim=1).long() - 1
         )  # [B, L] place in the compact list
@@ -215,13 +257,16 @@ class RoutedLayer(nn.Module):
         return updated[:, :length]
 
 
-def choose_tokens(scores: torch.Tensor, plan: RoutingPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """Slot scores [B, F, N] -> each frame's chosen sequence indices [B, F, K] (best first) and
-    whether each is really computed [B, F, K] (rank below the frame's k, not an empty slot)."""
-    top = scores.topk(plan.top_k, dim=-1, sorted=True).indices  # [B, F, K] slots
-    chosen = plan.frame_slots.gather(2, top)
-    rank = torch.arange(plan.top_k, device=scores.device)
-    return chosen, (rank < plan.frame_keep.unsqueeze(-1)) & plan.slot_valid.gather(2, top)
+def choose_tokens(scores: torch.Tensor, plan: RoutingPlan, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Slot scores [B, F, N] of a sequence of `length` tokens -> the sequence index of every token
+    computed [B, Kv] (each frame's k best, frame by frame; padding: the junk row L) and which of
+    them are tokens, not padding [B, Kv]."""
+    batch = scores.shape[0]
+    top = scores.topk(plan.top_k, dim=-1, sorted=True).indices  # [B, F, K] slots, best first
+    ranked = plan.frame_slots.gather(2, top).view(batch, -1)  # [B, F*K] sequence indices
+    valid = plan.keep_valid  # [B, Kv]
+    places = torch.where(valid, plan.keep_slots, 0)  # padding (F x K) reads slot 0, then becomes L
+    return torch.where(valid, ranked.gather(1, places), length), valid
 
 
 def token_mask(indices: torch.Tensor, index_valid: torch.Tensor, length: int) -> torch.Tensor:

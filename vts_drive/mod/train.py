@@ -97,7 +97,9 @@ def attention_targets(
             0, owner.to(by_row.device), by_row
         )
         length = by_example.shape[1]
-        chosen, chosen_valid = choose_tokens(routing_scores(by_example, t.plan, "learned", None), t.plan, length)
+        chosen, chosen_valid = choose_tokens(
+            routing_scores(by_example, t.plan, "learned", None), t.plan, length
+        )
         targets.append(token_mask(chosen, chosen_valid, length))
     return targets
 
