@@ -23,8 +23,9 @@ from tqdm import tqdm
 
 from vts_drive.config import ALIASES, MODES, Overrides, flatten, resolve_config, setting_keys
 from vts_drive.errors import InputError
-from vts_drive.flops import conv_stack_flops, projector_flops, siglip_flops
+from vts_drive.flops import projector_flops, siglip_flops
 from vts_drive.generation import GenerationMeter
+from vts_drive.keyframe.scorer import scorer_flops
 from vts_drive.measure import PeakMemory
 from vts_drive.naive import answer_naively
 from vts_drive.pipeline import Pipeline, WindowAnswers
@@ -72,6 +73,15 @@ class Answer(Protocol):
     def __call__(
         self, window: FrameWindow, prompts: list[str], meter: GenerationMeter | None = None
     ) -> WindowAnswers: ...
+
+
+def needs_weights(specs: list[ModeSpec], base: Overrides) -> bool:
+    """Whether a mode runs the checkpoint's torch weights (backend torch, or naive); modes that
+    run exported graphs need only the model's spec (load_spec)."""
+    return any(
+        spec.mode == "naive" or resolve_config(None, spec.overrides(base)).backend == "torch"
+        for spec in specs
+    )
 
 
 def answer_function(spec: ModeSpec, pipeline: Pipeline) -> Answer:
@@ -124,14 +134,13 @@ def parse_mode_specs(text: str) -> list[ModeSpec]:
 
 def stage_flops(pipeline: Pipeline, result: WindowAnswers, meter: GenerationMeter) -> dict[str, float]:
     """FLOPs per stage of one window, from the shapes it ran with."""
-    hf_config = pipeline.model.hf_model.config
-    vision = hf_config.vision_config
+    model_config = pipeline.model.config
+    vision = model_config.vision_config
     patches = (vision.image_size // vision.patch_size) ** 2
     per_frame = siglip_flops(vision, 1, pipeline.vision.feature_layer) + projector_flops(
-        vision.hidden_size, hf_config.text_config.hidden_size, patches
+        vision.hidden_size, model_config.text_config.hidden_size, patches
     )
-    scorer = pipeline.keyframe_scorer
-    keyframe = conv_stack_flops(scorer, pipeline.config.keyframe.input_size) if scorer is not None else 0.0
+    keyframe = scorer_flops(pipeline.config.keyframe) if pipeline.keyframe_scorer is not None else 0.0
     return {
         "keyframe_flops": result.frames_scored * keyframe,
         "vision_flops": result.frames_encoded * per_frame,
@@ -157,7 +166,7 @@ class ModeRun:
     def measure(self, item: BenchWindow) -> None:
         with PeakMemory(self.pipeline.device) as peak:
             start = time.perf_counter()
-            meter = GenerationMeter(self.pipeline.model.hf_model.config.text_config)
+            meter = GenerationMeter(self.pipeline.model.config.text_config)
             result = self.answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions], meter)
             self.wall_s += time.perf_counter() - start
         self.peak_mb = max(self.peak_mb, peak.mb)

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from vts_drive.model.decoder import head_dim
+
 
 def qwen2_token_flops(config: PretrainedConfig) -> float:
     """Linear-layer FLOPs of one token through one Qwen2 decoder layer."""
     d_model = config.hidden_size
-    head_dim = getattr(config, "head_dim", None) or d_model // config.num_attention_heads
-    q_out = config.num_attention_heads * head_dim
-    kv_out = config.num_key_value_heads * head_dim
+    q_out = config.num_attention_heads * head_dim(config)
+    kv_out = config.num_key_value_heads * head_dim(config)
     mlp = 3 * d_model * config.intermediate_size
     return 2.0 * (d_model * q_out + 2 * d_model * kv_out + q_out * d_model + mlp)
 
 
 def qwen2_pair_flops(config: PretrainedConfig) -> float:
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 4.0 * config.num_attention_heads * head_dim
+    return 4.0 * config.num_attention_heads * head_dim(config)
 
 
 def prefix_prefill_flops(config: PretrainedConfig, entries_per_layer: list[int], cached: int = 0) -> float:

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 from transformers import PretrainedConfig
 
+from vts_drive.backend import LanguageStage
 from vts_drive.box_grammar import BoxConstraint
 from vts_drive.flops import prefix_prefill_flops, qwen2_pair_flops, qwen2_token_flops, suffix_prefill_flops
 from vts_drive.measure import StageTimer, synchronize
-from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.prompt import VisualContext
 
@@ -84,7 +84,7 @@ class HeadCache:
         self.head: torch.Tensor | None = None  # [H, D] embeds of the head held
         self.cache: KVCache | None = None
 
-    def start(self, decoder: Qwen2Decoder, context: VisualContext) -> KVCache:
+    def start(self, decoder: LanguageStage, context: VisualContext) -> KVCache:
         """A single-row cache holding the head's entries, for the prefill of the rest of the prefix."""
         head = context.embeds[: context.head_length]
         if self.cache is None or self.head is None or not torch.equal(head, self.head):
@@ -108,7 +108,7 @@ class Prefilled:
 
 
 def prefill(
-    decoder: Qwen2Decoder,
+    decoder: LanguageStage,
     context: VisualContext,
     suffixes: list[list[int]],
     pad_id: int = 0,
@@ -150,7 +150,7 @@ def prefill(
 
 
 def decode(
-    decoder: Qwen2Decoder,
+    decoder: LanguageStage,
     state: Prefilled,
     stop_ids: set[int],
     max_new_tokens: int,
@@ -192,7 +192,7 @@ def decode(
 
 @torch.no_grad()
 def generate(
-    decoder: Qwen2Decoder,
+    decoder: LanguageStage,
     context: VisualContext,
     suffixes: list[list[int]],
     stop_ids: set[int],
@@ -240,7 +240,7 @@ def length_buckets(lengths: list[int]) -> list[list[int]]:
 
 
 def prefill_suffixes(
-    decoder: Qwen2Decoder, suffixes: list[list[int]], start: int, cache: KVCache, pad_id: int
+    decoder: LanguageStage, suffixes: list[list[int]], start: int, cache: KVCache, pad_id: int
 ) -> torch.Tensor:
     """Prompt suffixes (token ids) after a prefix of `start` tokens, as one right-padded batch on
     a branched cache -> the hidden state at each suffix's last token [P, D]."""

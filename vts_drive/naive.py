@@ -8,8 +8,10 @@ import time
 import torch
 
 from vts_drive.box_grammar import BoxLogitsProcessor
+from vts_drive.errors import InputError
 from vts_drive.generation import GenerationMeter
 from vts_drive.measure import StageTimer
+from vts_drive.model.loading import VisionLanguageModel
 from vts_drive.pipeline import Pipeline, WindowAnswers
 from vts_drive.prompt import RISK_PROMPT
 from vts_drive.window import FrameWindow
@@ -39,6 +41,12 @@ def answer_naively(
     """Same prompts and visual tokens as the dense pipeline, none of its engineering. The meter
     counts as it does for the pipeline: each prompt a prefix and its suffix, then one row decoding;
     no prompt shares its cache, so the window holds every prompt's own."""
+    if not isinstance(pipeline.model, VisionLanguageModel):
+        raise InputError(
+            f"naive runs transformers' generate on the weights of {pipeline.model_name}, which were not "
+            "loaded (a spec, for exported graphs): load the model with load_model"
+        )
+    hf_model = pipeline.model.hf_model
     start = time.perf_counter()
     timer = StageTimer(pipeline.device)
     with timer.stage("vision"):
@@ -46,10 +54,9 @@ def answer_naively(
     context = pipeline.prompts.context(
         pipeline.select_tokens(window, tokens, saliency, None), pipeline.device
     )
-    hf_model = pipeline.model.hf_model
-    layers = hf_model.config.text_config.num_hidden_layers
+    layers = pipeline.decoder.num_layers
     entry_bytes = (
-        2 * pipeline.decoder.num_kv_heads * pipeline.decoder.head_dim * hf_model.dtype.itemsize * layers
+        2 * pipeline.decoder.num_kv_heads * pipeline.decoder.head_dim * pipeline.model.dtype.itemsize * layers
     )
     answers, generated, held = [], 0, 0
     with timer.stage("generate"):

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
+from vts_drive.backend import KeyframeStage, LanguageStage, VisionStage
 from vts_drive.box_grammar import BoxConstraint
 from vts_drive.config import MODES, Overrides, PipelineConfig, resolve_config
 from vts_drive.errors import InputError
@@ -28,9 +28,9 @@ from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
 from vts_drive.generation import GenerationMeter, HeadCache, generate
 from vts_drive.keyframe.scorer import KeyframeScorer, load_scorer, select_keyframes
 from vts_drive.measure import StageTimer
-from vts_drive.mod.routing import Routers, load_routers
+from vts_drive.mod.routing import load_routers
 from vts_drive.model.decoder import Qwen2Decoder
-from vts_drive.model.loading import VisionLanguageModel, load_model, model_folder
+from vts_drive.model.loading import ModelSpec, VisionLanguageModel, load_model, load_spec, model_folder
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
 from vts_drive.report import QA, SceneReport, parse_risk
@@ -56,23 +56,25 @@ class Pipeline:
     """The stages of one configuration. `overrides` are dotted settings over the model folder's
     own (vts_drive/config.py); the configuration they resolve to is `config`."""
 
-    def __init__(self, model: VisionLanguageModel, overrides: Overrides | None = None) -> None:
+    def __init__(self, model: ModelSpec, overrides: Overrides | None = None) -> None:
+        """`model`: the checkpoint with its weights (VisionLanguageModel) for backend torch; for
+        onnxruntime and tensorrt its spec is enough, the weights being in the exported graphs."""
         self.model = model
         self.config = config = resolve_config(model.folder, overrides)
-        self.keyframe_scorer = self._load_keyframe_scorer() if config.token_reduction == "vts" else None
-        routers = self._load_routers() if config.layer_skipping else None
-        language_model, lm_head = model.hf_model.model.language_model, model.hf_model.lm_head
-        self.vision: VisionEncoder
-        self.decoder: Qwen2Decoder
+        self.vision: VisionStage
+        self.decoder: LanguageStage
+        self.keyframe_scorer: KeyframeStage | None
         if config.backend == "torch":
-            self.vision = VisionEncoder(model)
-            self.decoder = Qwen2Decoder(language_model, lm_head, routers, seed=config.seed)
+            if not isinstance(model, VisionLanguageModel):
+                raise InputError(
+                    f"model {model.name} was loaded without its weights (a spec), which backend torch "
+                    "runs: load it with load_model, or run the exported graphs (backend onnxruntime or tensorrt)"
+                )
+            self.vision, self.decoder, self.keyframe_scorer = self._torch_stages(model)
         else:  # the same stages, computed by the graphs `vts-drive export` wrote
             from vts_drive.engines.stages import load_exported_stages
 
-            self.vision, self.decoder, self.keyframe_scorer = load_exported_stages(
-                model, config.mode, config.backend, Path(config.engines), self.keyframe_scorer, routers
-            )
+            self.vision, self.decoder, self.keyframe_scorer = load_exported_stages(model, config)
         self.prompts = PromptBuilder(model.tokenizer, self.decoder.embed)
         tokenizer = model.tokenizer
         self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
@@ -83,26 +85,37 @@ class Pipeline:
         self.head_cache = HeadCache() if config.backend == "torch" else None
         self.box_constraint = BoxConstraint(tokenizer) if config.box_grammar else None
 
-    def _load_routers(self) -> Routers:
-        text_config = self.model.hf_model.config.text_config
-        folder = self.config.routers or self.model.folder
-        routers = load_routers(
-            folder, self.config.mod, text_config.hidden_size, text_config.num_hidden_layers, self.device
-        )
-        return routers.to(self.model.dtype)
-
-    def _load_keyframe_scorer(self) -> KeyframeScorer:
-        return load_scorer(
-            self.config.keyframe_scorer or self.model.folder, self.config.keyframe, self.device
-        )
+    def _torch_stages(
+        self, model: VisionLanguageModel
+    ) -> tuple[VisionEncoder, Qwen2Decoder, KeyframeScorer | None]:
+        """The checkpoint's modules, with the routers and keyframe scorer the mode needs."""
+        config = self.config
+        scorer = None
+        if config.token_reduction == "vts":
+            scorer = load_scorer(config.keyframe_scorer or model.folder, config.keyframe, self.device)
+        routers = None
+        if config.layer_skipping:
+            text_config = model.config.text_config
+            routers = load_routers(
+                config.routers or model.folder,
+                config.mod,
+                text_config.hidden_size,
+                text_config.num_hidden_layers,
+                self.device,
+            ).to(model.dtype)
+        hf = model.hf_model
+        decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head, routers, seed=config.seed)
+        return VisionEncoder(model), decoder, scorer
 
     @classmethod
     def load(cls, model: str, overrides: Overrides | None = None) -> Pipeline:
         """The model by shipped name, folder or hub id, with its settings and `overrides`; the
-        settings are checked before any weight is read."""
+        settings are checked before any weight is read, and backends that run exported graphs
+        read none."""
         folder = model_folder(model)
         config = resolve_config(folder, overrides)
-        return cls(load_model(model, device=config.device, dtype=config.dtype), overrides)
+        load = load_model if config.backend == "torch" else load_spec
+        return cls(load(model, device=config.device, dtype=config.dtype), overrides)
 
     @property
     def model_name(self) -> str:
@@ -263,7 +276,7 @@ class Pipeline:
         for i, is_present in enumerate(present_flags):
             if is_present:
                 self.frame_cache.count(hit=i not in encoded)
-        count, dim = self.vision.tokens_per_frame, self.decoder.embed_tokens.embedding_dim
+        count, dim = self.vision.tokens_per_frame, self.decoder.hidden_size
         zeros = torch.zeros(count, dim, device=self.device, dtype=self.model.dtype)
         all_tokens = torch.stack(
             [e.tokens if p else zeros for e, p in zip(entries, present_flags)]

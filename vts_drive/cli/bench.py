@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.bench import (
         format_table,
         moving_texture_windows,
+        needs_weights,
         parse_mode_specs,
         plot_tradeoff,
         run_bench,
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.cli.common import pipeline_overrides
     from vts_drive.config import resolve_config
     from vts_drive.errors import InputError
-    from vts_drive.model.loading import load_model
+    from vts_drive.model.loading import load_model, load_spec
     from vts_drive.pipeline import Pipeline
 
     specs = parse_mode_specs(args.modes)
@@ -78,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
 
         model = random_model(args.arch, device=run.device, dtype=run.dtype)
     else:
-        model = load_model(args.model, device=run.device, dtype=run.dtype)
+        load = load_model if needs_weights(specs, base) else load_spec  # engines alone hold no weights
+        model = load(args.model, device=run.device, dtype=run.dtype)
     if args.data:
         from vts_drive.synth.bench_windows import synth_bench_windows
 

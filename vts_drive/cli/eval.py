@@ -69,7 +69,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vts_drive.bench import parse_mode_specs
+    from vts_drive.bench import needs_weights, parse_mode_specs
     from vts_drive.cli.common import pipeline_overrides
     from vts_drive.config import resolve_config
     from vts_drive.errors import InputError
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.eval.judge import LingoJudge
     from vts_drive.eval.metrics import require_java
     from vts_drive.eval.runner import report_table, run_eval
-    from vts_drive.model.loading import load_model
+    from vts_drive.model.loading import load_model, load_spec
 
     require_java()
     specs = parse_mode_specs(args.modes)
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
         judge=judge,
         limit=args.limit,
     )
-    model = load_model(args.model, device=run.device, dtype=run.dtype)
+    load = load_model if needs_weights(specs, base) else load_spec  # engines alone hold no weights
+    model = load(args.model, device=run.device, dtype=run.dtype)
     results = run_eval(benchmark, model, base, specs, args.out, blind=args.blind)
     print(report_table(benchmark, results))
     print(

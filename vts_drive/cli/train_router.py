@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = SynthDataset(args.data, max_scenes=args.scenes)
     dataset.check_cameras(["front"])
     vision = VisionEncoder(model)
-    data = prepare(dataset, model.hf_model.config.vision_config.image_size, vision.token_grid, cache=None)
+    data = prepare(dataset, model.config.vision_config.image_size, vision.token_grid, cache=None)
     windows = TrainConfig(seed=args.seed)
 
     def batches(step: int):

@@ -41,7 +41,7 @@ from vts_drive.eval.benchmarks import Benchmark, EvalItem, file_identity, sample
 from vts_drive.eval.files import finite_number
 from vts_drive.eval.html_report import MAX_SAMPLES, write_html_report
 from vts_drive.measure import PeakMemory, synchronize
-from vts_drive.model.loading import VisionLanguageModel
+from vts_drive.model.loading import ModelSpec
 from vts_drive.pipeline import Pipeline, PipelineConfig, WindowAnswers
 from vts_drive.window import FrameWindow
 
@@ -75,7 +75,7 @@ def folder_identity(folder: Path | str | None) -> dict | None:
 
 
 def fingerprint(
-    model: VisionLanguageModel, spec: ModeSpec, config: PipelineConfig, benchmark: Benchmark, blind: bool
+    model: ModelSpec, spec: ModeSpec, config: PipelineConfig, benchmark: Benchmark, blind: bool
 ) -> dict:
     """Everything that decides a mode's predictions, as JSON."""
     return json.loads(
@@ -226,7 +226,7 @@ def summarize(benchmark: Benchmark, records: dict[str, dict]) -> dict:
 
 def run_eval(
     benchmark: Benchmark,
-    model: VisionLanguageModel,
+    model: ModelSpec,
     base: Overrides,
     specs: list[ModeSpec],
     out: Path,

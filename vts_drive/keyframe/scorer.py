@@ -18,6 +18,7 @@ from torch import nn
 
 from vts_drive.config import KeyframeConfig, section, write_settings
 from vts_drive.errors import InputError
+from vts_drive.flops import conv_stack_flops
 from vts_drive.model.weights import read_weights
 
 WEIGHTS_FILE = "keyframe_scorer.safetensors"
@@ -46,11 +47,8 @@ class KeyframeScorer(nn.Module):
         return self.head(x).squeeze(-1)
 
     def prepare(self, images: list[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 frames -> [F, 3, S, S] float in [0, 1]."""
-        size = (self.config.input_size, self.config.input_size)
-        small = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
-        device = self.head.weight.device
-        return torch.from_numpy(small).to(device).permute(0, 3, 1, 2).float() / 255.0
+        """RGB uint8 frames -> [F, 3, S, S] float in [0, 1], on the scorer's device."""
+        return prepare_frames(images, self.config, self.head.weight.device)
 
     @torch.no_grad()
     def score_streams(self, streams: torch.Tensor) -> torch.Tensor:
@@ -62,6 +60,22 @@ class KeyframeScorer(nn.Module):
         )
         probabilities[:, 0] = 1.0
         return probabilities
+
+
+def prepare_frames(
+    images: list[np.ndarray], config: KeyframeConfig, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """RGB uint8 frames -> the scorer's input [F, 3, S, S], float in [0, 1] (from the settings
+    alone: an exported scorer takes the same input)."""
+    size = (config.input_size, config.input_size)
+    small = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
+    return torch.from_numpy(small).to(device).permute(0, 3, 1, 2).float() / 255.0
+
+
+def scorer_flops(config: KeyframeConfig) -> float:
+    """FLOPs of scoring one frame, from the settings alone (the layers are built without memory)."""
+    with torch.device("meta"):
+        return conv_stack_flops(KeyframeScorer(config), config.input_size)
 
 
 def select_keyframes(probabilities: torch.Tensor, config: KeyframeConfig) -> torch.Tensor:

@@ -84,11 +84,6 @@ def random_model(
     save_routers(
         Routers(config.text_config.hidden_size, config.text_config.num_hidden_layers, routing), folder
     )
-    return VisionLanguageModel(
-        name=f"{arch} (random weights)",
-        folder=folder,
-        hf_model=hf_model,
-        tokenizer=tokenizer,
-        image_mean=(0.5, 0.5, 0.5),
-        image_std=(0.5, 0.5, 0.5),
+    return VisionLanguageModel.of(
+        hf_model, f"{arch} (random weights)", folder, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     )

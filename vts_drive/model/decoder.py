@@ -30,6 +30,19 @@ from vts_drive.model.kv_cache import KVCache, LayerKV
 AttentionProbe = Callable[[int, torch.Tensor, torch.Tensor, list[LayerKV]], None]
 
 
+def head_dim(config: PretrainedConfig) -> int:
+    """Width of one attention head: a Qwen2 config may set it, else hidden size / heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def routing_plan(frame_index: torch.Tensor, keep_ratio: float | None) -> RoutingPlan | None:
+    """frame_index [B, L] (-1 for text) -> the plan routed layers keeping `keep_ratio` of each
+    frame follow; None without routing (keep_ratio None) or visual tokens."""
+    if keep_ratio is None or not bool((frame_index >= 0).any()):
+        return None
+    return RoutingPlan.from_frame_index(frame_index, keep_ratio)
+
+
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
@@ -107,7 +120,7 @@ class DecoderLayer(nn.Module):
         self.index, self.layer, self.rotary = index, layer, rotary
         self.num_heads = config.num_attention_heads
         self.num_kv_heads = config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        self.head_dim = head_dim(config)
         self.scale = self.head_dim**-0.5
 
     def forward(
@@ -179,6 +192,7 @@ class Qwen2Decoder(nn.Module):
             blocks[0].head_dim,
             blocks[0].scale,
         )
+        self.hidden_size: int = config.hidden_size
 
     @property
     def num_layers(self) -> int:
@@ -211,9 +225,7 @@ class Qwen2Decoder(nn.Module):
     def routing_plan(self, frame_index: torch.Tensor) -> RoutingPlan | None:
         """frame_index [B, L] (-1 for text) -> the plan routed layers follow; None without routers
         or visual tokens."""
-        if self.routers is None or not bool((frame_index >= 0).any()):
-            return None
-        return RoutingPlan.from_frame_index(frame_index, self.routers.config.keep_ratio)
+        return routing_plan(frame_index, self.routers.config.keep_ratio if self.routers is not None else None)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()

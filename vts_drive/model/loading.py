@@ -46,29 +46,46 @@ transformers.utils.logging.disable_progress_bar()
 
 
 @dataclass
-class VisionLanguageModel:
-    """A loaded checkpoint and what the pipeline needs beside the weights."""
+class ModelSpec:
+    """A checkpoint without its weights: what the pipeline needs around them (tokenizer,
+    configuration, image statistics). The onnxruntime and tensorrt backends run on this alone,
+    their weights being in the exported graphs."""
 
     name: str
     folder: Path  # the checkpoint's folder (for a hub id: its local snapshot)
-    hf_model: LlavaOnevisionForConditionalGeneration
+    config: LlavaOnevisionConfig
     tokenizer: PreTrainedTokenizerBase
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
-
-    @property
-    def device(self) -> torch.device:
-        return self.hf_model.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.hf_model.dtype
+    device: torch.device
+    dtype: torch.dtype
 
     @property
     def max_positions(self) -> int:
         """Positions the LLM was built for (max_position_embeddings): a window's prompt and its
         answers must fit in them."""
-        return self.hf_model.config.text_config.max_position_embeddings
+        return self.config.text_config.max_position_embeddings
+
+
+@dataclass
+class VisionLanguageModel(ModelSpec):
+    """A loaded checkpoint: its spec and its weights (what the torch backend runs)."""
+
+    hf_model: LlavaOnevisionForConditionalGeneration
+
+    @classmethod
+    def of(
+        cls,
+        hf_model: LlavaOnevisionForConditionalGeneration,
+        name: str,
+        folder: Path,
+        tokenizer: PreTrainedTokenizerBase,
+        image_mean: tuple[float, float, float],
+        image_std: tuple[float, float, float],
+    ) -> VisionLanguageModel:
+        """The model around `hf_model`, whose weights set its configuration, device and dtype."""
+        config, device, dtype = hf_model.config, hf_model.device, hf_model.dtype
+        return cls(name, folder, config, tokenizer, image_mean, image_std, device, dtype, hf_model)
 
 
 def resolve_dtype(device: str, dtype: str | None) -> torch.dtype:
@@ -258,34 +275,47 @@ def model_folder(name_or_path: str) -> Path:
     return folder
 
 
-def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None) -> VisionLanguageModel:
-    """Load a checkpoint by shipped name (e.g. synthdrive-tiny), local folder, or hub id."""
+def load_spec(name_or_path: str, device: str = "cpu", dtype: str | None = None) -> ModelSpec:
+    """A checkpoint's spec by shipped name (e.g. synthdrive-tiny), local folder, or hub id, its
+    weights not read."""
     check_device(device)
     torch_dtype = resolve_dtype(device, dtype)
     folder = model_folder(name_or_path)
     check_checkpoint_folder(folder)
     config = _read_model_config(folder)
     image_mean, image_std = _read_image_statistics(folder)
-    weights, files = _model_weight_files(folder)
-    for file in files:
-        check_weight_file(file)
-    try:
-        hf_model, loading = LlavaOnevisionForConditionalGeneration.from_pretrained(
-            folder, config=config, use_safetensors=True, dtype=torch_dtype, output_loading_info=True
-        )
-    except (OSError, ValueError, RuntimeError) as error:
-        raise InputError(f"could not load the weights in {folder}: {str(error).splitlines()[0]}") from None
-    _check_complete(weights, loading["missing_keys"])
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
         raise InputError(f"could not load the tokenizer in {folder}: {str(error).splitlines()[0]}") from None
-    hf_model.to(device).eval().requires_grad_(False)
-    return VisionLanguageModel(
+    return ModelSpec(
         name=name_or_path,
         folder=folder,
-        hf_model=hf_model,
+        config=config,
         tokenizer=tokenizer,
         image_mean=image_mean,
         image_std=image_std,
+        device=torch.device(device),
+        dtype=torch_dtype,
+    )
+
+
+def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None) -> VisionLanguageModel:
+    """Load a checkpoint by shipped name (e.g. synthdrive-tiny), local folder, or hub id."""
+    spec = load_spec(name_or_path, device, dtype)
+    weights, files = _model_weight_files(spec.folder)
+    for file in files:
+        check_weight_file(file)
+    try:
+        hf_model, loading = LlavaOnevisionForConditionalGeneration.from_pretrained(
+            spec.folder, config=spec.config, use_safetensors=True, dtype=spec.dtype, output_loading_info=True
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise InputError(
+            f"could not load the weights in {spec.folder}: {str(error).splitlines()[0]}"
+        ) from None
+    _check_complete(weights, loading["missing_keys"])
+    hf_model.to(device).eval().requires_grad_(False)
+    return VisionLanguageModel.of(
+        hf_model, spec.name, spec.folder, spec.tokenizer, spec.image_mean, spec.image_std
     )

@@ -16,24 +16,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vts_drive.model.loading import VisionLanguageModel
+from vts_drive.model.loading import ModelSpec, VisionLanguageModel
 
 
-class VisionEncoder:
-    def __init__(self, model: VisionLanguageModel) -> None:
-        hf = model.hf_model
-        self.tower = hf.model.vision_tower  # SiglipVisionModel
-        self.projector = hf.model.multi_modal_projector
-        self.image_size: int = hf.config.vision_config.image_size
-        patches_per_side = self.image_size // hf.config.vision_config.patch_size
+class FramePreprocessor:
+    """Frames -> the tower's input, and the token grid it yields: the checkpoint's spec alone, so
+    backends that run exported graphs preprocess exactly as the torch one does."""
+
+    def __init__(self, model: ModelSpec) -> None:
+        config = model.config
+        self.image_size: int = config.vision_config.image_size
+        patches_per_side = self.image_size // config.vision_config.patch_size
         self.patch_grid = (patches_per_side, patches_per_side)
         self.token_grid = (math.ceil(patches_per_side / 2), math.ceil(patches_per_side / 2))
-        layer = hf.config.vision_feature_layer
+        layer = config.vision_feature_layer
         if not isinstance(layer, int):
             raise ValueError("vision_feature_layer lists are not supported; use one layer index")
-        num_layers = len(self.tower.encoder.layers)
+        num_layers = config.vision_config.num_hidden_layers
         self.feature_layer = layer if layer >= 0 else num_layers + 1 + layer  # index into hidden states
-        self.drop_first_token = hf.config.vision_feature_select_strategy == "default"
+        self.drop_first_token = config.vision_feature_select_strategy == "default"
         self.mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(model.image_std).view(1, 3, 1, 1)
         self.device = model.device
@@ -50,6 +51,15 @@ class VisionEncoder:
         pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0  # [F, 3, S, S]
         pixels = (pixels - self.mean) / self.std
         return pixels.to(self.device, self.dtype)
+
+
+class VisionEncoder(FramePreprocessor):
+    """The torch backend's vision stage: preprocessing, and the checkpoint's tower and projector."""
+
+    def __init__(self, model: VisionLanguageModel) -> None:
+        super().__init__(model)
+        self.tower = model.hf_model.model.vision_tower  # SiglipVisionModel
+        self.projector = model.hf_model.model.multi_modal_projector
 
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """pixels [F, 3, S, S] -> tokens [F, N, D_llm] and saliency [F, N] (sums to 1 per frame)."""

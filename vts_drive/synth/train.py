@@ -374,8 +374,9 @@ def train_synth(
     start = (
         load_model(config.init, device, dtype="fp32") if config.init is not None else None
     )  # trained in float32
-    if start is not None and config.image_size not in (None, start.hf_model.config.vision_config.image_size):
-        start.hf_model = with_image_size(start.hf_model, config.image_size)
+    start_hf = start.hf_model if start is not None else None
+    if start_hf is not None and config.image_size not in (None, start_hf.config.vision_config.image_size):
+        start_hf = with_image_size(start_hf, config.image_size)
     dataset = SynthDataset(data_dir)  # inputs are checked before OUT is created
     dataset.check_cameras(["front"])
     val = SynthDataset(val_dir) if val_dir else None
@@ -387,8 +388,8 @@ def train_synth(
         scorer_config = resolve_config(out).keyframe
         scorer = load_scorer(out, scorer_config, device)
     checkpoint = out / "checkpoint"
-    if start is not None:  # a checkpoint in OUT, when there is one, replaces these weights below
-        hf, tokenizer = start.hf_model, start.tokenizer
+    if start is not None and start_hf is not None:  # a checkpoint in OUT replaces these weights below
+        hf, tokenizer = start_hf, start.tokenizer
     else:
         tokenizer_dir = checkpoint / "tokenizer"
         if (tokenizer_dir / "tokenizer.json").is_file():
@@ -401,7 +402,7 @@ def train_synth(
         )
         hf = build_small_model(tokenizer, size, seed=config.seed)
     hf.to(device).train().requires_grad_(True)
-    model = VisionLanguageModel("synthdrive-tiny", out, hf, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    model = VisionLanguageModel.of(hf, "synthdrive-tiny", out, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
     vision = VisionEncoder(model)
     decoder = Qwen2Decoder(hf.model.language_model, hf.lm_head)
     builder = PromptBuilder(tokenizer, decoder.embed)
