@@ -24,6 +24,8 @@ from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
 from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.model.loading import VisionLanguageModel, resolve_dtype
 from vts_drive.model.small import train_tokenizer
+from vts_drive.prompt import DESCRIPTION_PROMPT, END_OF_TURN, RISK_PROMPT, SYSTEM_PROMPT
+from vts_drive.synth.truth import QUESTIONS, TEMPORAL_QUESTIONS
 
 # llava-hf/llava-onevision-qwen2-0.5b-ov-hf: SigLIP-so400m (384 px, patch 14) + Qwen2-0.5B
 ARCHITECTURES: dict[str, dict[str, dict[str, Any]]] = {
@@ -73,10 +75,7 @@ def random_model(
     torch_dtype = resolve_dtype(device, dtype)
     with torch.device(device):
         hf_model = LlavaOnevisionForConditionalGeneration(config).to(torch_dtype).eval().requires_grad_(False)
-    prompts = [
-        "camera front frame describe the driving scene risk object box caption what should the ego car do"
-    ]
-    tokenizer = train_tokenizer(prompts * 8, vocab_size=300)
+    tokenizer = train_tokenizer(prompt_corpus() * 8, vocab_size=1000, qwen2_split=True)
     folder = Path(tempfile.mkdtemp(prefix=f"vts-drive-{arch}-"))
     save_scorer(KeyframeScorer(KeyframeConfig()).eval(), folder)
     # r = 0.2, the mixture-of-depths paper's, at which the real-dimension figures were measured
@@ -87,3 +86,18 @@ def random_model(
     return VisionLanguageModel.of(
         hf_model, f"{arch} (random weights)", folder, tokenizer, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
     )
+
+
+def prompt_corpus() -> list[str]:
+    """The text the pipeline prompts with: its system turn, camera and frame markers and prompts.
+    A tokenizer trained on it with Qwen2's word split holds each of their words whole, as Qwen2's
+    151k vocabulary does, so a random-weight model at real dimensions prefills as many text
+    tokens as the real checkpoint would (tests/test_architectures.py checks the counts)."""
+    cameras = ["front", "front_left", "front_right", "back", "back_left", "back_right"]
+    prompts = [DESCRIPTION_PROMPT, RISK_PROMPT, *QUESTIONS.values(), *TEMPORAL_QUESTIONS.values()]
+    return [
+        f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n",
+        *[f"camera {camera}:\n" for camera in cameras],
+        *[f"frame {age}:\n" for age in range(16)],
+        *[f"{prompt}{END_OF_TURN}\n<|im_start|>assistant\n" for prompt in prompts],
+    ]
