@@ -3,7 +3,10 @@
 The graphs (graphs.py) are traced with torch.onnx.export (dynamo) from the very
 torch pipeline the torch backend runs, loaded for the mode asked: modes with
 VTS get the keyframe scorer graph, modes with MoD a routed llm_prefill. Each
-dynamic axis gets a TensorRT optimisation profile sized by ExportShapes. Right
+dynamic axis gets a TensorRT optimisation profile whose max is what the
+pipeline feeds at most for the window ExportShapes describes, from the sizes
+the pipeline itself computes (vts_drive/shapes.py), and the pipeline refuses a
+window beyond them before running any graph. Right
 after export a graph is retyped where TensorRT lacks a kernel for its integer
 or bool type (see legalize_for_tensorrt) and checked with check_onnx.
 
@@ -19,7 +22,7 @@ import logging
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import onnx
@@ -28,6 +31,7 @@ from onnx import TensorProto, helper
 from tqdm import tqdm
 from vts_drive.engines.check_onnx import Violation, check_onnx_file
 from vts_drive.engines.graphs import (
+    KV_FIELDS,
     DecodeGraph,
     EmbedGraph,
     GraphDefinition,
@@ -50,9 +54,11 @@ from vts_drive.engines.manifest import (
 )
 
 from vts_drive.errors import InputError
-from vts_drive.mod.routing import RoutingPlan, ranked_slots
+from vts_drive.mod.routing import RoutingPlan
 from vts_drive.pipeline import Pipeline
-from vts_drive.prompt import FrameTokens
+from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
+from vts_drive.shapes import GenerationShapes
+from vts_drive.synth.truth import QUESTIONS, TEMPORAL_QUESTIONS
 
 DEFAULT_OPSET = 18  # torch.onnx's own opset; it cannot always convert down to 17
 
@@ -64,19 +70,35 @@ TENSORRT_RETYPES = {
 }
 
 
+DEFAULT_CAMERAS = ["front", "front_left", "front_right"]  # synthdrive's, and the node's default topics'
+
+
 @dataclass
 class ExportShapes:
-    """The largest window the graphs are built for (TensorRT profiles; ONNX Runtime takes any size)."""
+    """The largest window the graphs are built for: up to `prompts` prompts of up to
+    `prompt_tokens` tokens about `frames` frames of each camera. None: what shipped_prompts
+    needs, and the model's max_new_tokens."""
 
-    frames: int = 24  # frames per window, all cameras together (3 cameras x 8 frames)
-    prompts: int = 8  # prompts answered together: description, risk and questions
-    prompt_tokens: int = 96  # longest prompt suffix, in tokens
-    new_tokens: int = 64  # longest answer, in tokens
+    cameras: list[str] = field(default_factory=lambda: list(DEFAULT_CAMERAS))  # names: the markers' tokens
+    frames: int = 8  # frames per camera
+    prompts: int | None = None  # prompts answered together
+    prompt_tokens: int | None = None  # tokens of the longest prompt suffix
+    new_tokens: int | None = None  # tokens of the longest answer
 
     def check(self) -> None:
-        for name, value in asdict(self).items():
-            if value < 1:
+        if not self.cameras:
+            raise InputError("export shape cameras must name at least one camera")
+        for name in ("frames", "prompts", "prompt_tokens", "new_tokens"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
                 raise InputError(f"export shape {name} must be at least 1, got {value}")
+
+
+def shipped_prompts(pipeline: Pipeline) -> list[str]:
+    """The prompts a default export takes together: describe()'s (description, risk and the
+    model's configured questions) and synthdrive's questions, which eval asks the shipped model."""
+    questions = [*pipeline.config.questions, *QUESTIONS.values(), *TEMPORAL_QUESTIONS.values()]
+    return [DESCRIPTION_PROMPT, RISK_PROMPT, *dict.fromkeys(questions)]
 
 
 def export_engines(
@@ -99,6 +121,8 @@ def export_engines(
         overrides["dtype"] = dtype
     if keep_ratio is not None:
         overrides["mod.keep_ratio"] = keep_ratio
+    if shapes.new_tokens is not None:
+        overrides["max_new_tokens"] = shapes.new_tokens
     pipeline = Pipeline.load(model, overrides)
     routers = pipeline.decoder.routers
     if routers is not None and routers.config.routing == "random":
@@ -106,6 +130,16 @@ def export_engines(
             "random routing draws new scores on every pass and cannot be exported: "
             "export learned (or uniform) routing"
         )
+    lengths = suffix_lengths(pipeline, shipped_prompts(pipeline))
+    shapes = replace(
+        shapes,
+        prompts=shapes.prompts or len(lengths),
+        prompt_tokens=shapes.prompt_tokens or max(lengths),
+        new_tokens=pipeline.config.max_new_tokens,
+    )
+    limits = pipeline.largest_shapes(shapes.cameras, shapes.frames, [shapes.prompt_tokens] * shapes.prompts)
+    described = [DESCRIPTION_PROMPT, RISK_PROMPT, *pipeline.config.questions]  # opt: a describe() window
+    typical = pipeline.largest_shapes(shapes.cameras, shapes.frames, suffix_lengths(pipeline, described))
     out = Path(out)
     manifest = Manifest(
         name=out.name,
@@ -119,6 +153,7 @@ def export_engines(
         graphs=[],
         settings={
             "shapes": asdict(shapes),
+            "limits": asdict(limits),  # what the pipeline checks a window against
             "tokens_per_frame": pipeline.vision.tokens_per_frame,
             "routers": router_settings(routers),
         },
@@ -126,7 +161,7 @@ def export_engines(
     done = {} if force else finished_graphs(out, manifest)
     out.mkdir(parents=True, exist_ok=True)
     violations = []
-    for definition in tqdm(graph_definitions(pipeline, shapes), desc="export", unit="graph"):
+    for definition in tqdm(graph_definitions(pipeline, limits, typical), desc="export", unit="graph"):
         path = out / f"{definition.name}.onnx"
         spec = done.get(definition.name)
         if spec is None:
@@ -149,25 +184,27 @@ def finished_graphs(out: Path, manifest: Manifest) -> dict:
     return {graph.name: graph for graph in previous.graphs if (out / graph.file).is_file()}
 
 
-def longest_prefix(pipeline: Pipeline, frames: int) -> tuple[int, int]:
-    """(tokens, text tokens) of the longest shared prefix: each frame with its own camera marker, all tokens kept."""
-    zeros = torch.zeros(pipeline.vision.tokens_per_frame, pipeline.decoder.embed_tokens.embedding_dim)
-    cameras = [FrameTokens(f"front_right_{index}", index, zeros) for index in range(frames)]
-    context = pipeline.prompts.context(cameras, pipeline.device)
-    return context.length, context.length - context.num_visual
+def suffix_lengths(pipeline: Pipeline, prompts: list[str]) -> list[int]:
+    """Tokens of each prompt's suffix, as the pipeline asks it."""
+    return [len(pipeline.prompts.question_ids(text)) for text in prompts]
 
 
-def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDefinition]:
-    """The graphs of the pipeline's mode, with example inputs and profiles sized by shapes."""
+def graph_definitions(
+    pipeline: Pipeline, limits: GenerationShapes, typical: GenerationShapes
+) -> list[GraphDefinition]:
+    """The graphs of the pipeline's mode with example inputs; each profile's max is a size of
+    `limits`, its opt the same size of `typical` (within min and max)."""
     vision, decoder, scorer = pipeline.vision, pipeline.decoder, pipeline.keyframe_scorer
     device, dtype = pipeline.device, pipeline.model.dtype
-    frames, rows = shapes.frames, shapes.prompts
-    typical_rows = min(3, rows)  # description, risk and one question
-    prefix, prefix_text = longest_prefix(pipeline, frames)
-    own = shapes.prompt_tokens + shapes.new_tokens  # a prompt row's own entries at the end of decoding
     hidden_size, layers = decoder.embed_tokens.embedding_dim, decoder.num_layers
-    definitions = []
+    kv_shape = (decoder.num_kv_heads, decoder.head_dim)
 
+    def span(size: str, low: int, opt: int | None = None) -> tuple[int, int, int]:
+        """(min, opt, max) of an axis of the given GenerationShapes size."""
+        high = getattr(limits, size)
+        return low, min(max(getattr(typical, size) if opt is None else opt, low), high), high
+
+    definitions = []
     if scorer is not None:
         size = scorer.config.input_size
         images = torch.rand(2, 3, size, size, device=device)
@@ -178,7 +215,7 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
                 {"frames": images, "previous": images.flip(0)},
                 {"frames": {0: "frames"}, "previous": {0: "frames"}},
                 ["logits"],
-                {"frames": (1, frames, frames)},
+                {"frames": span("frames", 1)},
             )
         )
     pixels = torch.randn(2, 3, vision.image_size, vision.image_size, device=device, dtype=dtype)
@@ -189,7 +226,7 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
             {"pixels": pixels},
             {"pixels": {0: "frames"}},
             ["tokens", "saliency"],
-            {"frames": (1, frames, frames)},
+            {"frames": span("frames", 1)},
         )
     )
     definitions.append(
@@ -199,7 +236,7 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
             {"token_ids": torch.arange(5, device=device)},
             {"token_ids": {0: "tokens"}},
             ["embeds"],
-            {"tokens": (1, typical_rows, max(prefix, rows * shapes.prompt_tokens))},
+            {"tokens": span("embed_tokens", 1)},
         )
     )
     definitions.append(
@@ -209,22 +246,26 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
             {"hidden": torch.randn(2, hidden_size, device=device, dtype=dtype)},
             {"hidden": {0: "rows"}},
             ["logits"],
-            {"rows": (1, typical_rows, rows)},
+            {"rows": span("prompts", 1)},
         )
     )
 
-    # llm_prefill: a small prefix of two frames (and its routing plan in modes with MoD)
+    # llm_prefill: a small prefix of two frames (and its routing plan in modes with MoD) after 3 + layer
+    # entries per layer. Each layer's entry counts are their own axes (a cache's layers may hold different
+    # numbers of entries), and every example tensor is a separate object: the trace gives one shared axis to
+    # aliased inputs.
     frame_index = example_prefix(vision.tokens_per_frame).to(device)
+    held = [3 + layer for layer in range(layers)]
     length = frame_index.shape[1]
-    positions = torch.arange(length, device=device).unsqueeze(0)
+    positions = (max(held) + torch.arange(length, device=device)).unsqueeze(0)
     inputs = {
         "embeds": torch.randn(1, length, hidden_size, device=device, dtype=dtype),
         "positions": positions,
         "valid": torch.ones_like(positions, dtype=torch.bool),
     }
     axes = {name: {1: "length"} for name in inputs}
-    dims = {"length": (1, prefix, prefix)}
-    keep_ratio = decoder.routers.config.keep_ratio if pipeline.config.layer_skipping else None
+    dims = {"length": span("prefill", 1)}
+    keep_ratio = pipeline.keep_ratio
     if keep_ratio is not None:
         plan = RoutingPlan.from_frame_index(frame_index, keep_ratio)
         inputs |= {
@@ -237,14 +278,15 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
             "frame_slots": {1: "frames", 2: "slots"},
             "keep_slots": {1: "kept"},
         }
-        slots = vision.tokens_per_frame
-        kept = frames * ranked_slots(keep_ratio, slots)  # every frame whole
         dims |= {
-            "text": (1, prefix_text, prefix_text),
-            "frames": (1, frames, frames),
-            "slots": (1, slots, slots),
-            "kept": (1, kept, kept),
+            "text": span("prefill_text", 1),
+            "frames": span("frames", 1),
+            "slots": span("slots", 1),
+            "kept": span("kept", 0),
         }
+    inputs |= dict(zip(kv_names("past", layers), example_kv(1, held, 0, kv_shape, inputs["embeds"])))
+    axes |= kv_axes("past", layers, ())
+    dims |= {f"past_{layer}": span("head", 0) for layer in range(layers)}
     prefill = PrefillGraph(decoder, keep_ratio)
     definitions.append(
         GraphDefinition(
@@ -258,44 +300,29 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
     )
 
     # llm_decode: 2 rows of 3 new tokens, each row with 4 + layer entries of its own, over the prefix above
-    # (batch-1 keys and values, a valid mask per row).
-    # Each layer's entry counts are their own axes (a cache's layers may hold different numbers of entries),
-    # and every example tensor is a separate object: the trace gives one shared axis to aliased inputs.
+    # (batch-1 keys and values, a valid mask per row)
     with torch.no_grad():
         prefix_kv = [tensor.clone() for tensor in prefill(*inputs.values())[1:]]
-    batch, new = 2, 3
+    batch, new, end = 2, 3, int(positions.max()) + 1
     for layer in range(layers):  # the prefix's valid mask is per row (pooled prompts: each row sees its own)
         prefix_kv[4 * layer + 3] = prefix_kv[4 * layer + 3].expand(batch, -1).clone()
-    past_kv = []
-    for layer in range(layers):
-        keys = prefix_kv[4 * layer]
-        shape = (batch, keys.shape[1], 4 + layer, keys.shape[3])
-        past_positions = (length + torch.arange(4 + layer, device=device)).expand(batch, -1).clone()
-        past_kv += [
-            torch.randn(shape, device=device, dtype=dtype),
-            torch.randn(shape, device=device, dtype=dtype),
-            past_positions,
-            torch.ones_like(past_positions, dtype=torch.bool),
-        ]
-    new_positions = (length + 4 + layers + torch.arange(new, device=device)).expand(batch, -1)
+    own = [4 + layer for layer in range(layers)]
+    new_positions = (end + max(own) + torch.arange(new, device=device)).expand(batch, -1)
+    embeds = torch.randn(batch, new, hidden_size, device=device, dtype=dtype)
     inputs = {
-        "embeds": torch.randn(batch, new, hidden_size, device=device, dtype=dtype),
+        "embeds": embeds,
         "positions": new_positions,
         "valid": torch.ones_like(new_positions, dtype=torch.bool),
         **dict(zip(kv_names("prefix", layers), prefix_kv)),
-        **dict(zip(kv_names("past", layers), past_kv)),
+        **dict(zip(kv_names("past", layers), example_kv(batch, own, end, kv_shape, embeds))),
     }
     axes = {name: {0: "batch", 1: "length"} for name in ("embeds", "positions", "valid")}
-    dims = {"batch": (1, typical_rows, rows), "length": (1, 1, shapes.prompt_tokens)}
+    axes |= kv_axes("prefix", layers, ("valid",)) | kv_axes("past", layers, KV_FIELDS)
+    routed = set(decoder.routers.layer_indices) if decoder.routers is not None else set()
+    dims = {"batch": span("prompts", 1), "length": span("prompt_tokens", 1, opt=1)}  # opt: a decode step
     for layer in range(layers):
-        dims[f"prefix_{layer}"] = (0, prefix, prefix)
-        dims[f"past_{layer}"] = (0, own // 2, own)
-    for group in ("prefix", "past"):
-        for name in kv_names(group, layers):
-            layer = name.split(".")[1]
-            entries = 2 if name.endswith((".key", ".value")) else 1  # the axis that counts entries
-            per_row = group == "past" or name.endswith(".valid")
-            axes[name] = {entries: f"{group}_{layer}"} | ({0: "batch"} if per_row else {})
+        dims[f"prefix_{layer}"] = span("routed_prefix" if layer in routed else "prefix", 0)
+        dims[f"past_{layer}"] = span("past", 0, opt=limits.past // 2)
     definitions.append(
         GraphDefinition(
             "llm_decode",
@@ -307,6 +334,31 @@ def graph_definitions(pipeline: Pipeline, shapes: ExportShapes) -> list[GraphDef
         )
     )
     return definitions
+
+
+def example_kv(
+    batch: int, counts: list[int], start: int, kv_shape: tuple[int, int], like: torch.Tensor
+) -> list[torch.Tensor]:
+    """Random K/V entries, flattened as the graphs take them: counts[l] per row in layer l, at
+    positions from `start`; kv_shape: (K/V heads, head width)."""
+    tensors = []
+    for count in counts:
+        positions = (start + torch.arange(count, device=like.device)).expand(batch, -1).clone()
+        shape = (batch, kv_shape[0], count, kv_shape[1])
+        keys, values = (torch.randn(shape, device=like.device, dtype=like.dtype) for _ in range(2))
+        tensors += [keys, values, positions, torch.ones_like(positions, dtype=torch.bool)]
+    return tensors
+
+
+def kv_axes(group: str, layers: int, per_row: tuple[str, ...]) -> dict[str, dict[int, str]]:
+    """Dynamic axes of a KV group's inputs: each layer's entries ({group}_{layer}), and the batch
+    axis of the fields in `per_row` (a batch-1 prefix still has a valid mask per row)."""
+    axes = {}
+    for name in kv_names(group, layers):
+        _, layer, kind = name.split(".")
+        entries = 2 if kind in ("key", "value") else 1  # the axis that counts entries
+        axes[name] = {entries: f"{group}_{layer}"} | ({0: "batch"} if kind in per_row else {})
+    return axes
 
 
 def export_graph(definition: GraphDefinition, path: Path, opset: int) -> None:

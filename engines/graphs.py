@@ -8,8 +8,9 @@ LLM is cut where the pipeline calls it:
   keyframe_scorer  frames, previous [F, 3, S, S] -> logits [F]
   vision           pixels [F, 3, S, S] -> tokens [F, N, D], saliency [F, N]
   llm_embed        token_ids [T] -> embeds [T, D]
-  llm_prefill      the window's shared prefix, batch 1, routed layers included:
-                   embeds, positions, valid (+ routing plan) -> hidden, present.*
+  llm_prefill      the window's shared prefix, batch 1, routed layers included, after
+                   the entries held (the system turn, computed once):
+                   embeds, positions, valid (+ routing plan), past.* -> hidden, present.*
   llm_decode       prompt suffixes and generated tokens over the cached prefix:
                    embeds, positions, valid, prefix.*, past.* -> hidden, present.*
   llm_head         hidden [R, D] -> logits [R, V] (float32)
@@ -19,8 +20,10 @@ with field key [B, Hkv, S, d] (rotary applied), value, position [B, S] and
 valid [B, S], which is LayerKV (model/kv_cache.py) flattened. llm_decode takes
 the prefix batch 1 (every prompt row attends to it, grouped by K/V head, never
 copied per row) and each row's own past, and returns present = past + the new
-entries; llm_prefill returns present for the prefix, where a routed layer holds
-only the tokens it computed: the text and each frame's k = ceil(r x n_f) tokens.
+entries; llm_prefill takes the entries its single row holds (0 for the system
+turn, the system turn's for the rest of the prefix) and returns present = past +
+the prefix's entries, where a routed layer holds only the tokens it computed:
+the text and each frame's k = ceil(r x n_f) tokens.
 
 The routing plan enters llm_prefill as three host-built tensors (text_index
 [1, Lt], frame_slots [1, F, N], keep_slots [1, Kv], see mod/routing.py); the
@@ -136,7 +139,7 @@ class HeadGraph(nn.Module):
 
 
 class PrefillGraph(nn.Module):
-    """The shared prefix through every layer into an empty cache; routed when keep_ratio is set."""
+    """Prefix tokens through every layer after a single row's entries; routed when keep_ratio is set."""
 
     def __init__(self, decoder: Qwen2Decoder, keep_ratio: float | None) -> None:
         super().__init__()
@@ -144,13 +147,16 @@ class PrefillGraph(nn.Module):
         self.keep_ratio = keep_ratio
 
     def forward(
-        self, embeds: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, *plan_inputs: torch.Tensor
+        self, embeds: torch.Tensor, positions: torch.Tensor, valid: torch.Tensor, *rest: torch.Tensor
     ):
+        """rest: the routing plan's PLAN_INPUTS when routed, then past.*."""
         plan = None
         if self.keep_ratio is not None:
-            text_index, frame_slots, keep_slots = plan_inputs
+            text_index, frame_slots, keep_slots = rest[: len(PLAN_INPUTS)]
             plan = RoutingPlan.of(text_index, frame_slots, keep_slots, self.keep_ratio, embeds.shape[1])
+            rest = rest[len(PLAN_INPUTS) :]
         cache = KVCache(self.decoder.num_layers)
+        cache.layers = unflatten_kv(rest)
         hidden = self.decoder(embeds, positions, valid, cache, plan)
         return hidden, *flatten_kv(cache.layers)
 

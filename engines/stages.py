@@ -31,6 +31,7 @@ from vts_drive.model.decoder import head_dim, routing_plan
 from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.model.loading import ModelSpec
 from vts_drive.model.vision import FramePreprocessor
+from vts_drive.shapes import GenerationShapes
 
 Graph = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
@@ -67,10 +68,10 @@ class ExportedVisionEncoder(FramePreprocessor):
 class ExportedDecoder:
     """The LLM run by llm_embed, llm_prefill, llm_decode and llm_head.
 
-    A call picks the graph from the cache it is given: an empty cache is the
-    window's prefix (llm_prefill, routed when the export has MoD); a cache that
-    holds entries gets new tokens (llm_decode), over its shared prefix when it
-    was branched, as generate() does, or over its own entries otherwise.
+    A call picks the graph from the cache it is given: a single-row cache, empty
+    or holding the system turn's entries (HeadCache), gets prefix tokens
+    (llm_prefill, routed when the export has MoD, its entries the graph's past);
+    a cache branched off a prefix gets the rows' new tokens (llm_decode).
     `text_config` gives the cache's shapes; `keep_ratio` is the exported routed
     layers' r (None: llm_prefill does not route).
     """
@@ -113,21 +114,21 @@ class ExportedDecoder:
         if valid is None:
             valid = torch.ones(positions.shape, dtype=torch.bool, device=positions.device)
         inputs = {"embeds": embeds, "positions": positions, "valid": valid}
-        held = [kv for kv in cache.layers + cache.shared if kv is not None]
-        if not held:
+        batch = embeds.shape[0]
+        past = [cache.layers[layer] or self.empty_kv(batch, embeds) for layer in range(self.num_layers)]
+        prefix = [kv for kv in cache.shared if kv is not None]
+        if not prefix:
             if self.keep_ratio is not None:
                 # a prefix without visual tokens gets a plan with none, so the routed layers compute everything
                 if plan is None:
                     plan = RoutingPlan.from_frame_index(torch.full_like(positions, -1), self.keep_ratio)
                 inputs |= {name: getattr(plan, name) for name in PLAN_INPUTS}
+            inputs |= dict(zip(kv_names("past", self.num_layers), flatten_kv(past)))
             outputs = self.graphs["llm_prefill"](inputs)
         else:
-            batch = embeds.shape[0]
-            prefix = [cache.shared[layer] or self.empty_kv(1, embeds) for layer in range(self.num_layers)]
             prefix = [
                 replace(kv, valid=kv.valid.expand(batch, -1)) for kv in prefix
             ]  # the graph takes a mask per row
-            past = [cache.layers[layer] or self.empty_kv(batch, embeds) for layer in range(self.num_layers)]
             inputs |= dict(zip(kv_names("prefix", self.num_layers), flatten_kv(prefix)))
             inputs |= dict(zip(kv_names("past", self.num_layers), flatten_kv(past)))
             outputs = self.graphs["llm_decode"](inputs)
@@ -144,16 +145,17 @@ class ExportedDecoder:
 
 def load_exported_stages(
     model: ModelSpec, config: PipelineConfig
-) -> tuple[ExportedVisionEncoder, ExportedDecoder, ExportedKeyframeScorer | None]:
+) -> tuple[ExportedVisionEncoder, ExportedDecoder, ExportedKeyframeScorer | None, GenerationShapes]:
     """The pipeline's vision encoder, decoder and keyframe scorer (modes with VTS), on the graphs
-    exported to config.engines, from the checkpoint's spec and the run's settings alone.
+    exported to config.engines, from the checkpoint's spec and the run's settings alone, and the
+    largest sizes the graphs were exported for (what a window may need).
 
     Refuses engines exported from another checkpoint, for another mode or dtype, or with
     other routers than this run's, saying to export again.
     """
     folder = Path(config.engines)
     manifest = read_manifest(folder)
-    check_export(manifest, folder, model, config)
+    limits = check_export(manifest, folder, model, config)
     if config.backend == "onnxruntime":
         from vts_drive.engines.onnxruntime_runtime import load_sessions as load_graphs
     else:
@@ -164,7 +166,7 @@ def load_exported_stages(
     scorer = None
     if config.token_reduction == "vts":
         scorer = ExportedKeyframeScorer(config.keyframe, graphs["keyframe_scorer"], model.device)
-    return ExportedVisionEncoder(model, graphs["vision"]), decoder, scorer
+    return ExportedVisionEncoder(model, graphs["vision"]), decoder, scorer, limits
 
 
 def routing_settings(model: ModelSpec, config: PipelineConfig) -> dict | None:
@@ -178,10 +180,20 @@ def routing_settings(model: ModelSpec, config: PipelineConfig) -> dict | None:
     return router_settings(routers)
 
 
-def check_export(manifest: Manifest, folder: Path, model: ModelSpec, config: PipelineConfig) -> None:
+def check_export(
+    manifest: Manifest, folder: Path, model: ModelSpec, config: PipelineConfig
+) -> GenerationShapes:
+    """The export's largest sizes, if its graphs are this run's; else InputError saying to export again."""
     mode = config.mode
     export = f"export again with `vts-drive export --model {model.name} --mode {mode} --out {folder}`"
     verify_model(manifest, model.folder)
+    try:
+        limits = GenerationShapes(**manifest.settings["limits"])
+    except (KeyError, TypeError):
+        raise InputError(
+            f"engines {folder} were exported by an older vts_drive (no sizes in its manifest, "
+            f"llm_prefill without past entries): {export}"
+        ) from None
     if manifest.mode != mode:
         raise InputError(f"engines {folder} were exported for mode {manifest.mode}, not {mode}: {export}")
     dtype = str(model.dtype).removeprefix("torch.")
@@ -204,3 +216,4 @@ def check_export(manifest: Manifest, folder: Path, model: ModelSpec, config: Pip
         raise InputError(
             f"engines {folder} lack the graphs {', '.join(missing)} (an interrupted export?): {export}"
         )
+    return limits

@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 from vts_drive.engines.check_onnx import check_model, check_onnx_file
-from vts_drive.engines.export import export_engines, legalize_for_tensorrt
+from vts_drive.engines.export import DEFAULT_CAMERAS, export_engines, legalize_for_tensorrt, shipped_prompts
 from vts_drive.engines.manifest import model_hash, read_manifest, write_manifest
 
 from conftest import TEST_SELECTION, random_window
@@ -75,7 +75,7 @@ def pipelines(model, folder, mode, **settings):
     return torch_pipeline, onnx_pipeline
 
 
-def test_routed_export_passes_check_onnx_and_records_its_manifest(model_dir, engines):
+def test_routed_export_passes_check_onnx_and_records_its_manifest(model, model_dir, engines):
     folder = engines("vts+mod")
     manifest = read_manifest(folder)
     assert [graph.name for graph in manifest.graphs] == [
@@ -102,6 +102,8 @@ def test_routed_export_passes_check_onnx_and_records_its_manifest(model_dir, eng
     assert prefill.input("frame_slots").max == [1, 24, 4]  # 24 frames of 4 tokens: TopK's K bounded from this
     assert prefill.input("keep_slots").shape == [1, "kept"]  # the routed layers compute Lt + kept tokens
     assert prefill.input("keep_slots").max == [1, 24]  # 24 whole frames, ceil(0.25 x 4) = 1 token each
+    past = prefill.input("past.1.key")  # the system turn's entries, held between windows
+    assert past.shape == [1, 2, "past_1", 16] and past.min[2] == 0 and past.max[2] > 0
     topk = [node for node in onnx.load(str(folder / prefill.file)).graph.node if node.op_type == "TopK"]
     assert len(topk) == 1 and all(
         helper.get_attribute_value(a) == 1 for n in topk for a in n.attribute if a.name == "sorted"
@@ -113,6 +115,11 @@ def test_routed_export_passes_check_onnx_and_records_its_manifest(model_dir, eng
     )
     assert decode.input("prefix.0.position").shape == [1, "prefix_0"]
     assert main(["check-onnx", str(folder)]) == 0
+    # by default it takes describe()'s and synthdrive's prompts together about 3 cameras x 8 frames
+    pipeline = Pipeline(model, {"mode": "vts+mod", "backend": "onnxruntime", "engines": str(folder)})
+    lengths = [len(pipeline.prompts.question_ids(text)) for text in shipped_prompts(pipeline)]
+    assert len(lengths) == 17 and pipeline.export_limits is not None
+    assert pipeline.largest_shapes(DEFAULT_CAMERAS, 8, lengths).exceeding(pipeline.export_limits) == []
 
 
 def test_stages_match_torch_within_1e_3(model, engines):
@@ -211,9 +218,20 @@ def llm_logits(decoder, context, suffixes):
 def test_greedy_answers_are_identical_to_torch(model, engines, mode):
     torch_pipeline, onnx_pipeline = pipelines(model, engines(mode), mode, max_new_tokens=8)
     assert type(onnx_pipeline.decoder).__name__ == "ExportedDecoder"
+    decoder = onnx_pipeline.decoder
+    prefill, prefilled = decoder.graphs["llm_prefill"], []  # (embeds length, past entries) per run
+
+    def recorded_prefill(inputs):
+        prefilled.append((inputs["embeds"].shape[1], inputs["past.0.key"].shape[2]))
+        return prefill(inputs)
+
+    decoder.graphs = {**decoder.graphs, "llm_prefill": recorded_prefill}
+    prompts = ["Describe the driving scene.", "Why?", "What should the ego car do?"]
+    suffix_tokens = sum(len(onnx_pipeline.prompts.question_ids(text)) for text in prompts)
+    head = onnx_pipeline.prompts.layout([]).head_length
+    context_lengths = []
     for seed in (0, 1):
         window = random_window(seed=seed)
-        prompts = ["Describe the driving scene.", "Why?", "What should the ego car do?"]
         expected_meter, got_meter = (
             GenerationMeter(model.hf_model.config.text_config),
             GenerationMeter(model.hf_model.config.text_config),
@@ -223,7 +241,11 @@ def test_greedy_answers_are_identical_to_torch(model, engines, mode):
         assert got.answers == expected.answers
         assert got.tokens == expected.tokens
         assert got_meter.kv_cache_bytes == expected_meter.kv_cache_bytes
+        assert got_meter.prefill_flops == pytest.approx(expected_meter.prefill_flops)
         assert any(answer for answer in got.answers)
+        context_lengths.append(got.tokens["prompt"] - suffix_tokens)
+    # the system turn is computed once, then held: each window prefills the rest of its prefix after it
+    assert prefilled == [(head, 0)] + [(length - head, head) for length in context_lengths]
 
 
 def test_engines_that_do_not_match_are_refused(model, model_dir, tiny_model_dir, engines, tmp_path):

@@ -34,6 +34,7 @@ from vts_drive.model.loading import ModelSpec, VisionLanguageModel, load_model, 
 from vts_drive.model.vision import VisionEncoder
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
 from vts_drive.report import QA, SceneReport, parse_risk
+from vts_drive.shapes import GenerationShapes, generation_shapes
 from vts_drive.tokens.prumerge import prumerge_frame
 from vts_drive.tokens.vts import select_tokens as vts_select
 from vts_drive.window import FrameWindow
@@ -64,6 +65,7 @@ class Pipeline:
         self.vision: VisionStage
         self.decoder: LanguageStage
         self.keyframe_scorer: KeyframeStage | None
+        self.export_limits: GenerationShapes | None = None  # the largest window the exported graphs take
         if config.backend == "torch":
             if not isinstance(model, VisionLanguageModel):
                 raise InputError(
@@ -74,15 +76,16 @@ class Pipeline:
         else:  # the same stages, computed by the graphs `vts-drive export` wrote
             from vts_drive.engines.stages import load_exported_stages
 
-            self.vision, self.decoder, self.keyframe_scorer = load_exported_stages(model, config)
+            self.vision, self.decoder, self.keyframe_scorer, self.export_limits = load_exported_stages(
+                model, config
+            )
         self.prompts = PromptBuilder(model.tokenizer, self.decoder.embed)
         tokenizer = model.tokenizer
         self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.frame_cache = FrameCache(enabled=config.frame_cache)
-        # the exported llm_prefill graph takes no past entries, so there the head is prefilled each window
-        self.head_cache = HeadCache() if config.backend == "torch" else None
+        self.head_cache: HeadCache | None = HeadCache()
         self.box_constraint = BoxConstraint(tokenizer) if config.box_grammar else None
 
     def _torch_stages(
@@ -125,6 +128,23 @@ class Pipeline:
     def device(self) -> torch.device:
         return self.model.device
 
+    @property
+    def keep_ratio(self) -> float | None:
+        """The routed layers' r; None without mixture-of-depths."""
+        return self.config.mod.keep_ratio if self.config.layer_skipping else None
+
+    def largest_shapes(self, cameras: list[str], frames: int, prompt_tokens: list[int]) -> GenerationShapes:
+        """The largest sizes answering prompts of these suffix lengths (tokens) about a window of
+        these cameras x frames feeds the LLM: every frame keeping all its tokens, every answer
+        running to max_new_tokens. An export is sized by it, and a window checked against one."""
+        count = self.vision.tokens_per_frame
+        layout = self.prompts.layout(
+            [(camera, frame, count) for camera in cameras for frame in range(frames)]
+        )
+        return generation_shapes(
+            layout.frame_index, layout.head_length, prompt_tokens, self.config.max_new_tokens, self.keep_ratio
+        )
+
     def describe(self, window: FrameWindow, questions: list[str] | None = None) -> SceneReport:
         """Scene description, risk assessment and QA for one window."""
         questions = self.config.questions if questions is None else questions
@@ -157,6 +177,14 @@ class Pipeline:
         start = time.perf_counter()
         if self.config.mode == "newest":
             window = window.newest_frames()
+        suffixes = [self.prompts.question_ids(text) for text in prompts]
+        lengths = [len(ids) for ids in suffixes]
+        # refuse what the exported graphs' profiles do not take, before any of them runs
+        if self.export_limits is not None:
+            needed = self.largest_shapes(window.cameras, window.num_frames, lengths)
+            where = f"a window of {len(window.cameras)} cameras x {window.num_frames} frames"
+            where += f" with {len(prompts)} prompts"
+            needed.check_fits(self.export_limits, where, self.config.engines)
         timer = StageTimer(self.device)
         scored, encoded = self.frame_cache.scored, self.frame_cache.misses
         keys = [
@@ -192,18 +220,19 @@ class Pipeline:
         self.frame_cache.remember_newest(window, entries)
         context = self.prompts.context(frames, self.device)
         # past the model's context the LLM would still run, silently degraded: refuse before any prefill
-        needed = (
-            context.length
-            + max(len(self.prompts.question_ids(text)) for text in prompts)
-            + self.config.max_new_tokens
-        )
-        if needed > self.model.max_positions:
+        positions = generation_shapes(
+            context.frame_index.tolist(),
+            context.head_length,
+            lengths,
+            self.config.max_new_tokens,
+            self.keep_ratio,
+        ).positions
+        if positions > self.model.max_positions:
             raise InputError(
-                f"a window of {len(window.cameras)} cameras x {window.num_frames} frames needs {needed} positions "
+                f"a window of {len(window.cameras)} cameras x {window.num_frames} frames needs {positions} positions "
                 f"(prompt and answers) but model {self.model_name} holds {self.model.max_positions} "
                 "(max_position_embeddings); use fewer cameras or frames, or a mode that drops tokens"
             )
-        suffixes = [self.prompts.question_ids(text) for text in prompts]
         token_ids = generate(
             self.decoder,
             context,

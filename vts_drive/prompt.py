@@ -69,6 +69,16 @@ class VisualContext:
         return int(self.is_visual.sum())
 
 
+@dataclass
+class PrefixLayout:
+    """Where each token of a window's shared prefix comes from."""
+
+    text_ids: list[int]  # the prefix's text tokens, in order
+    frame_index: list[int]  # per prefix token: its frame (camera-major) for visual tokens, -1 for text
+    rows: list[int]  # per prefix token: its row among the text tokens, or among the visual tokens
+    head_length: int = 0  # leading tokens that are the same in every window (the system turn)
+
+
 class PromptBuilder:
     def __init__(
         self, tokenizer: PreTrainedTokenizerBase, embed: Callable[[torch.Tensor], torch.Tensor]
@@ -83,47 +93,49 @@ class PromptBuilder:
     def text_ids(self, text: str) -> list[int]:
         return list(self._ids(text))
 
+    def layout(self, frames: list[tuple[str, int, int]]) -> PrefixLayout:
+        """(camera, frame index, visual token count) of each frame, camera-major -> the prefix's
+        tokens, before any is embedded: what sizes the LLM's inputs (vts_drive/shapes.py)."""
+        layout = PrefixLayout([], [], [])
+
+        def add_text(text: str) -> None:
+            ids = self.text_ids(text)
+            layout.rows.extend(range(len(layout.text_ids), len(layout.text_ids) + len(ids)))
+            layout.text_ids.extend(ids)
+            layout.frame_index.extend([-1] * len(ids))
+
+        add_text(f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n")
+        layout.head_length = len(layout.text_ids)
+        newest: dict[str, int] = {}
+        for camera, frame, _ in frames:
+            newest[camera] = max(newest.get(camera, 0), frame)
+        current, visual_rows = None, 0
+        for index, (camera, frame, count) in enumerate(frames):
+            if camera != current:
+                current = camera
+                add_text(f"camera {camera}:\n")
+            add_text(f"frame {newest[camera] - frame}:")  # age: 0 is now
+            layout.rows.extend(range(visual_rows, visual_rows + count))
+            layout.frame_index.extend([index] * count)
+            visual_rows += count
+            add_text("\n")
+        return layout
+
     def context(self, frames: list[FrameTokens], device: torch.device) -> VisualContext:
         """Frames in camera-major order (all frames of camera 0, then camera 1, ...) -> prefix embeds.
 
         All text of the prefix is embedded in one lookup and interleaved with the frames' tokens
         by one gather, so a context costs a few tensor operations however many frames it holds."""
-        text_ids: list[int] = []
-        frame_index: list[int] = []  # per prefix token: its frame, -1 for text
-        rows: list[int] = []  # per prefix token: its row among the text tokens, or among the visual tokens
-        visual_rows = 0
-
-        def add_text(text: str) -> None:
-            ids = self.text_ids(text)
-            rows.extend(range(len(text_ids), len(text_ids) + len(ids)))
-            text_ids.extend(ids)
-            frame_index.extend([-1] * len(ids))
-
-        add_text(f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n")
-        head_length = len(text_ids)
-        newest: dict[str, int] = {}
-        for frame in frames:
-            newest[frame.camera] = max(newest.get(frame.camera, 0), frame.frame)
-        camera = None
-        for index, frame in enumerate(frames):
-            if frame.camera != camera:
-                camera = frame.camera
-                add_text(f"camera {camera}:\n")
-            add_text(f"frame {newest[frame.camera] - frame.frame}:")  # age: 0 is now
-            count = frame.tokens.shape[0]
-            rows.extend(range(visual_rows, visual_rows + count))
-            frame_index.extend([index] * count)
-            visual_rows += count
-            add_text("\n")
-        text = self.embed(torch.tensor(text_ids, dtype=torch.long, device=device))  # [Lt, D]
+        layout = self.layout([(frame.camera, frame.frame, frame.tokens.shape[0]) for frame in frames])
+        text = self.embed(torch.tensor(layout.text_ids, dtype=torch.long, device=device))  # [Lt, D]
         visual = torch.cat([frame.tokens.to(device, text.dtype) for frame in frames])  # [Lv, D]
-        frame_index_tensor = torch.tensor(frame_index, dtype=torch.long, device=device)  # [Lt + Lv]
+        frame_index = torch.tensor(layout.frame_index, dtype=torch.long, device=device)  # [Lt + Lv]
         # rows of cat([text, visual]) in prompt order: visual rows come after the Lt text rows
-        order = torch.tensor(rows, dtype=torch.long, device=device) + len(text_ids) * (
-            frame_index_tensor >= 0
+        order = torch.tensor(layout.rows, dtype=torch.long, device=device) + len(layout.text_ids) * (
+            frame_index >= 0
         )
         return VisualContext(
-            embeds=torch.cat([text, visual])[order], frame_index=frame_index_tensor, head_length=head_length
+            embeds=torch.cat([text, visual])[order], frame_index=frame_index, head_length=layout.head_length
         )
 
     def question_ids(self, question: str) -> list[int]:

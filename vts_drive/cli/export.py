@@ -39,16 +39,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--keep-ratio", type=float, default=None, help="MoD r to export (default: the routers' own)"
     )
-    group = parser.add_argument_group("largest window (TensorRT optimisation profiles)")
-    group.add_argument(
-        "--frames", type=int, default=24, help="frames per window, all cameras (default: %(default)s)"
-    )
-    group.add_argument("--prompts", type=int, default=8, help="prompts per window (default: %(default)s)")
-    group.add_argument(
-        "--prompt-tokens", type=int, default=96, help="tokens of the longest prompt (default: %(default)s)"
+    group = parser.add_argument_group(
+        "largest window (TensorRT optimisation profiles; the pipeline refuses a larger one on any backend)"
     )
     group.add_argument(
-        "--new-tokens", type=int, default=64, help="tokens of the longest answer (default: %(default)s)"
+        "--cameras",
+        default=None,
+        help="camera names, comma-separated: their number and their prompt markers' tokens "
+        "(default: front,front_left,front_right)",
+    )
+    group.add_argument("--frames", type=int, default=8, help="frames per camera (default: %(default)s)")
+    group.add_argument(
+        "--prompts",
+        type=int,
+        default=None,
+        help="prompts per window (default: description, risk, the model's questions and synthdrive's)",
+    )
+    group.add_argument(
+        "--prompt-tokens",
+        type=int,
+        default=None,
+        help="tokens of the longest prompt (default: the longest of the default prompts)",
+    )
+    group.add_argument(
+        "--new-tokens", type=int, default=None, help="tokens of the longest answer (default: max_new_tokens)"
     )
     parser.add_argument(
         "--force", action="store_true", help="export every graph again, even ones already written"
@@ -65,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     shapes = ExportShapes(
         frames=args.frames, prompts=args.prompts, prompt_tokens=args.prompt_tokens, new_tokens=args.new_tokens
     )
+    if args.cameras is not None:
+        shapes.cameras = [camera.strip() for camera in args.cameras.split(",") if camera.strip()]
     manifest, violations = export_engines(
         model, args.mode, args.out, args.opset, shapes, args.dtype, args.keep_ratio, args.force
     )

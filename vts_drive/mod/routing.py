@@ -117,7 +117,8 @@ class RoutingPlan:
             ]
             for frames in rows_frames
         ]
-        keep_width = max(1, max(len(keep) for keep in keeps))  # at least 1, as every axis of a graph input
+        # none in a text-only batch (the system turn): a padding slot would leave an entry in the cache
+        keep_width = max(len(keep) for keep in keeps)
         keep_slots = torch.full((batch, keep_width), frame_count * top_k, dtype=torch.long)
         for b, (text, row_frames, keep) in enumerate(zip(rows_text, rows_frames, keeps)):
             text_index[b, : len(text)] = torch.tensor(text, dtype=torch.long)
