@@ -32,6 +32,7 @@ MODES = ("dense", "newest", "vts", "prumerge", "prumerge+", "mod", "vts+mod")
 BACKENDS = ("torch", "onnxruntime", "tensorrt")
 ANCHORS = ("first", "newest")
 ROUTINGS = ("learned", "random", "uniform")
+PROMPT_LAYOUTS = ("auto", "vts_drive", "chat_template")
 SETTINGS_FILE = "vts_drive.json"
 # files an older layout kept a model's settings in, one per side module (see scripts/convert_model_settings.py)
 OLD_SETTINGS_FILES = ("keyframe_scorer.json", "mod_router.json")
@@ -147,6 +148,9 @@ class PipelineConfig:
     vts: VtsConfig = field(default_factory=VtsConfig)
     prumerge: PruMergeConfig = field(default_factory=PruMergeConfig)
     mod: ModConfig = field(default_factory=ModConfig)
+    # how frames and text reach the LLM, a setting of the checkpoint (docs/methods.md, checkpoint
+    # families): vts_drive, chat_template, or auto (chat_template where a processor saved the folder)
+    prompt_layout: str = "auto"
 
     @property
     def token_reduction(self) -> str:
@@ -166,6 +170,10 @@ class PipelineConfig:
             raise InputError(f"mode {self.mode!r} is not available; choose from {', '.join(MODES)}")
         if self.backend not in BACKENDS:
             raise InputError(f"backend {self.backend!r} is not available; choose from {', '.join(BACKENDS)}")
+        if self.prompt_layout not in PROMPT_LAYOUTS:
+            raise InputError(
+                f"prompt_layout {self.prompt_layout!r} is not one of {', '.join(PROMPT_LAYOUTS)}"
+            )
         if self.max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
         self.keyframe.check()

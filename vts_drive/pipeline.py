@@ -22,6 +22,7 @@ import torch
 
 from vts_drive.backend import KeyframeStage, LanguageStage, VisionStage
 from vts_drive.box_grammar import BoxConstraint
+from vts_drive.chat_prompt import prompt_builder
 from vts_drive.config import MODES, Overrides, PipelineConfig, resolve_config
 from vts_drive.errors import InputError
 from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
@@ -32,7 +33,7 @@ from vts_drive.mod.routing import load_routers
 from vts_drive.model.decoder import Qwen2Decoder
 from vts_drive.model.loading import ModelSpec, VisionLanguageModel, load_model, load_spec, model_folder
 from vts_drive.model.vision import VisionEncoder
-from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens, PromptBuilder
+from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT, FrameTokens
 from vts_drive.report import QA, SceneReport, parse_risk
 from vts_drive.shapes import GenerationShapes, generation_shapes
 from vts_drive.tokens.prumerge import prumerge_frame
@@ -79,7 +80,7 @@ class Pipeline:
             self.vision, self.decoder, self.keyframe_scorer, self.export_limits = load_exported_stages(
                 model, config
             )
-        self.prompts = PromptBuilder(model.tokenizer, self.decoder.embed)
+        self.prompts = prompt_builder(model, self.decoder.embed, config.prompt_layout)
         tokenizer = model.tokenizer
         self.stop_ids = {tokenizer.convert_tokens_to_ids("<|im_end|>"), tokenizer.eos_token_id}
         self.stop_ids.discard(None)

@@ -5,6 +5,7 @@ Weights are read from safetensors only: nothing is unpickled from a model folder
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -25,7 +26,7 @@ from transformers import (
 
 from vts_drive.errors import InputError
 from vts_drive.model.names import shipped_model_path
-from vts_drive.model.weights import check_weight_file
+from vts_drive.model.weights import check_weight_file, read_tensor
 
 _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _PICKLED_WEIGHTS = ("pytorch_model.bin", "pytorch_model.bin.index.json", "model.ckpt", "tf_model.h5")
@@ -39,6 +40,12 @@ POSITIVE_SETTINGS = (
     "text_config.max_position_embeddings",
 )
 FEATURE_STRATEGIES = ("default", "full")  # vision_feature_select_strategy: drop SigLIP's first token or not
+# files only a transformers processor writes (the hub's llava-hf checkpoints have them; the project's
+# own checkpoints, written by save_small_model, never do): their chat template prompts the checkpoint
+PROCESSOR_FILES = ("processor_config.json", "chat_template.json")
+# image processor resample codes (PIL's) the pipeline resizes with; a folder naming none: the project's own
+RESAMPLE = {3: "bicubic"}
+IMAGE_NEWLINE = ("model.image_newline", "image_newline")  # its name in transformers 5's files, in older ones
 MISSING_NAMES_SHOWN = 20
 
 transformers.utils.logging.set_verbosity_error()
@@ -59,6 +66,8 @@ class ModelSpec:
     image_std: tuple[float, float, float]
     device: torch.device
     dtype: torch.dtype
+    # how frames are resized: "area" (cv2, the project's checkpoints) or "bicubic" (PIL, the processor's)
+    resample: str = dataclasses.field(default="area", kw_only=True)
 
     @property
     def max_positions(self) -> int:
@@ -82,10 +91,13 @@ class VisionLanguageModel(ModelSpec):
         tokenizer: PreTrainedTokenizerBase,
         image_mean: tuple[float, float, float],
         image_std: tuple[float, float, float],
+        resample: str = "area",
     ) -> VisionLanguageModel:
         """The model around `hf_model`, whose weights set its configuration, device and dtype."""
         config, device, dtype = hf_model.config, hf_model.device, hf_model.dtype
-        return cls(name, folder, config, tokenizer, image_mean, image_std, device, dtype, hf_model)
+        return cls(
+            name, folder, config, tokenizer, image_mean, image_std, device, dtype, hf_model, resample=resample
+        )
 
 
 def resolve_dtype(device: str, dtype: str | None) -> torch.dtype:
@@ -201,20 +213,87 @@ def _per_channel(path: Path, field: str, values: object, positive: bool) -> tupl
     return float(red), float(green), float(blue)
 
 
-def _read_image_statistics(folder: Path) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Mean/std the checkpoint was trained with; SigLIP's 0.5/0.5 when the folder does not say."""
+def _read_image_processing(
+    folder: Path,
+) -> tuple[tuple[float, float, float], tuple[float, float, float], str]:
+    """Mean, std and resize the checkpoint's frames are prepared with: its video processor's
+    settings, else its image processor's; SigLIP's 0.5/0.5 and the project's area resize when the
+    folder says nothing."""
     for name in ("video_preprocessor_config.json", "preprocessor_config.json"):
         path = folder / name
         if path.is_file():
             try:
                 stats = json.loads(path.read_text())
                 mean, std = stats["image_mean"], stats["image_std"]
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as error:
+                resample = stats.get("resample")
+            except (
+                OSError,
+                UnicodeDecodeError,
+                json.JSONDecodeError,
+                KeyError,
+                TypeError,
+                AttributeError,
+            ) as error:
                 raise InputError(f"{path} lacks valid image_mean/image_std: {error}") from None
-            return _per_channel(path, "image_mean", mean, positive=False), _per_channel(
-                path, "image_std", std, positive=True
+            if resample is not None and resample not in RESAMPLE:
+                raise InputError(
+                    f"{path}: resample {resample!r} is not supported: frames are resized bicubic (3), "
+                    "or with area interpolation where the file names no resample"
+                )
+            return (
+                _per_channel(path, "image_mean", mean, positive=False),
+                _per_channel(path, "image_std", std, positive=True),
+                "area" if resample is None else RESAMPLE[resample],
             )
-    return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+    return (0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "area"
+
+
+def saved_by_processor(folder: Path) -> bool:
+    """Whether a transformers processor saved the folder, as it does the hub's checkpoints: the rule
+    prompt_layout auto follows (docs/methods.md, checkpoint families)."""
+    return any((folder / name).is_file() for name in PROCESSOR_FILES)
+
+
+def read_chat_template(folder: Path) -> str:
+    """The chat template the checkpoint's processor applies, found where transformers' processor
+    looks: processor_config.json, chat_template.json, then chat_template.jinja."""
+    for name, key in (
+        ("processor_config.json", "chat_template"),
+        ("chat_template.json", "chat_template"),
+        ("chat_template.jinja", None),
+    ):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            text = path.read_text()
+            template = json.loads(text).get(key) if key else text
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+            raise InputError(f"{path} is not readable: {error}") from None
+        if template is None:
+            continue
+        if not isinstance(template, str) or not template.strip():
+            raise InputError(
+                f"{path}: the chat template must be one non-empty text, got {type(template).__name__}"
+            )
+        return template
+    raise InputError(
+        f"{folder} has no chat template (processor_config.json, chat_template.json or chat_template.jinja), "
+        "which prompt_layout chat_template follows: add the checkpoint's, or set prompt_layout=vts_drive"
+    )
+
+
+def read_image_newline(folder: Path) -> torch.Tensor:
+    """The checkpoint's image_newline [D] (the embedding after each video), read alone from its
+    weights: backends that run exported graphs hold no other weight."""
+    weights, files = _model_weight_files(folder)
+    for file in files:
+        newline = read_tensor(file, IMAGE_NEWLINE)
+        if newline is not None:
+            return newline
+    raise InputError(
+        f"{weights} has no image_newline, which prompt_layout chat_template puts after each video"
+    )
 
 
 def _model_weight_files(folder: Path) -> tuple[Path, list[Path]]:
@@ -283,7 +362,7 @@ def load_spec(name_or_path: str, device: str = "cpu", dtype: str | None = None) 
     folder = model_folder(name_or_path)
     check_checkpoint_folder(folder)
     config = _read_model_config(folder)
-    image_mean, image_std = _read_image_statistics(folder)
+    image_mean, image_std, resample = _read_image_processing(folder)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as error:
@@ -297,6 +376,7 @@ def load_spec(name_or_path: str, device: str = "cpu", dtype: str | None = None) 
         image_std=image_std,
         device=torch.device(device),
         dtype=torch_dtype,
+        resample=resample,
     )
 
 
@@ -317,5 +397,5 @@ def load_model(name_or_path: str, device: str = "cpu", dtype: str | None = None)
     _check_complete(weights, loading["missing_keys"])
     hf_model.to(device).eval().requires_grad_(False)
     return VisionLanguageModel.of(
-        hf_model, spec.name, spec.folder, spec.tokenizer, spec.image_mean, spec.image_std
+        hf_model, spec.name, spec.folder, spec.tokenizer, spec.image_mean, spec.image_std, spec.resample
     )

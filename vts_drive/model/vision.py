@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from vts_drive.model.loading import ModelSpec, VisionLanguageModel
 
@@ -37,6 +38,7 @@ class FramePreprocessor:
         self.drop_first_token = config.vision_feature_select_strategy == "default"
         self.mean = torch.tensor(model.image_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(model.image_std).view(1, 3, 1, 1)
+        self.resample = model.resample
         self.device = model.device
         self.dtype = model.dtype
 
@@ -45,10 +47,22 @@ class FramePreprocessor:
         return self.token_grid[0] * self.token_grid[1]
 
     def preprocess(self, images: list[np.ndarray]) -> torch.Tensor:
-        """RGB uint8 frames of any size -> normalised pixels [F, 3, S, S]."""
+        """RGB uint8 frames of any size -> normalised pixels [F, 3, S, S], resized as the checkpoint
+        was trained: area interpolation (the project's checkpoints), or PIL's bicubic, rescaled in
+        float64, as transformers' PIL image processor and LLaVA-OneVision's own training do."""
         size = (self.image_size, self.image_size)
-        resized = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
-        pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0  # [F, 3, S, S]
+        if self.resample == "bicubic":
+            resized = np.stack(
+                [
+                    np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+                    for image in images
+                ]
+            )
+            scaled = (resized.astype(np.float64) * (1 / 255)).astype(np.float32)  # [F, S, S, 3]
+            pixels = torch.from_numpy(scaled).permute(0, 3, 1, 2)  # [F, 3, S, S]
+        else:
+            resized = np.stack([cv2.resize(image, size, interpolation=cv2.INTER_AREA) for image in images])
+            pixels = torch.from_numpy(resized).permute(0, 3, 1, 2).float() / 255.0  # [F, 3, S, S]
         pixels = (pixels - self.mean) / self.std
         return pixels.to(self.device, self.dtype)
 

@@ -40,3 +40,11 @@ def check_weight_file(path: Path) -> None:
     with _naming(path):
         with safe_open(str(path), framework="pt"):
             pass
+
+
+def read_tensor(path: Path, names: tuple[str, ...]) -> torch.Tensor | None:
+    """The first of `names` a .safetensors file holds, read alone (None when it holds none)."""
+    with _naming(path):
+        with safe_open(str(path), framework="pt") as tensors:
+            name = next((name for name in names if name in tensors.keys()), None)
+            return None if name is None else tensors.get_tensor(name)
