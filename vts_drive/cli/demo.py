@@ -33,9 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="frames between consecutive windows (default: %(default)s)",
     )
     add_pipeline_arguments(parser)
-    parser.set_defaults(
-        run=run, mode="vts"
-    )  # the fastest mode that keeps dense accuracy (README, Results)
+    parser.set_defaults(run=run, mode="vts")  # the fastest mode that keeps dense accuracy (README, Results)
 
 
 def run(args: argparse.Namespace) -> int:
