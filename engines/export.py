@@ -246,7 +246,7 @@ def graph_definitions(
             {"hidden": torch.randn(2, hidden_size, device=device, dtype=dtype)},
             {"hidden": {0: "rows"}},
             ["logits"],
-            {"rows": span("prompts", 1)},
+            {"rows": span("head_rows", 1)},
         )
     )
 
@@ -319,7 +319,7 @@ def graph_definitions(
     axes = {name: {0: "batch", 1: "length"} for name in ("embeds", "positions", "valid")}
     axes |= kv_axes("prefix", layers, ("valid",)) | kv_axes("past", layers, KV_FIELDS)
     routed = set(decoder.routers.layer_indices) if decoder.routers is not None else set()
-    dims = {"batch": span("prompts", 1), "length": span("prompt_tokens", 1, opt=1)}  # opt: a decode step
+    dims = {"batch": span("prompts", 1), "length": span("decode_tokens", 1, opt=1)}  # opt: a decode step
     for layer in range(layers):
         dims[f"prefix_{layer}"] = span("routed_prefix" if layer in routed else "prefix", 0)
         dims[f"past_{layer}"] = span("past", 0, opt=limits.past // 2)

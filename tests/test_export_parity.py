@@ -248,6 +248,28 @@ def test_greedy_answers_are_identical_to_torch(model, engines, mode):
     assert prefilled == [(head, 0)] + [(length - head, head) for length in context_lengths]
 
 
+def test_drafts_give_the_answers_of_decoding_without_them(model, engines, tmp_path):
+    """A stream of synthdrive windows through the exported vts+mod graphs with drafts (llm_decode
+    takes each row's token and its draft, rows right-padded, in one pass; the box grammar on)
+    answers as torch without drafts, token for token, the repeated window in fewer passes."""
+    from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
+    from vts_drive.synth.bench_windows import synth_bench_windows
+    from vts_drive.synth.generate import SynthConfig, generate_dataset
+
+    generate_dataset(tmp_path, SynthConfig(scenes=1, seed=3, frames=6, formats=("synth",)))
+    stream = synth_bench_windows(tmp_path, ["front", "front_left", "front_right"], 4, 1, 3)
+    settings = {"mode": "vts+mod", "max_new_tokens": 12}
+    plain = Pipeline(model, {**settings, "draft": False})
+    drafting = Pipeline(model, {**settings, "backend": "onnxruntime", "engines": str(engines("vts+mod"))})
+    for item in [*stream, stream[-1]]:  # the last window twice: its drafts are its own answers
+        prompts = [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions]
+        meter, plain_meter = (GenerationMeter(model.hf_model.config.text_config) for _ in range(2))
+        assert drafting.answer(item.window, prompts, meter).answers == (
+            plain.answer(item.window, prompts, plain_meter).answers
+        )
+    assert meter.accepted > 0 and meter.decode_steps < plain_meter.decode_steps
+
+
 def test_engines_that_do_not_match_are_refused(model, model_dir, tiny_model_dir, engines, tmp_path):
     folder = engines("vts+mod")
     with pytest.raises(InputError, match=r"exported for mode vts\+mod, not mod: export again"):

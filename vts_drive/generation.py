@@ -8,6 +8,9 @@
    the risk question's answer format, would otherwise pad every short one).
 3. Decode all prompts together, one token per row per step; a row that ends
    its turn leaves the batch, until every row has ended or hit max_new_tokens.
+   Given drafts (in a stream, each prompt's answer in the previous window), a
+   step also verifies each row's draft continuation and keeps what greedy
+   decoding would have picked anyway, several tokens for one decoder pass.
 A GenerationMeter, when given, counts what this costs (bench and naive.py read it).
 
 Per-step overhead, not FLOPs, dominates decoding a small batch, so decoding
@@ -24,6 +27,7 @@ from transformers import PretrainedConfig
 
 from vts_drive.backend import LanguageStage
 from vts_drive.box_grammar import BoxConstraint
+from vts_drive.drafts import draft_continuation
 from vts_drive.flops import prefix_prefill_flops, qwen2_pair_flops, qwen2_token_flops, suffix_prefill_flops
 from vts_drive.measure import StageTimer, synchronize
 from vts_drive.model.kv_cache import KVCache
@@ -44,6 +48,9 @@ class GenerationMeter:
         self.first_token_time: float | None = (
             None  # time.perf_counter() when the first answer token was picked
         )
+        self.decode_steps = 0  # decoder passes of decoding
+        self.drafted = 0  # draft tokens fed to be verified (decode's drafts)
+        self.accepted = 0  # of them, those the greedy picks agreed with
 
     def prefilled(self, prefix_entries: list[int], cached: int, suffix_lengths: list[int]) -> None:
         """A prefix after which layer l holds prefix_entries[l] entries (the first `cached` of them
@@ -52,14 +59,16 @@ class GenerationMeter:
         self.prefill_flops += prefix_prefill_flops(config, prefix_entries, cached)
         self.prefill_flops += suffix_prefill_flops(config, prefix_entries, suffix_lengths)
 
-    def decoded(self, rows: int, entries: int) -> None:
-        """One decode step of `rows` rows, each attending over `entries` K/V entries (all layers)."""
+    def decoded(self, tokens: int, entries: int) -> None:
+        """One decode step feeding `tokens` tokens (all rows, drafts included), each attending over
+        `entries` K/V entries (all layers)."""
         config = self.text_config
         token = (
             config.num_hidden_layers * qwen2_token_flops(config)
             + 2.0 * config.hidden_size * config.vocab_size
         )
-        self.decode_flops += rows * (token + qwen2_pair_flops(config) * entries)
+        self.decode_flops += tokens * (token + qwen2_pair_flops(config) * entries)
+        self.decode_steps += 1
 
     def held(self, nbytes: int) -> None:
         """K/V bytes held at one moment."""
@@ -156,38 +165,172 @@ def decode(
     max_new_tokens: int,
     constraints: list[BoxConstraint | None] | None = None,
     meter: GenerationMeter | None = None,
+    drafts: list[list[int]] | None = None,
 ) -> list[list[int]]:
     """Greedy answers, one per prompt without its end-of-turn token: every row one token per
     step, a row leaving the batch when it ends its turn. `constraints`: per prompt, what keeps
-    its answer well formed (None: free)."""
-    cache, logits, active, next_positions = state.cache, state.logits, state.rows, state.next_positions
-    device = logits.device
-    answers: list[list[int]] = [[] for _ in active]
-    stop = torch.tensor(sorted(stop_ids), device=device)
-    for step in range(max_new_tokens):
-        if constraints is not None:
-            logits = constrain(logits, [constraints[row] for row in active], [answers[row] for row in active])
-        tokens = logits.argmax(dim=-1)  # [A]
-        if meter is not None:
-            meter.first_token(device)
-        ended = torch.isin(tokens, stop)
-        for row, token, row_ended in zip(active, tokens.tolist(), ended.tolist()):
-            if not row_ended:
-                answers[row].append(token)
-        if bool(ended.all()) or step == max_new_tokens - 1:
-            break
-        if bool(ended.any()):
-            going = (~ended).nonzero().squeeze(1)
-            active = [active[i] for i in going.tolist()]
-            tokens, next_positions = tokens[going], next_positions[going]
-            cache = cache.select_rows(going)
-        hidden = decoder(decoder.embed(tokens.unsqueeze(1)), next_positions.unsqueeze(1), cache=cache)
-        if meter is not None:
-            meter.decoded(len(active), sum(cache.entries(layer) for layer in range(decoder.num_layers)))
-            meter.held(cache.nbytes())
-        logits = decoder.logits(hidden[:, 0])
-        next_positions = next_positions + 1
+    its answer well formed (None: free). `drafts`: per prompt, token ids its answer likely
+    repeats (the stream's previous answer, drafts.py): a step then also feeds each row's draft
+    continuation after its token and keeps the longest prefix its greedy picks agree with, plus
+    its pick after that, so the answers are those decoding without drafts gives, in fewer
+    steps; the entries of draft tokens not kept are discarded."""
+    device = state.logits.device
+    answers: list[list[int]] = [[] for _ in state.rows]
+    none: list[list[int]] = [[] for _ in state.rows]
+    picks = greedy_picks(state.logits, state.rows, none, answers, constraints)
+    if meter is not None:
+        meter.first_token(device)
+    _, tokens = accept(state.rows, none, picks, answers, stop_ids, max_new_tokens, meter)
+    cache, rows = state.cache, state.rows
+    positions = state.next_positions  # [A] of each row's next token
+    while going := [index for index, token in enumerate(tokens) if token is not None]:
+        if len(going) < len(rows):
+            still = torch.tensor(going, device=device)
+            rows, cache, positions = [rows[i] for i in going], cache.select_rows(still), positions[still]
+        fed_tokens = [token for token in tokens if token is not None]
+        # the room left: accepted draft tokens and the pick after them stay within max_new_tokens
+        fed = [
+            draft_continuation([drafts[row], *answers], answers[row], max_new_tokens - len(answers[row]) - 1)
+            if drafts
+            else []
+            for row in rows
+        ]
+        groups = pass_groups([1 + len(draft) for draft in fed])
+        caches: list[KVCache] = []
+        order: list[int] = []  # the rows as the passes took them
+        following: list[int | None] = []
+        kept: list[int] = []
+        for group in groups:
+            index = torch.tensor(group, device=device)
+            part = cache if len(groups) == 1 else cache.select_rows(index)
+            part_rows, part_fed = [rows[i] for i in group], [fed[i] for i in group]
+            logits = feed(decoder, part, [fed_tokens[i] for i in group], part_fed, positions[index], meter)
+            picks = greedy_picks(logits, part_rows, part_fed, answers, constraints)
+            part_kept, part_following = accept(
+                part_rows, part_fed, picks, answers, stop_ids, max_new_tokens, meter
+            )
+            width = 1 + max(len(draft) for draft in part_fed)
+            if min(part_kept) < width:  # a draft token rejected, or a row padded
+                part.keep_new(torch.tensor(part_kept, device=device), width)
+            caches.append(part)
+            order += group
+            following += part_following
+            kept += part_kept
+        index = torch.tensor(order, device=device)
+        rows, tokens = [rows[i] for i in order], following
+        positions = positions[index] + torch.tensor(kept, device=device)
+        cache = caches[0] if len(caches) == 1 else KVCache.cat_rows(caches)
     return answers
+
+
+# A decoder pass costs about as much as this many more tokens in it (per-pass overhead on a CPU,
+# small models); decode groups the rows of a step into passes to spend the least.
+PASS_TOKENS = 20
+
+
+def pass_groups(lengths: list[int]) -> list[list[int]]:
+    """Rows (indices) grouped into decoder passes by the tokens each feeds: a pass computes its
+    rows x its longest row's tokens, padding included, and PASS_TOKENS more; of the groupings
+    of the rows sorted by length, the cheapest. Equal lengths (no drafts) make one pass."""
+    order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
+    cost = [0] + [0] * len(order)  # cost[i]: of the first i rows in order
+    start = [0] * (len(order) + 1)  # start[i]: where the last pass of the first i rows starts
+    for end in range(1, len(order) + 1):
+        cost[end], start[end] = min(
+            (cost[first] + PASS_TOKENS + (end - first) * lengths[order[first]], first) for first in range(end)
+        )
+    groups, end = [], len(order)
+    while end:
+        groups.append(sorted(order[start[end] : end]))  # in row order: one pass takes the rows as they are
+        end = start[end]
+    return groups[::-1]
+
+
+def feed(
+    decoder: LanguageStage,
+    cache: KVCache,
+    tokens: list[int],
+    fed: list[list[int]],
+    positions: torch.Tensor,
+    meter: GenerationMeter | None,
+) -> torch.Tensor:
+    """One decoder pass over each row's token at positions [A] and its draft tokens after it,
+    rows right-padded to the longest -> the logits after each token fed, row by row [N, V]."""
+    device = positions.device
+    width = 1 + max(len(draft) for draft in fed)
+    ids = torch.tensor(
+        [[token, *draft, *[token] * (width - 1 - len(draft))] for token, draft in zip(tokens, fed)],
+        device=device,
+    )  # [A, W]
+    columns = torch.arange(width, device=device).unsqueeze(0)  # [1, W]
+    valid = columns < torch.tensor([1 + len(draft) for draft in fed], device=device).unsqueeze(1)  # [A, W]
+    hidden = decoder(decoder.embed(ids), positions.unsqueeze(1) + columns, valid, cache)  # [A, W, D]
+    logits = decoder.logits(hidden[valid])  # [N, V]
+    if meter is not None:
+        meter.decoded(logits.shape[0], sum(cache.entries(layer) for layer in range(decoder.num_layers)))
+        meter.held(cache.nbytes())
+    return logits
+
+
+def accept(
+    rows: list[int],
+    fed: list[list[int]],
+    picks: list[list[int]],
+    answers: list[list[int]],
+    stop_ids: set[int],
+    max_new_tokens: int,
+    meter: GenerationMeter | None,
+) -> tuple[list[int], list[int | None]]:
+    """Each row's draft tokens up to the first its greedy picks disagree with, then its pick
+    after them, onto its answer. Returns per row the tokens fed that stay (its token and the
+    draft tokens accepted) and the token it feeds next (None: it ended its turn or its answer
+    is max_new_tokens long)."""
+    kept: list[int] = []
+    following: list[int | None] = []
+    for row, draft, picked in zip(rows, fed, picks):
+        accepted = 0
+        while (
+            accepted < len(draft) and picked[accepted] == draft[accepted] and draft[accepted] not in stop_ids
+        ):
+            accepted += 1
+        answers[row] += draft[:accepted]
+        token = picked[accepted]
+        if token not in stop_ids:
+            answers[row].append(token)
+        kept.append(1 + accepted)
+        following.append(token if token not in stop_ids and len(answers[row]) < max_new_tokens else None)
+        if meter is not None:
+            meter.drafted, meter.accepted = meter.drafted + len(draft), meter.accepted + accepted
+    return kept, following
+
+
+def greedy_picks(
+    logits: torch.Tensor,
+    rows: list[int],
+    fed: list[list[int]],
+    answers: list[list[int]],
+    constraints: list[BoxConstraint | None] | None,
+) -> list[list[int]]:
+    """Each row's greedy pick after its token and after each draft token it was fed; logits
+    [N, V] hold them row by row. A row's constraint, after draft token j, sees the row's answer
+    followed by the draft's first j tokens: a draft token the grammar forbids is never the
+    pick, so it is rejected."""
+    if constraints is not None:
+        row_constraints: list[BoxConstraint | None] = []
+        generated: list[list[int]] = []
+        for row, draft in zip(rows, fed):
+            constraint = constraints[row]
+            row_constraints += [constraint] * (len(draft) + 1)
+            generated += [
+                answers[row] + draft[:j] if constraint is not None else [] for j in range(len(draft) + 1)
+            ]
+        logits = constrain(logits, row_constraints, generated)
+    flat = logits.argmax(dim=-1).tolist()  # [N]
+    picks, start = [], 0
+    for draft in fed:
+        picks.append(flat[start : start + len(draft) + 1])
+        start += len(draft) + 1
+    return picks
 
 
 @torch.no_grad()
@@ -202,12 +345,13 @@ def generate(
     constraints: list[BoxConstraint | None] | None = None,
     head_cache: HeadCache | None = None,
     meter: GenerationMeter | None = None,
+    drafts: list[list[int]] | None = None,
 ) -> list[list[int]]:
     """prefill, then decode, each timed as a stage; token ids per prompt (see both)."""
     with timer.stage("prefill"):
         state = prefill(decoder, context, suffixes, pad_id, head_cache, meter)
     with timer.stage("decode"):
-        return decode(decoder, state, stop_ids, max_new_tokens, constraints, meter)
+        return decode(decoder, state, stop_ids, max_new_tokens, constraints, meter, drafts)
 
 
 def constrain(

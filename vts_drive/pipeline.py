@@ -24,6 +24,7 @@ from vts_drive.backend import KeyframeStage, LanguageStage, VisionStage
 from vts_drive.box_grammar import BoxConstraint
 from vts_drive.chat_prompt import prompt_builder
 from vts_drive.config import MODES, Overrides, PipelineConfig, resolve_config
+from vts_drive.drafts import DraftStore
 from vts_drive.errors import InputError
 from vts_drive.frame_cache import FrameCache, FrameFeatures, frame_key
 from vts_drive.generation import GenerationMeter, HeadCache, generate
@@ -86,6 +87,7 @@ class Pipeline:
         self.stop_ids.discard(None)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.frame_cache = FrameCache(enabled=config.frame_cache)
+        self.drafts = DraftStore()  # the stream's previous answers, drafts for decoding (config.draft)
         self.head_cache: HeadCache | None = HeadCache()
         self.box_constraint = BoxConstraint(tokenizer) if config.box_grammar else None
 
@@ -121,6 +123,12 @@ class Pipeline:
         load = load_model if config.backend == "torch" else load_spec
         return cls(load(model, device=config.device, dtype=config.dtype), overrides)
 
+    def new_stream(self) -> None:
+        """Forget the stream's state (cached frames, the answers drafts come from): the next window
+        starts a stream, as after a reset."""
+        self.frame_cache.clear()
+        self.drafts.clear()
+
     @property
     def model_name(self) -> str:
         return self.model.name
@@ -143,7 +151,12 @@ class Pipeline:
             [(camera, frame, count) for camera in cameras for frame in range(frames)]
         )
         return generation_shapes(
-            layout.frame_index, layout.head_length, prompt_tokens, self.config.max_new_tokens, self.keep_ratio
+            layout.frame_index,
+            layout.head_length,
+            prompt_tokens,
+            self.config.max_new_tokens,
+            self.keep_ratio,
+            self.config.draft,
         )
 
     def describe(self, window: FrameWindow, questions: list[str] | None = None) -> SceneReport:
@@ -227,6 +240,7 @@ class Pipeline:
             lengths,
             self.config.max_new_tokens,
             self.keep_ratio,
+            self.config.draft,
         ).positions
         if positions > self.model.max_positions:
             raise InputError(
@@ -234,6 +248,7 @@ class Pipeline:
                 f"(prompt and answers) but model {self.model_name} holds {self.model.max_positions} "
                 "(max_position_embeddings); use fewer cameras or frames, or a mode that drops tokens"
             )
+        drafts = self.drafts.drafts(window, prompts) if self.config.draft else None
         token_ids = generate(
             self.decoder,
             context,
@@ -245,7 +260,10 @@ class Pipeline:
             constraints=[self.box_constraint if text == RISK_PROMPT else None for text in prompts],
             head_cache=self.head_cache,
             meter=meter,
+            drafts=drafts,
         )
+        if self.config.draft:
+            self.drafts.keep(window, prompts, token_ids)
         answers = [self.model.tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in token_ids]
         timings = timer.as_dict()
         timings["total"] = round((time.perf_counter() - start) * 1000.0, 3)

@@ -32,8 +32,10 @@ class GenerationShapes:
     prefill: int  # most tokens one llm_prefill call computes: the system turn, or the prefix after it
     prefill_text: int  # most text tokens among them (a routed llm_prefill's text_index)
     kept: int  # visual tokens a routed layer computes (keep_slots); 0 without routing
-    prompts: int  # prompt rows: llm_head's rows, llm_decode's batch
-    prompt_tokens: int  # the longest prompt suffix: llm_decode's length
+    prompts: int  # prompt rows: llm_decode's batch
+    head_rows: int  # most rows of one llm_head call: a prompt's next token each, or a draft pass's tokens
+    prompt_tokens: int  # the longest prompt suffix
+    decode_tokens: int  # llm_decode's length: the longest suffix, or a row's token and draft in one pass
     embed_tokens: int  # most tokens one llm_embed call looks up
     prefix: int  # prefix entries llm_decode attends to, prompts pooled in, in a layer computing every token
     routed_prefix: int  # the same in a routed layer, which holds only the visual tokens it computed
@@ -55,7 +57,7 @@ class GenerationShapes:
             raise InputError(
                 f"{window} needs {', '.join(exceeding)} (the largest the engines in {engines} were "
                 "exported for): export again with larger --cameras, --frames, --prompts, "
-                "--prompt-tokens or --new-tokens"
+                "--prompt-tokens or --new-tokens, and the run's draft setting"
             )
 
 
@@ -65,15 +67,20 @@ def generation_shapes(
     prompt_tokens: Sequence[int],
     new_tokens: int,
     keep_ratio: float | None,
+    drafts: bool,
 ) -> GenerationShapes:
     """Sizes for a prefix whose tokens come from `frame_index` (each visual token's frame, -1
     for text; the first `head` tokens the system turn) and prompts of `prompt_tokens` suffix
-    tokens, answers running to `new_tokens`; `keep_ratio`: the routed layers' r (None: none)."""
+    tokens, answers running to `new_tokens`; `keep_ratio`: the routed layers' r (None: none);
+    `drafts`: whether decoding verifies drafts (generation.decode)."""
     visual = Counter(frame for frame in frame_index if frame >= 0)  # frame -> its visual tokens
     length, text = len(frame_index), len(frame_index) - sum(visual.values())
     pooled, longest = sum(prompt_tokens), max(prompt_tokens)
     kept = sum(kept_tokens(keep_ratio, count) for count in visual.values()) if keep_ratio is not None else 0
     buckets = length_buckets(list(prompt_tokens))
+    # a decode pass feeds each row its token, with drafts also up to the answer's room after the first
+    # token: new_tokens - 2 draft tokens
+    width = max(1, new_tokens - 1) if drafts else 1
     return GenerationShapes(
         frames=max(1, len(visual)),  # a routing plan pads to one frame of one slot
         slots=max([1, *visual.values()]),
@@ -82,9 +89,13 @@ def generation_shapes(
         prefill_text=max(head, text - head),
         kept=kept,
         prompts=len(prompt_tokens),
+        head_rows=len(prompt_tokens) * width,
         prompt_tokens=longest,
-        # the prefix's text; a bucket of suffixes, right-padded; a decode step's tokens
-        embed_tokens=max(text, len(prompt_tokens), *(len(rows) * prompt_tokens[rows[0]] for rows in buckets)),
+        decode_tokens=max(longest, width),
+        # the prefix's text; a bucket of suffixes, right-padded; a decode pass's tokens, right-padded
+        embed_tokens=max(
+            text, len(prompt_tokens) * width, *(len(rows) * prompt_tokens[rows[0]] for rows in buckets)
+        ),
         prefix=length + pooled,
         routed_prefix=(text + kept if keep_ratio is not None else length) + pooled,
         past=max(0, new_tokens - 2),  # the last answer token is picked, never fed

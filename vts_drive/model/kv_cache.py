@@ -124,6 +124,58 @@ class KVCache:
                 )
         return selected
 
+    @staticmethod
+    def cat_rows(caches: list[KVCache]) -> KVCache:
+        """The rows of caches selected from one cache (select_rows) as one cache again, in the
+        order given: each layer's own entries right-padded with invalid entries to the widest."""
+        joined = KVCache(len(caches[0].layers))
+        for index in range(len(joined.layers)):
+            first = caches[0].shared[index]
+            if first is not None:
+                shared = [cache.shared[index] for cache in caches]
+                if any(kv is None or kv.keys is not first.keys for kv in shared):
+                    raise ValueError("only rows selected from one cache can be joined")
+                per_row = typing.cast(list[LayerKV], shared)
+                joined.shared[index] = (
+                    first
+                    if all(kv is first for kv in per_row)  # one mask for every row, kept by select_rows
+                    else replace(first, valid=torch.cat([kv.valid for kv in per_row]))
+                )
+            own = [cache.layers[index] for cache in caches]
+            if any(kv is None for kv in own):
+                continue
+            rows = typing.cast(list[LayerKV], own)
+            width = max(kv.keys.shape[2] for kv in rows)
+            joined.layers[index] = LayerKV(
+                keys=torch.cat([widen(kv.keys, 2, width) for kv in rows]),
+                values=torch.cat([widen(kv.values, 2, width) for kv in rows]),
+                positions=torch.cat([widen(kv.positions, 1, width) for kv in rows]),
+                valid=torch.cat([widen(kv.valid, 1, width) for kv in rows]),  # the padding is invalid
+            )
+        return joined
+
+    def keep_new(self, kept: torch.Tensor, width: int) -> None:
+        """Of the last `width` entries of each row (the tokens of one decode step), keep the
+        first kept[row] ([B]: a step's token and the draft tokens verified after it). The rest
+        are dropped, and each row's entries moved to the front, in order (attention follows
+        their positions, not their places), so no row holds more than its own tokens: no
+        later query sees a rejected entry, and none costs memory or time."""
+        for index, kv in enumerate(self.layers):
+            if kv is None:
+                continue
+            columns = torch.arange(width, device=kv.valid.device)  # [W]
+            valid = kv.valid.clone()
+            valid[:, -width:] &= columns[None, :] < kept.to(valid.device)[:, None]  # [B, W]
+            held = int(valid.sum(dim=1).max())  # entries of the fullest row
+            order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :held]  # [B, n]
+            gather = order[:, None, :, None].expand(-1, kv.keys.shape[1], -1, kv.keys.shape[3])
+            self.layers[index] = LayerKV(
+                keys=kv.keys.gather(2, gather),
+                values=kv.values.gather(2, gather),
+                positions=kv.positions.gather(1, order),
+                valid=valid.gather(1, order),
+            )
+
     def entries(self, layer: int) -> int:
         """Entries a query of this layer attends over (shared + own)."""
         return sum(kv.keys.shape[2] for kv in self.segments(layer))
@@ -132,3 +184,10 @@ class KVCache:
         """Bytes of keys and values held (what the cache costs in device memory)."""
         held = [kv for kv in self.layers + self.shared if kv is not None]
         return sum(kv.keys.nbytes + kv.values.nbytes for kv in held)
+
+
+def widen(tensor: torch.Tensor, axis: int, width: int) -> torch.Tensor:
+    """`tensor` with zeros (False) appended along `axis` up to `width`."""
+    shape = list(tensor.shape)
+    shape[axis] = width - shape[axis]
+    return torch.cat([tensor, tensor.new_zeros(shape)], dim=axis)

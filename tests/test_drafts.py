@@ -1,0 +1,160 @@
+"""Draft decoding: the stream's previous answers as drafts give, token for token, the answers
+decoding without drafts gives (greedy, with the box grammar, pooled prompt K/V and MoD), in
+fewer decoder passes; a new stream drops them."""
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import random_window
+from vts_drive.bench import BenchWindow
+from vts_drive.drafts import DraftStore, draft_continuation
+from vts_drive.generation import GenerationMeter, decode, pass_groups, prefill
+from vts_drive.model.kv_cache import KVCache, LayerKV
+from vts_drive.pipeline import Pipeline
+from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
+from vts_drive.synth.bench_windows import synth_bench_windows
+from vts_drive.synth.generate import SynthConfig, generate_dataset
+from vts_drive.window import FrameWindow
+
+
+def test_a_draft_follows_the_earlier_answer_and_goes_on_after_a_changed_token():
+    previous = [1, 2, 3, 4, 5, 6]
+    assert draft_continuation([previous], [1], 10) == [2, 3, 4, 5, 6]
+    assert draft_continuation([previous], [1, 2, 3], 2) == [4, 5]
+    assert draft_continuation([previous], [1, 2, 9], 10) == [4, 5, 6]  # 9 replaced 3
+    assert draft_continuation([previous], [7, 8], 10) == []
+    assert draft_continuation([previous], [5], 0) == []
+    assert draft_continuation([[1, 5, 3, 1, 6]], [3, 1], 10) == [6]  # the longest end found wins
+    # another answer counts from two tokens found together
+    assert draft_continuation([[], [7, 1, 2]], [1], 10) == []
+    assert draft_continuation([[], [7, 1, 2]], [7, 1], 10) == [2]
+
+
+def window_at(cameras: list[str], newest_ns: int) -> FrameWindow:
+    image = np.zeros((8, 8, 3), dtype=np.uint8)
+    return FrameWindow(
+        cameras, [[image, image] for _ in cameras], [[newest_ns - 1, newest_ns] for _ in cameras]
+    )
+
+
+def test_drafts_belong_to_their_stream():
+    store = DraftStore()
+    store.keep(window_at(["front"], 10), ["p", "q"], [[1, 2], [3]])
+    assert store.drafts(window_at(["front"], 10), ["q", "new"]) == [[3], []]  # the same window again
+    assert store.drafts(window_at(["front"], 20), ["p"]) == [[1, 2]]  # the next window
+    assert store.drafts(window_at(["front", "rear"], 30), ["p"]) == [[]]  # other cameras
+    store.keep(window_at(["front"], 40), ["p"], [[4]])
+    assert store.drafts(window_at(["front"], 5), ["p"]) == [[]]  # stamps went back: a new recording
+    store.keep(window_at(["front"], 50), ["p"], [[4]])
+    store.clear()
+    assert store.drafts(window_at(["front"], 60), ["p"]) == [[]]
+
+
+def test_pass_groups_trade_padding_for_passes():
+    assert pass_groups([1, 1, 1]) == [[0, 1, 2]]  # no drafts: one pass
+    assert pass_groups([2, 40, 1, 38]) == [[1, 3], [0, 2]]
+    assert sorted(row for group in pass_groups([5, 9, 1, 30, 2, 2]) for row in group) == list(range(6))
+
+
+def test_rejected_entries_leave_the_cache_and_rows_join_again():
+    cache = KVCache(1)
+    keys = torch.arange(2 * 5, dtype=torch.float).view(2, 1, 5, 1)
+    positions = torch.tensor([[0, 1, 2, 3, 4], [0, 1, 2, 3, 4]])
+    cache.layers[0] = LayerKV(keys, keys, positions, torch.tensor([[1, 0, 1, 1, 1], [1, 1, 1, 1, 1]]).bool())
+    cache.keep_new(torch.tensor([1, 2]), 3)  # of the last 3 entries, row 0 keeps 1, row 1 keeps 2
+    kv = cache.layers[0]
+    assert kv.positions[0, :2].tolist() == [0, 2] and kv.valid[0].tolist() == [True, True, False, False]
+    assert kv.positions[1].tolist() == [0, 1, 2, 3] and bool(kv.valid[1].all())
+    assert kv.keys[0, 0, :2, 0].tolist() == [0.0, 2.0]
+    joined = KVCache.cat_rows([cache.select_rows(torch.tensor([1])), cache.select_rows(torch.tensor([0]))])
+    assert torch.equal(joined.layers[0].keys, cache.layers[0].keys.flip(0))
+
+
+class ForbidAt:
+    """A constraint that forbids one token at one step of the answer, as the box grammar forbids
+    a coordinate: a draft holding that token there must be rejected."""
+
+    def __init__(self, step: int, token: int) -> None:
+        self.step, self.token = step, token
+
+    def allowed(self, generated: list[int], vocab_size: int) -> torch.Tensor | None:
+        if len(generated) != self.step:
+            return None
+        mask = torch.ones(vocab_size, dtype=torch.bool)
+        mask[self.token] = False
+        return mask
+
+
+def test_any_drafts_give_the_answers_of_greedy_decoding(tiny_model_dir):
+    """Drafts that agree, agree in part, run past max_new_tokens, are noise or are forbidden by
+    a constraint: the answers never change, and agreeing drafts take fewer passes."""
+    pipeline = Pipeline.load(str(tiny_model_dir), {"max_new_tokens": 10})
+    decoder = pipeline.decoder
+    window = random_window(seed=4)
+    tokens, saliency = pipeline.encode_window(window)
+    context = pipeline.prompts.context(
+        pipeline.select_tokens(window, tokens, saliency, None), pipeline.device
+    )
+    prompts = [DESCRIPTION_PROMPT, RISK_PROMPT, "Why?", "What should the ego car do?"]
+    suffixes = [pipeline.prompts.question_ids(text) for text in prompts]
+
+    def answers(drafts=None, constraints=None):
+        meter = GenerationMeter(decoder.config)
+        with torch.no_grad():
+            state = prefill(decoder, context, suffixes, pipeline.pad_id)
+            return decode(decoder, state, pipeline.stop_ids, 10, constraints, meter, drafts), meter
+
+    expected, plain = answers()
+    assert any(len(answer) > 3 for answer in expected)
+    rng = np.random.default_rng(0)
+    vocab = decoder.config.vocab_size
+    cases = {
+        "the answers": expected,
+        "a changed token": [a[:2] + [(a[2] + 1) % vocab] + a[3:] if len(a) > 3 else a for a in expected],
+        "too long": [a + a for a in expected],
+        "noise": [rng.integers(0, vocab, 12).tolist() for _ in expected],
+        "none": [[] for _ in expected],
+    }
+    for name, drafts in cases.items():
+        got, meter = answers(drafts)
+        assert got == expected, name
+        assert meter.accepted <= meter.drafted
+    same, meter = answers(expected)
+    assert meter.decode_steps < plain.decode_steps and meter.accepted > 0
+    # a constraint forbids the token the unconstrained answer has at step 2: the draft holding it is rejected
+    row = max(range(len(expected)), key=lambda r: len(expected[r]))
+    constraints = [None] * len(prompts)
+    constraints[row] = ForbidAt(2, expected[row][2])
+    constrained, _ = answers(constraints=constraints)
+    assert constrained[row][:2] == expected[row][:2] and constrained[row][2] != expected[row][2]
+    assert answers(expected, constraints)[0] == constrained
+
+
+@pytest.fixture(scope="module")
+def synth_stream(tmp_path_factory) -> list[BenchWindow]:
+    """Two synthdrive scenes of 6 frames, 3 windows each at stride 1: two streams."""
+    root = tmp_path_factory.mktemp("draft_synth")
+    generate_dataset(root, SynthConfig(scenes=2, seed=11, frames=6, formats=("synth",)))
+    return synth_bench_windows(root, ["front", "front_left", "front_right"], 4, 1, 6)
+
+
+@pytest.mark.parametrize("mode", ["vts+mod", "dense"])
+def test_a_stream_decodes_the_same_answers_with_drafts_in_fewer_passes(synth_stream, mode):
+    """The shipped model over two streams: every window answers as without drafts, the box
+    grammar on; later windows of a stream accept drafts, a new stream starts without them."""
+    drafting = Pipeline.load("synthdrive-tiny", {"mode": mode})
+    plain = Pipeline.load("synthdrive-tiny", {"mode": mode, "draft": False})
+    assert drafting.box_constraint is not None
+    accepted, steps, plain_steps = [], 0, 0
+    for item in synth_stream:
+        prompts = [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions]
+        meter, plain_meter = (GenerationMeter(drafting.model.config.text_config) for _ in range(2))
+        got = drafting.answer(item.window, prompts, meter)
+        assert got.answers == plain.answer(item.window, prompts, plain_meter).answers
+        accepted.append(meter.accepted)
+        steps, plain_steps = steps + meter.decode_steps, plain_steps + plain_meter.decode_steps
+    assert all(count > 0 for count in accepted[1:3] + accepted[4:])  # from each stream's second window
+    assert steps < plain_steps
+    drafting.new_stream()
+    assert not drafting.drafts.answers and not drafting.frame_cache.frames
