@@ -23,6 +23,7 @@ PER_MODE = (
     "sparsify_ms",
     "prefill_ms",
     "decode_ms",
+    "decode_steps",
     "ttft_ms",
     "decode_tokens_per_s",
     "reports_per_s",
@@ -45,7 +46,10 @@ def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
         tmp_path / "routers",
     )
     out = tmp_path / "bench.json"
-    modes = f"naive,dense,vts,mod[routers={tmp_path / 'routers'}],vts+mod[routers={tmp_path / 'routers'},skip=1.01]"
+    modes = (
+        f"naive,dense,dense[draft=false],vts,mod[routers={tmp_path / 'routers'}],"
+        f"vts+mod[routers={tmp_path / 'routers'},skip=1.01]"
+    )
     argv = [
         "bench",
         "--model",
@@ -73,7 +77,7 @@ def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
     results = json.loads(out.read_text())
     assert results["device"].startswith("cpu") and results["model"]
     runs = results["modes"]
-    assert len(runs) == 5
+    assert len(runs) == 6
     for run in runs.values():
         assert all(isinstance(run[name], (int, float)) for name in PER_MODE)
     naive, dense, vts = runs["naive"], runs["dense"], runs["vts"]
@@ -89,6 +93,12 @@ def test_bench_compares_modes_on_the_same_windows(tiny_model_dir, tmp_path):
     assert mod["kv_cache_mb"] < dense["kv_cache_mb"]
     assert gated["frames_encoded"] < vts["frames_encoded"], "gating above every score encodes keyframes only"
     assert (tmp_path / "bench.png").stat().st_size > 0
+    # drafts change how many passes decoding takes, never the answers
+    plain = runs["dense[draft=false]"]
+    assert 0.0 <= dense["draft_accept_rate"] <= 1.0 and "draft_accept_rate" not in plain
+    assert [dense[name] for name in ("qa_exact_match", "bbox_miou", "caption_cider")] == [
+        plain[name] for name in ("qa_exact_match", "bbox_miou", "caption_cider")
+    ]
 
 
 def test_mode_specs_name_a_mode_and_known_settings():

@@ -216,6 +216,7 @@ def test_pipeline_settings_reach_the_pipeline_config():
         "--max-keyframes",
         "1",
         "--free-box",
+        "--no-draft",
         "--set",
         "vts.budget=0.3",
         "--set",
@@ -228,6 +229,7 @@ def test_pipeline_settings_reach_the_pipeline_config():
         "keyframe.anchor": "first",
         "keyframe.max_keyframes": "2",
         "box_grammar": False,
+        "draft": False,
         "vts.budget": "0.3",
         "device": "cpu",
     }

@@ -5,9 +5,10 @@ A mode spec is a pipeline mode, `naive` (plain transformers usage, see naive.py)
 or either with settings in brackets, dotted keys of the configuration (config.py)
 or their short names (config.ALIASES), for sweeps and ablations:
     dense, vts, vts[vts.budget=0.3], mod[mod.keep_ratio=0.1], mod[routing=random],
-    vts+mod[skip=0.3], vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch)
-Each mode first runs one warm-up window and empties its frame cache, so every
-mode sees the same stream from a cold start; then the modes take turns window by
+    vts+mod[skip=0.3], vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch),
+    vts+mod[draft=false] (decoding without the previous window's answers as drafts)
+Each mode first runs one warm-up window and forgets the stream (frame cache, drafts),
+so every mode sees the same stream from a cold start; then the modes take turns window by
 window, so a machine whose speed drifts during the run moves all of them alike.
 """
 
@@ -156,12 +157,14 @@ class ModeRun:
         self.label, self.pipeline, self.answer = label, pipeline, answer
         self.sums: dict[str, float] = {}
         self.generated = self.decode_ms = self.wall_s = self.peak_mb = 0.0
+        self.drafted = self.accepted = 0  # draft tokens fed to decoding, and of them accepted
         self.predictions: list[tuple[BenchWindow, WindowAnswers]] = []
 
     def warm_up(self, item: BenchWindow) -> None:
-        """One window before measuring, then an empty frame cache: every mode starts the stream cold."""
+        """One window before measuring, then the stream forgotten (frame cache, drafts): every mode
+        starts the stream cold."""
         self.answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions])
-        self.pipeline.frame_cache.clear()
+        self.pipeline.new_stream()
 
     def measure(self, item: BenchWindow) -> None:
         with PeakMemory(self.pipeline.device) as peak:
@@ -175,6 +178,7 @@ class ModeRun:
             "frames_encoded": result.frames_encoded,
             "kv_cache_mb": meter.kv_cache_bytes / 2**20,
             "ttft_ms": meter.ttft_ms,
+            "decode_steps": meter.decode_steps,
             **{
                 f"{stage}_ms": result.timings_ms.get(stage, 0.0)
                 for stage in ("keyframe", "vision", "sparsify", "prefill", "decode", "generate", "total")
@@ -184,6 +188,7 @@ class ModeRun:
         for name, value in figures.items():
             self.sums[name] = self.sums.get(name, 0.0) + value
         self.generated += result.tokens["generated"]
+        self.drafted, self.accepted = self.drafted + meter.drafted, self.accepted + meter.accepted
         self.decode_ms += result.timings_ms.get("decode", result.timings_ms.get("generate", 0.0))
         self.predictions.append((item, result))
 
@@ -193,6 +198,8 @@ class ModeRun:
         metrics = {name: value / count for name, value in self.sums.items()}
         metrics["decode_tokens_per_s"] = self.generated / (self.decode_ms / 1000.0) if self.decode_ms else 0.0
         metrics["reports_per_s"] = count / self.wall_s
+        if self.drafted:
+            metrics["draft_accept_rate"] = self.accepted / self.drafted
         metrics["peak_mem_mb"] = self.peak_mb
         metrics.update(accuracy(self.predictions, self.pipeline.device))
         return metrics
@@ -264,6 +271,8 @@ TABLE_COLUMNS = [
     ("vision_ms", "vision ms", "{:.1f}"),
     ("prefill_ms", "prefill ms", "{:.1f}"),
     ("decode_ms", "decode ms", "{:.1f}"),
+    ("decode_steps", "dec steps", "{:.1f}"),
+    ("draft_accept_rate", "draft acc", "{:.2f}"),
     ("ttft_ms", "ttft ms", "{:.1f}"),
     ("llm_prefill_flops", "prefill GF", "{:.3g}"),
     ("kv_cache_mb", "kv MB", "{:.2f}"),

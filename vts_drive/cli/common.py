@@ -85,8 +85,8 @@ def add_set_argument(
 
 
 def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
-    """The model and the pipeline flags; each flag but --model, --questions and --free-box is short
-    for --set KEY=VALUE, and a flag left out keeps the model's setting, else the default shown."""
+    """The model and the pipeline flags; each flag but --model, --questions, --free-box and --no-draft
+    is short for --set KEY=VALUE, and a flag left out keeps the model's setting, else the default shown."""
     from vts_drive.config import ANCHORS, BACKENDS, MODES, PipelineConfig
     from vts_drive.model.names import default_model
 
@@ -149,6 +149,12 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
         help="decode the risk box without the grammar that keeps it four ordered numbers in [0, 1] "
         "(box_grammar=false)",
     )
+    group.add_argument(
+        "--no-draft",
+        action="store_true",
+        help="decode without the stream's previous answers as drafts; the answers are the same, "
+        "decoding takes more steps (draft=false)",
+    )
     add_set_argument(group)
 
 
@@ -208,6 +214,8 @@ def pipeline_overrides(args: argparse.Namespace) -> dict[str, object]:
         overrides["questions"] = read_questions(args.questions)
     if args.free_box:
         overrides["box_grammar"] = False
+    if args.no_draft:
+        overrides["draft"] = False
     overrides |= flag_overrides(args, FLAG_KEYS)  # --set last: it wins over the flags
     resolve_config(None, overrides, source="options")
     return overrides
