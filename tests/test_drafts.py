@@ -8,7 +8,7 @@ import torch
 
 from conftest import random_window
 from vts_drive.bench import BenchWindow
-from vts_drive.drafts import DraftStore, draft_continuation
+from vts_drive.drafts import GIVE_UP_AFTER, DraftLengths, DraftStore, draft_continuation
 from vts_drive.generation import GenerationMeter, decode, pass_groups, prefill
 from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.pipeline import Pipeline
@@ -29,6 +29,19 @@ def test_a_draft_follows_the_earlier_answer_and_goes_on_after_a_changed_token():
     # another answer counts from two tokens found together
     assert draft_continuation([[], [7, 1, 2]], [1], 10) == []
     assert draft_continuation([[], [7, 1, 2]], [7, 1], 10) == [2]
+
+
+def test_draft_lengths_follow_what_drafts_keep():
+    lengths = DraftLengths(2, 40)
+    assert lengths.limit(0) == 40
+    lengths.verified(0, 10, 3)  # rejected after 3: the next draft probes with 3
+    assert lengths.limit(0) == 3 and lengths.limit(1) == 40
+    lengths.verified(0, 3, 3)  # accepted in full: doubled
+    assert lengths.limit(0) == 6
+    lengths.verified(0, 6, 0)
+    assert lengths.limit(0) == 1
+    lengths.verified(1, GIVE_UP_AFTER, 1)  # drafts keep failing: no more drafting
+    assert lengths.limit(0) == lengths.limit(1) == 0
 
 
 def window_at(cameras: list[str], newest_ns: int) -> FrameWindow:

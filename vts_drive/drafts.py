@@ -22,6 +22,9 @@ MAX_PROMPTS = 256  # answers kept, the prompts used least recently dropped first
 # tokens of a row's answer that must be found together in a source other than its prompt's
 # earlier answer: one token (a comma, "the") is too weak a cue, and a wrong draft costs its tokens
 OTHER_MATCH = 2
+# a decode stops drafting once this many draft tokens were fed and under GIVE_UP_RATE of them kept:
+# drafts that keep failing (answers that change every window) would cost more passes than they save
+GIVE_UP_AFTER, GIVE_UP_RATE = 32, 0.2
 
 
 class DraftStore:
@@ -54,6 +57,30 @@ class DraftStore:
             self.answers[prompt] = answer
         for prompt in list(self.answers)[: max(0, len(self.answers) - MAX_PROMPTS)]:
             del self.answers[prompt]
+
+
+class DraftLengths:
+    """How many draft tokens each row of one decode may feed next. A row's first draft may be as
+    long as its answer can grow; one accepted in full doubles the next, one rejected limits the
+    next to the tokens it had accepted (at least one), so a row whose drafts fail probes with
+    short ones, which ride in its step's pass instead of costing a pass of their own. Drafting
+    stops for every row once drafts keep failing (GIVE_UP_AFTER, GIVE_UP_RATE)."""
+
+    def __init__(self, rows: int, longest: int) -> None:
+        self.limits = [longest] * rows
+        self.longest = longest
+        self.drafted = self.accepted = 0
+
+    def limit(self, row: int) -> int:
+        failing = self.drafted >= GIVE_UP_AFTER and self.accepted < GIVE_UP_RATE * self.drafted
+        return 0 if failing else self.limits[row]
+
+    def verified(self, row: int, drafted: int, accepted: int) -> None:
+        """Row `row` fed `drafted` draft tokens, of which the first `accepted` were kept."""
+        if drafted:
+            full = accepted == drafted
+            self.limits[row] = min(self.longest, 2 * self.limits[row]) if full else max(1, accepted)
+            self.drafted, self.accepted = self.drafted + drafted, self.accepted + accepted
 
 
 def draft_continuation(sources: list[list[int]], generated: list[int], limit: int) -> list[int]:

@@ -27,7 +27,7 @@ from transformers import PretrainedConfig
 
 from vts_drive.backend import LanguageStage
 from vts_drive.box_grammar import BoxConstraint
-from vts_drive.drafts import draft_continuation
+from vts_drive.drafts import DraftLengths, draft_continuation
 from vts_drive.flops import prefix_prefill_flops, qwen2_pair_flops, qwen2_token_flops, suffix_prefill_flops
 from vts_drive.measure import StageTimer, synchronize
 from vts_drive.model.kv_cache import KVCache
@@ -183,14 +183,19 @@ def decode(
     _, tokens = accept(state.rows, none, picks, answers, stop_ids, max_new_tokens, meter)
     cache, rows = state.cache, state.rows
     positions = state.next_positions  # [A] of each row's next token
+    lengths = DraftLengths(len(state.rows), max_new_tokens)
     while going := [index for index, token in enumerate(tokens) if token is not None]:
         if len(going) < len(rows):
             still = torch.tensor(going, device=device)
             rows, cache, positions = [rows[i] for i in going], cache.select_rows(still), positions[still]
         fed_tokens = [token for token in tokens if token is not None]
-        # the room left: accepted draft tokens and the pick after them stay within max_new_tokens
+        # within the room left: accepted draft tokens and the pick after them stay within max_new_tokens
         fed = [
-            draft_continuation([drafts[row], *answers], answers[row], max_new_tokens - len(answers[row]) - 1)
+            draft_continuation(
+                [drafts[row], *answers],
+                answers[row],
+                min(lengths.limit(row), max_new_tokens - len(answers[row]) - 1),
+            )
             if drafts
             else []
             for row in rows
@@ -209,6 +214,8 @@ def decode(
             part_kept, part_following = accept(
                 part_rows, part_fed, picks, answers, stop_ids, max_new_tokens, meter
             )
+            for row, draft, row_kept in zip(part_rows, part_fed, part_kept):
+                lengths.verified(row, len(draft), row_kept - 1)
             width = 1 + max(len(draft) for draft in part_fed)
             if min(part_kept) < width:  # a draft token rejected, or a row padded
                 part.keep_new(torch.tensor(part_kept, device=device), width)
