@@ -318,24 +318,24 @@ def greedy_picks(
     answers: list[list[int]],
     constraints: list[BoxConstraint | None] | None,
 ) -> list[list[int]]:
-    """Each row's greedy pick after its token and after each draft token it was fed; logits
-    [N, V] hold them row by row. A row's constraint, after draft token j, sees the row's answer
-    followed by the draft's first j tokens: a draft token the grammar forbids is never the
-    pick, so it is rejected."""
-    if constraints is not None:
-        row_constraints: list[BoxConstraint | None] = []
-        generated: list[list[int]] = []
-        for row, draft in zip(rows, fed):
-            constraint = constraints[row]
-            row_constraints += [constraint] * (len(draft) + 1)
-            generated += [
-                answers[row] + draft[:j] if constraint is not None else [] for j in range(len(draft) + 1)
-            ]
-        logits = constrain(logits, row_constraints, generated)
-    flat = logits.argmax(dim=-1).tolist()  # [N]
+    """Each row's greedy picks after its token and after each draft token it was fed, up to the
+    first that disagrees with the draft; logits [N, V] hold them row by row. A row's constraint,
+    after draft token j, sees the row's answer followed by the draft's first j tokens: a draft
+    token the grammar forbids is never the pick, so it is rejected."""
+    flat = logits.argmax(dim=-1).tolist()  # [N] the picks of unconstrained rows
     picks, start = [], 0
-    for draft in fed:
-        picks.append(flat[start : start + len(draft) + 1])
+    for row, draft in zip(rows, fed):
+        constraint = constraints[row] if constraints is not None else None
+        picked: list[int] = []
+        for j in range(len(draft) + 1):
+            pick = flat[start + j]
+            if constraint is not None:
+                column = logits[start + j : start + j + 1]  # [1, V]
+                pick = int(constrain(column, [constraint], [answers[row] + draft[:j]]).argmax())
+            picked.append(pick)
+            if j == len(draft) or pick != draft[j]:
+                break
+        picks.append(picked)
         start += len(draft) + 1
     return picks
 

@@ -160,14 +160,16 @@ class KVCache:
         are dropped, and each row's entries moved to the front, in order (attention follows
         their positions, not their places), so no row holds more than its own tokens: no
         later query sees a rejected entry, and none costs memory or time."""
+        before: torch.Tensor | None = None  # the layer before's valid mask, and what it became
         for index, kv in enumerate(self.layers):
             if kv is None:
                 continue
-            columns = torch.arange(width, device=kv.valid.device)  # [W]
-            valid = kv.valid.clone()
-            valid[:, -width:] &= columns[None, :] < kept.to(valid.device)[:, None]  # [B, W]
-            held = int(valid.sum(dim=1).max())  # entries of the fullest row
-            order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :held]  # [B, n]
+            if before is None or not torch.equal(kv.valid, before):  # decoding gives every layer the same
+                before, columns = kv.valid, torch.arange(width, device=kv.valid.device)  # [W]
+                valid = kv.valid.clone()
+                valid[:, -width:] &= columns[None, :] < kept.to(valid.device)[:, None]  # [B, W]
+                held = int(valid.sum(dim=1).max())  # entries of the fullest row
+                order = torch.sort((~valid).to(torch.uint8), dim=1, stable=True).indices[:, :held]  # [B, n]
             gather = order[:, None, :, None].expand(-1, kv.keys.shape[1], -1, kv.keys.shape[3])
             self.layers[index] = LayerKV(
                 keys=kv.keys.gather(2, gather),
