@@ -27,6 +27,8 @@ SELF_ROUTERS=${SELF_ROUTERS:-data/routers/self-target}
     --out "$SELF_ROUTERS" --aux-target self --r 0.2 --layers 0,1,2,3 --steps 150 --scenes 600
 vts-drive bench "${STREAM[@]}" --modes "dense,newest,mod,mod[r=0.2],mod[r=0.2,routing=random],mod[r=0.2,routing=uniform],mod[r=0.2,gate=0],mod[routers=$SELF_ROUTERS]" \
     --json results/ablation_routing.json --plot results/ablation_routing.png
+vts-drive bench --model "$MODEL" --data "$DATA" --windows 60 --frames 4 --stride 1 \
+    --modes "naive,dense,vts+mod,vts+mod[draft=false]" --json results/bench_draft.json
 vts-drive bench "${STREAM[@]}" --modes "dense,newest,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png
 
