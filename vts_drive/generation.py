@@ -176,14 +176,14 @@ def decode(
     steps; the entries of draft tokens not kept are discarded."""
     device = state.logits.device
     answers: list[list[int]] = [[] for _ in state.rows]
-    none: list[list[int]] = [[] for _ in state.rows]
-    picks = greedy_picks(state.logits, state.rows, none, answers, constraints)
+    undrafted: list[list[int]] = [[] for _ in state.rows]  # the prefill's picks come before any draft
+    picks = greedy_picks(state.logits, state.rows, undrafted, answers, constraints)
     if meter is not None:
         meter.first_token(device)
-    _, tokens = accept(state.rows, none, picks, answers, stop_ids, max_new_tokens, meter)
+    _, tokens = accept(state.rows, undrafted, picks, answers, stop_ids, max_new_tokens, meter)
     cache, rows = state.cache, state.rows
     positions = state.next_positions  # [A] of each row's next token
-    lengths = DraftLengths(len(state.rows), max_new_tokens)
+    draft_lengths = DraftLengths(len(state.rows), max_new_tokens)
     while going := [index for index, token in enumerate(tokens) if token is not None]:
         if len(going) < len(rows):
             still = torch.tensor(going, device=device)
@@ -194,7 +194,7 @@ def decode(
             draft_continuation(
                 [drafts[row], *answers],
                 answers[row],
-                min(lengths.limit(row), max_new_tokens - len(answers[row]) - 1),
+                min(draft_lengths.limit(row), max_new_tokens - len(answers[row]) - 1),
             )
             if drafts
             else []
@@ -215,7 +215,7 @@ def decode(
                 part_rows, part_fed, picks, answers, stop_ids, max_new_tokens, meter
             )
             for row, draft, row_kept in zip(part_rows, part_fed, part_kept):
-                lengths.verified(row, len(draft), row_kept - 1)
+                draft_lengths.verified(row, len(draft), row_kept - 1)
             width = 1 + max(len(draft) for draft in part_fed)
             if min(part_kept) < width:  # a draft token rejected, or a row padded
                 part.keep_new(torch.tensor(part_kept, device=device), width)
