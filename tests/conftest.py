@@ -27,6 +27,25 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def routed_model_dir(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model with a keyframe scorer and routers beside it, so every mode runs: layer 1
+    routed at r = 0.25, layer 0 dense, so the layers' caches hold different numbers of entries.
+    Shared by the tests that need it; none writes into it."""
+    import shutil
+
+    from vts_drive.config import KeyframeConfig, ModConfig
+    from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
+    from vts_drive.mod.routing import Routers, save_routers
+
+    folder = tmp_path_factory.mktemp("routed") / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.manual_seed(0)
+    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[1])), folder)
+    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def tiny_pipeline(tiny_model_dir: Path):
     from vts_drive.pipeline import Pipeline
 

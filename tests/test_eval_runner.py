@@ -3,19 +3,14 @@ side, resume without recomputation, restart on changed settings, blind baseline,
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import TEST_SELECTION
 from test_eval_judge import tiny_judge
 from vts_drive.cli import main
-from vts_drive.config import KeyframeConfig, ModConfig
 from vts_drive.eval import lingoqa
-from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
-from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.pipeline import Pipeline
 from vts_drive.synth.generate import SynthConfig, generate_dataset
 
@@ -43,14 +38,8 @@ def export(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def model(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model with a keyframe scorer and routers, so every mode runs."""
-    folder = tmp_path_factory.mktemp("eval") / "model"
-    shutil.copytree(tiny_model_dir, folder)
-    torch.manual_seed(0)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
-    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[1])), folder)
-    return folder
+def model(routed_model_dir) -> Path:
+    return routed_model_dir
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,13 +17,11 @@ from vts_drive.engines.check_onnx import check_model, check_onnx_file
 from vts_drive.engines.export import DEFAULT_CAMERAS, export_engines, legalize_for_tensorrt, shipped_prompts
 from vts_drive.engines.manifest import model_hash, read_manifest, write_manifest
 
-from conftest import TEST_SELECTION, random_window
+from conftest import random_window
 from vts_drive.cli import main
-from vts_drive.config import KeyframeConfig, ModConfig, resolve_config
+from vts_drive.config import resolve_config
 from vts_drive.errors import InputError
 from vts_drive.generation import GenerationMeter
-from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
-from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.model.loading import load_model
 from vts_drive.pipeline import Pipeline
@@ -32,14 +30,8 @@ MODES = ["dense", "vts", "mod", "vts+mod"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("export") / "model"
-    shutil.copytree(tiny_model_dir, folder)
-    torch.manual_seed(0)
-    # layer 1 routed, layer 0 dense: the layers' caches hold different numbers of entries
-    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[1])), folder)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
-    return folder
+def model_dir(routed_model_dir):
+    return routed_model_dir
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ reads no weight file into tensors, the pipeline holds no torch module or weight,
 greedy answers are those of the torch backend."""
 
 import gc
-import shutil
 import types
 
 import pytest
@@ -12,13 +11,10 @@ import transformers
 from torch import nn
 from vts_drive.engines.export import export_engines
 
-from conftest import TEST_SELECTION, random_window
+from conftest import random_window
 from vts_drive import pipeline as pipeline_module
 from vts_drive.bench import needs_weights, parse_mode_specs
-from vts_drive.config import KeyframeConfig, ModConfig
 from vts_drive.errors import InputError
-from vts_drive.keyframe.scorer import KeyframeScorer, save_scorer
-from vts_drive.mod.routing import Routers, save_routers
 from vts_drive.model import weights
 from vts_drive.model.loading import load_spec
 from vts_drive.naive import answer_naively
@@ -29,18 +25,13 @@ PROMPTS = ["Describe the driving scene.", "Why?", "What should the ego car do?"]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tiny_model_dir, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("weight_free") / "model"
-    shutil.copytree(tiny_model_dir, folder)
-    torch.manual_seed(0)
-    save_routers(Routers(hidden_size=64, num_layers=2, config=ModConfig(keep_ratio=0.25, layers=[1])), folder)
-    save_scorer(KeyframeScorer(KeyframeConfig(input_size=32, **TEST_SELECTION)).eval(), folder)
-    return folder
+def model_dir(routed_model_dir):
+    return routed_model_dir
 
 
 @pytest.fixture(scope="module")
-def engines(model_dir):
-    folder = model_dir.parent / "engines"
+def engines(model_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weight_free") / "engines"
     _, violations = export_engines(str(model_dir), MODE, folder)
     assert violations == []
     return folder
