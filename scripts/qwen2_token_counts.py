@@ -15,6 +15,7 @@ from pathlib import Path
 
 import regex
 
+from vts_drive.errors import InputError
 from vts_drive.model.small import QWEN2_SPLIT
 from vts_drive.prompt import DESCRIPTION_PROMPT, END_OF_TURN, RISK_PROMPT, SYSTEM_PROMPT
 from vts_drive.synth.truth import QUESTIONS, TEMPORAL_QUESTIONS
@@ -23,10 +24,19 @@ SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 
 
 def read_ranks(path: Path) -> dict[bytes, int]:
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError as error:
+        raise InputError(f"{path}: cannot read the rank file ({error.strerror})") from None
     ranks = {}
-    for line in path.read_bytes().splitlines():
-        token, rank = line.split()
-        ranks[base64.b64decode(token)] = int(rank)
+    for number, line in enumerate(lines, 1):
+        try:
+            token, rank = line.split()
+            ranks[base64.b64decode(token, validate=True)] = int(rank)
+        except ValueError:
+            raise InputError(
+                f"{path}:{number}: not a line '<base64 token> <rank>' of a BPE rank file"
+            ) from None
     return ranks
 
 
@@ -59,7 +69,10 @@ def main() -> None:
     )
     parser.add_argument("ranks", type=Path)
     args = parser.parse_args()
-    ranks = read_ranks(args.ranks)
+    try:
+        ranks = read_ranks(args.ranks)
+    except InputError as error:
+        parser.exit(2, f"error: {error}\n")
     pieces = [f"<|im_start|>system\n{SYSTEM_PROMPT}{END_OF_TURN}\n<|im_start|>user\n"]
     for camera in ("front", "front_left", "front_right"):
         pieces.append(f"camera {camera}:\n")
