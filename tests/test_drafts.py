@@ -8,7 +8,7 @@ import torch
 
 from conftest import random_window
 from vts_drive.bench import BenchWindow
-from vts_drive.drafts import GIVE_UP_AFTER, DraftLengths, DraftStore, draft_continuation
+from vts_drive.drafts import PROBE, RECENT_ANSWERS, Draft, DraftLengths, DraftSources, DraftStore
 from vts_drive.generation import GenerationMeter, decode, pass_groups, prefill
 from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.pipeline import Pipeline
@@ -18,30 +18,51 @@ from vts_drive.synth.generate import SynthConfig, generate_dataset
 from vts_drive.window import FrameWindow
 
 
+def continuation(drafts: list[Draft], generated: list[int], limit: int, row: int = 0) -> list[int]:
+    """Row `row`'s draft after `generated`, its answer so far, among `drafts` in a window of two rows."""
+    sources = DraftSources(drafts, rows=2)
+    answers = [[], []]
+    answers[row] = generated
+    sources.sync(answers)
+    return sources.continuation(row, generated, limit)
+
+
 def test_a_draft_follows_the_earlier_answer_and_goes_on_after_a_changed_token():
-    previous = [1, 2, 3, 4, 5, 6]
-    assert draft_continuation([previous], [1], 10) == [2, 3, 4, 5, 6]
-    assert draft_continuation([previous], [1, 2, 3], 2) == [4, 5]
-    assert draft_continuation([previous], [1, 2, 9], 10) == [4, 5, 6]  # 9 replaced 3
-    assert draft_continuation([previous], [7, 8], 10) == []
-    assert draft_continuation([previous], [5], 0) == []
-    assert draft_continuation([[1, 5, 3, 1, 6]], [3, 1], 10) == [6]  # the longest end found wins
-    # another answer counts from two tokens found together
-    assert draft_continuation([[], [7, 1, 2]], [1], 10) == []
-    assert draft_continuation([[], [7, 1, 2]], [7, 1], 10) == [2]
+    previous = [Draft(0, [1, 2, 3, 4, 5, 6])]
+    assert continuation(previous, [1], 10) == [2, 3, 4, 5, 6]
+    assert continuation(previous, [1, 2, 3], 2) == [4, 5]
+    assert continuation(previous, [1, 2, 9], 10) == [4, 5, 6]  # 9 replaced 3
+    assert continuation(previous, [7, 8], 10) == []
+    assert continuation(previous, [5], 0) == []
+    assert continuation([Draft(0, [1, 5, 3, 1, 6])], [3, 1], 10) == [6]  # the longest end found wins
+
+
+def test_other_answers_count_from_two_tokens_and_the_stream_answer_wins_ties():
+    other = [Draft(1, [7, 1, 2])]  # an answer to the other prompt
+    assert continuation(other, [1], 10) == []
+    assert continuation(other, [7, 1], 10) == [2]
+    assert continuation([Draft(None, [7, 1, 2])], [7, 1], 10) == [2]  # a prompt not asked now
+    # the row's own answer so far: a phrase it repeats
+    assert continuation([], [4, 5, 6, 4, 5], 10) == [6, 4, 5]
+    # equally long matches: the first draft (the stream's previous answer) is followed
+    assert continuation([Draft(0, [1, 2, 3]), Draft(0, [1, 2, 8])], [1, 2], 10) == [3]
+    # this window's other row: found once it is indexed
+    sources = DraftSources([], rows=2)
+    sources.sync([[9, 8, 7, 6], [3]])
+    assert sources.continuation(1, [3, 9, 8], 10) == [7, 6]
 
 
 def test_draft_lengths_follow_what_drafts_keep():
     lengths = DraftLengths(2, 40)
     assert lengths.limit(0) == 40
-    lengths.verified(0, 10, 3)  # rejected after 3: the next draft probes with 3
-    assert lengths.limit(0) == 3 and lengths.limit(1) == 40
-    lengths.verified(0, 3, 3)  # accepted in full: doubled
-    assert lengths.limit(0) == 6
-    lengths.verified(0, 6, 0)
-    assert lengths.limit(0) == 1
-    lengths.verified(1, GIVE_UP_AFTER, 1)  # drafts keep failing: no more drafting
-    assert lengths.limit(0) == lengths.limit(1) == 0
+    lengths.verified(0, 10, 6)  # rejected after 6: the next draft probes with 6
+    assert lengths.limit(0) == 6 and lengths.limit(1) == 40
+    lengths.verified(0, 6, 6)  # accepted in full: doubled
+    assert lengths.limit(0) == 12
+    lengths.verified(0, 12, 0)  # rejected at once: PROBE tokens still ride along
+    assert lengths.limit(0) == PROBE
+    lengths.verified(1, 0, 0)  # fed no draft: nothing learnt
+    assert lengths.limit(1) == 40
 
 
 def window_at(cameras: list[str], newest_ns: int) -> FrameWindow:
@@ -51,17 +72,35 @@ def window_at(cameras: list[str], newest_ns: int) -> FrameWindow:
     )
 
 
-def test_drafts_belong_to_their_stream():
+def test_stream_answers_belong_to_their_stream_and_recent_answers_stay_as_wording():
     store = DraftStore()
     store.keep(window_at(["front"], 10), ["p", "q"], [[1, 2], [3]])
-    assert store.drafts(window_at(["front"], 10), ["q", "new"]) == [[3], []]  # the same window again
-    assert store.drafts(window_at(["front"], 20), ["p"]) == [[1, 2]]  # the next window
-    assert store.drafts(window_at(["front", "rear"], 30), ["p"]) == [[]]  # other cameras
-    store.keep(window_at(["front"], 40), ["p"], [[4]])
-    assert store.drafts(window_at(["front"], 5), ["p"]) == [[]]  # stamps went back: a new recording
-    store.keep(window_at(["front"], 50), ["p"], [[4]])
+    # the same window again: each asked prompt's stream answer first, then recent answers of any prompt
+    assert store.drafts(window_at(["front"], 10), ["q", "new"]) == [Draft(0, [3]), Draft(None, [1, 2])]
+    assert store.drafts(window_at(["front"], 20), ["p"])[0] == Draft(0, [1, 2])  # the next window
+    assert store.drafts(window_at(["front"], 20), ["p", "p"])[:2] == [Draft(0, [1, 2]), Draft(1, [1, 2])]
+    store.keep(window_at(["front"], 20), ["p"], [[4]])
+    # the stream answer is not repeated among the recent ones; the older answer is
+    assert store.drafts(window_at(["front"], 30), ["p"]) == [
+        Draft(0, [4]),
+        Draft(0, [1, 2]),
+        Draft(None, [3]),
+    ]
+    # other cameras: a new stream, no stream answer, the recent answers as wording
+    assert store.drafts(window_at(["front", "rear"], 40), ["p"]) == [
+        Draft(0, [4]),
+        Draft(0, [1, 2]),
+        Draft(None, [3]),
+    ]
+    assert not store.answers
+    store.keep(window_at(["front"], 50), ["p"], [[5]])
+    assert store.drafts(window_at(["front"], 5), ["p"])[0] == Draft(0, [5])  # stamps went back: recent only
+    assert not store.answers
+    for answer in range(10, 10 + RECENT_ANSWERS + 2):
+        store.keep(window_at(["front"], answer), ["p"], [[answer]])
+    assert len(store.recent["p"]) == RECENT_ANSWERS and store.recent["p"][0] == [answer]
     store.clear()
-    assert store.drafts(window_at(["front"], 60), ["p"]) == [[]]
+    assert not store.answers and store.recent
 
 
 def test_pass_groups_trade_padding_for_passes():
@@ -113,10 +152,12 @@ def test_any_drafts_give_the_answers_of_greedy_decoding(tiny_model_dir):
     suffixes = [pipeline.prompts.question_ids(text) for text in prompts]
 
     def answers(drafts=None, constraints=None):
+        """Greedy answers with `drafts` (per prompt: token ids) as the prompts' earlier answers."""
         meter = GenerationMeter(decoder.config)
+        earlier = None if drafts is None else [Draft(row, tokens) for row, tokens in enumerate(drafts)]
         with torch.no_grad():
             state = prefill(decoder, context, suffixes, pipeline.pad_id)
-            return decode(decoder, state, pipeline.stop_ids, 10, constraints, meter, drafts), meter
+            return decode(decoder, state, pipeline.stop_ids, 10, constraints, meter, earlier), meter
 
     expected, plain = answers()
     assert any(len(answer) > 3 for answer in expected)

@@ -27,7 +27,7 @@ from transformers import PretrainedConfig
 
 from vts_drive.backend import LanguageStage
 from vts_drive.box_grammar import BoxConstraint
-from vts_drive.drafts import DraftLengths, draft_continuation
+from vts_drive.drafts import Draft, DraftLengths, DraftSources
 from vts_drive.flops import prefix_prefill_flops, qwen2_pair_flops, qwen2_token_flops, suffix_prefill_flops
 from vts_drive.measure import StageTimer, synchronize
 from vts_drive.model.kv_cache import KVCache
@@ -165,15 +165,15 @@ def decode(
     max_new_tokens: int,
     constraints: list[BoxConstraint | None] | None = None,
     meter: GenerationMeter | None = None,
-    drafts: list[list[int]] | None = None,
+    drafts: list[Draft] | None = None,
 ) -> list[list[int]]:
     """Greedy answers, one per prompt without its end-of-turn token: every row one token per
     step, a row leaving the batch when it ends its turn. `constraints`: per prompt, what keeps
-    its answer well formed (None: free). `drafts`: per prompt, token ids its answer likely
-    repeats (the stream's previous answer, drafts.py): a step then also feeds each row's draft
-    continuation after its token and keeps the longest prefix its greedy picks agree with, plus
-    its pick after that, so the answers are those decoding without drafts gives, in fewer
-    steps; the entries of draft tokens not kept are discarded."""
+    its answer well formed (None: free). `drafts`: earlier answers the answers likely repeat
+    (drafts.py): a step then also feeds each row a continuation drafted from them after its
+    token and keeps the longest prefix its greedy picks agree with, plus its pick after that,
+    so the answers are those decoding without drafts gives, in fewer steps; the entries of
+    draft tokens not kept are discarded."""
     device = state.logits.device
     answers: list[list[int]] = [[] for _ in state.rows]
     undrafted: list[list[int]] = [[] for _ in state.rows]  # the prefill's picks come before any draft
@@ -184,22 +184,22 @@ def decode(
     cache, rows = state.cache, state.rows
     positions = state.next_positions  # [A] of each row's next token
     draft_lengths = DraftLengths(len(state.rows), max_new_tokens)
+    sources = DraftSources(drafts, len(state.rows)) if drafts is not None else None
     while going := [index for index, token in enumerate(tokens) if token is not None]:
         if len(going) < len(rows):
             still = torch.tensor(going, device=device)
             rows, cache, positions = [rows[i] for i in going], cache.select_rows(still), positions[still]
         fed_tokens = [token for token in tokens if token is not None]
         # within the room left: accepted draft tokens and the pick after them stay within max_new_tokens
-        fed = [
-            draft_continuation(
-                [drafts[row], *answers],
-                answers[row],
-                min(draft_lengths.limit(row), max_new_tokens - len(answers[row]) - 1),
-            )
-            if drafts
-            else []
-            for row in rows
-        ]
+        fed: list[list[int]] = [[] for _ in rows]
+        if sources is not None:
+            sources.sync(answers)
+            fed = [
+                sources.continuation(
+                    row, answers[row], min(draft_lengths.limit(row), max_new_tokens - len(answers[row]) - 1)
+                )
+                for row in rows
+            ]
         groups = pass_groups([1 + len(draft) for draft in fed])
         caches: list[KVCache] = []
         order: list[int] = []  # the rows as the passes took them
@@ -352,7 +352,7 @@ def generate(
     constraints: list[BoxConstraint | None] | None = None,
     head_cache: HeadCache | None = None,
     meter: GenerationMeter | None = None,
-    drafts: list[list[int]] | None = None,
+    drafts: list[Draft] | None = None,
 ) -> list[list[int]]:
     """prefill, then decode, each timed as a stage; token ids per prompt (see both)."""
     with timer.stage("prefill"):
