@@ -196,7 +196,7 @@ def synth_stream(tmp_path_factory) -> list[BenchWindow]:
 @pytest.mark.parametrize("mode", ["vts+mod", "dense"])
 def test_a_stream_decodes_the_same_answers_with_drafts_in_fewer_passes(synth_stream, mode):
     """The shipped model over two streams: every window answers as without drafts, the box
-    grammar on; later windows of a stream accept drafts, a new stream starts without them."""
+    grammar on; later windows of a stream accept drafts, and decoding takes fewer passes."""
     drafting = Pipeline.load("synthdrive-tiny", {"mode": mode})
     plain = Pipeline.load("synthdrive-tiny", {"mode": mode, "draft": False})
     assert drafting.box_constraint is not None
@@ -210,5 +210,7 @@ def test_a_stream_decodes_the_same_answers_with_drafts_in_fewer_passes(synth_str
         steps, plain_steps = steps + meter.decode_steps, plain_steps + plain_meter.decode_steps
     assert all(count > 0 for count in accepted[1:3] + accepted[4:])  # from each stream's second window
     assert steps < plain_steps
-    drafting.new_stream()
-    assert not drafting.drafts.answers and not drafting.frame_cache.frames
+    drafting.new_stream()  # the stream's answers go, their wording stays
+    assert not drafting.drafts.answers and not drafting.frame_cache.frames and drafting.drafts.recent
+    drafting.cold_start()  # as a fresh process: what a warm-up window left is gone too
+    assert not drafting.drafts.recent

@@ -7,7 +7,7 @@ or their short names (config.ALIASES), for sweeps and ablations:
     dense, vts, vts[vts.budget=0.3], mod[mod.keep_ratio=0.1], mod[routing=random],
     vts+mod[skip=0.3], vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch),
     vts+mod[draft=false] (decoding without the previous window's answers as drafts)
-Each mode first runs one warm-up window and forgets the stream (frame cache, drafts),
+Each mode first runs one warm-up window and forgets it (frame cache, earlier answers),
 so every mode sees the same stream from a cold start; then the modes take turns window by
 window, so a machine whose speed drifts during the run moves all of them alike.
 """
@@ -161,10 +161,10 @@ class ModeRun:
         self.predictions: list[tuple[BenchWindow, WindowAnswers]] = []
 
     def warm_up(self, item: BenchWindow) -> None:
-        """One window before measuring, then the stream forgotten (frame cache, drafts): every mode
+        """One window before measuring, then forgotten (frame cache, earlier answers): every mode
         starts the stream cold."""
         self.answer(item.window, [DESCRIPTION_PROMPT, RISK_PROMPT, *item.questions])
-        self.pipeline.new_stream()
+        self.pipeline.cold_start()
 
     def measure(self, item: BenchWindow) -> None:
         with PeakMemory(self.pipeline.device) as peak:

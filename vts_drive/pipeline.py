@@ -129,6 +129,12 @@ class Pipeline:
         self.frame_cache.clear()
         self.drafts.clear()
 
+    def cold_start(self) -> None:
+        """Forget everything windows leave behind, the recent answers drafts draw wording from
+        too: measuring after a warm-up window starts as a fresh process does."""
+        self.new_stream()
+        self.drafts = DraftStore()
+
     @property
     def model_name(self) -> str:
         return self.model.name

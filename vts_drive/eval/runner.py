@@ -189,7 +189,7 @@ def predict(
             window = blank(window) if blind else window
             if not warm:  # first-call costs (allocations, lazy init) stay out of the figures
                 answer(window, item.prompts)
-                pipeline.new_stream()
+                pipeline.cold_start()
                 warm = True
             record = measure(answer, pipeline, item, window)
             record.update(benchmark.record(item, record.pop("answers")))
