@@ -1,6 +1,6 @@
 """Draft decoding: the stream's previous answers as drafts give, token for token, the answers
 decoding without drafts gives (greedy, with the box grammar, pooled prompt K/V and MoD), in
-fewer decoder passes; a new stream drops them."""
+fewer decoder passes; a new stream drops its answers, not their wording."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,15 @@ import torch
 
 from conftest import random_window
 from vts_drive.bench import BenchWindow
-from vts_drive.drafts import PROBE, RECENT_ANSWERS, Draft, DraftLengths, DraftSources, DraftStore
+from vts_drive.drafts import (
+    OTHER_PROMPTS,
+    PROBE,
+    RECENT_ANSWERS,
+    Draft,
+    DraftLengths,
+    DraftSources,
+    DraftStore,
+)
 from vts_drive.generation import GenerationMeter, decode, pass_groups, prefill
 from vts_drive.model.kv_cache import KVCache, LayerKV
 from vts_drive.pipeline import Pipeline
@@ -101,6 +109,11 @@ def test_stream_answers_belong_to_their_stream_and_recent_answers_stay_as_wordin
     assert len(store.recent["p"]) == RECENT_ANSWERS and store.recent["p"][0] == [answer]
     store.clear()
     assert not store.answers and store.recent
+    # many free-form prompts: a window drafts from the newest answers of the latest OTHER_PROMPTS only
+    prompts = [f"question {number}" for number in range(OTHER_PROMPTS + 8)]
+    store.keep(window_at(["front"], 100), prompts, [[number] for number in range(len(prompts))])
+    wording = store.drafts(window_at(["front"], 110), ["new"])
+    assert [draft.tokens for draft in wording] == [[number] for number in reversed(range(8, len(prompts)))]
 
 
 def test_pass_groups_trade_padding_for_passes():

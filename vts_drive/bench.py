@@ -6,7 +6,7 @@ or either with settings in brackets, dotted keys of the configuration (config.py
 or their short names (config.ALIASES), for sweeps and ablations:
     dense, vts, vts[vts.budget=0.3], mod[mod.keep_ratio=0.1], mod[routing=random],
     vts+mod[skip=0.3], vts+mod[backend=onnxruntime,engines=engines/NAME] (the exported graphs next to torch),
-    vts+mod[draft=false] (decoding without the previous window's answers as drafts)
+    vts+mod[draft=false] (decoding without earlier answers as drafts)
 Each mode first runs one warm-up window and forgets it (frame cache, earlier answers),
 so every mode sees the same stream from a cold start; then the modes take turns window by
 window, so a machine whose speed drifts during the run moves all of them alike.

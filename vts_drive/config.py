@@ -141,7 +141,7 @@ class PipelineConfig:
     max_new_tokens: int = 48
     box_grammar: bool = True  # keep the risk answer's box four ordered numbers in [0, 1] while decoding
     frame_cache: bool = True  # reuse each frame's results across overlapping windows of a stream
-    draft: bool = True  # each prompt's answer in the stream's previous window drafts its decoding (lossless)
+    draft: bool = True  # earlier answers (first the stream's previous window's) draft decoding (lossless)
     seed: int = 0  # seeds every random choice a pipeline makes (random routing)
     keyframe_scorer: str = ""  # folder with keyframe_scorer.safetensors; "": the model's folder
     routers: str = ""  # folder with mod_router.safetensors; "": the model's folder

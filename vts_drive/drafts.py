@@ -28,6 +28,7 @@ from vts_drive.window import FrameWindow
 
 MAX_PROMPTS = 256  # prompts whose answers are kept, those used least recently dropped first
 RECENT_ANSWERS = 4  # distinct recent answers kept per prompt, across streams
+OTHER_PROMPTS = 32  # prompts not asked in a window whose newest answer it drafts from, latest first
 # tokens that must be found together in a source other than the row's own prompt's answers: one
 # token (a comma, "the") is too weak a cue, and a wrong draft costs its tokens
 OTHER_MATCH = 2
@@ -62,8 +63,8 @@ class DraftStore:
 
     def drafts(self, window: FrameWindow, prompts: list[str]) -> list[Draft]:
         """What this window's prompts may draft from: each prompt's last answer in the stream
-        first, then the recent answers of these prompts, then those of others; a window of
-        another stream first drops the stream's."""
+        first, then their other recent answers, then the newest answers of prompts answered
+        lately; a window of another stream first drops the stream's."""
         newest = max(stamps[-1] for stamps in window.stamps_ns)
         if tuple(window.cameras) != self.cameras or newest < self.newest_ns:
             self.clear()
@@ -75,11 +76,13 @@ class DraftStore:
             for index, prompt in enumerate(prompts)
             if prompt in self.answers
         ]
-        # the asked prompts' recent answers before the others' (ties go to the first found)
-        for prompt, answers in sorted(self.recent.items(), key=lambda item: item[0] not in asked):
-            stream = self.answers.get(prompt) if prompt in asked else None  # already first
-            indices: list[int | None] = list(asked.get(prompt, [None]))
-            drafts += [Draft(index, answer) for answer in answers if answer != stream for index in indices]
+        for prompt in asked:  # the asked prompts' other recent answers
+            stream = self.answers.get(prompt)  # already first
+            earlier = [answer for answer in self.recent.get(prompt, []) if answer != stream]
+            drafts += [Draft(index, answer) for answer in earlier for index in asked[prompt]]
+        # then the newest answer of each prompt answered lately but not asked now, as wording
+        others = [prompt for prompt in reversed(self.recent) if prompt not in asked][:OTHER_PROMPTS]
+        drafts += [Draft(None, self.recent[prompt][0]) for prompt in others]
         return drafts
 
     def keep(self, window: FrameWindow, prompts: list[str], answers: list[list[int]]) -> None:

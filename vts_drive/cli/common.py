@@ -152,7 +152,7 @@ def add_pipeline_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--no-draft",
         action="store_true",
-        help="decode without the stream's previous answers as drafts; the answers are the same, "
+        help="decode without earlier answers as drafts; the answers are the same, "
         "decoding takes more steps (draft=false)",
     )
     add_set_argument(group)
