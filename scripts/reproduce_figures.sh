@@ -5,6 +5,7 @@
 # past. Writes results/*.json, *.png and eval folders. About an hour on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # the figures are of 1 CPU thread
 MODEL=${MODEL:-synthdrive-tiny}
 DATA=${DATA:-data/synth-heldout}
 [ -d "$DATA" ] || vts-drive synth --out "$DATA" --scenes 200 --seed 1001
@@ -12,7 +13,7 @@ TRAIN=${TRAIN:-data/synth-train}
 [ -d "$TRAIN" ] || vts-drive synth --out "$TRAIN" --scenes 600 --seed 1 --formats synth
 STREAM=(--model "$MODEL" --data "$DATA" --windows 100 --frames 4 --stride 1)
 
-vts-drive bench "${STREAM[@]}" --modes "naive,dense,newest,vts,prumerge,prumerge+,mod,vts+mod" \
+vts-drive bench "${STREAM[@]}" --modes "naive,dense,newest,vts,prumerge,prumerge+,mod,vts+mod,vts+mod[draft=false]" \
     --json results/bench_modes.json --plot results/bench_modes.png
 vts-drive bench "${STREAM[@]}" --modes "dense,newest,vts[budget=0.1],vts[budget=0.2],vts[budget=0.3],vts[budget=0.4],vts[budget=0.6],vts[budget=1.0]" \
     --json results/sweep_budget.json --plot results/sweep_budget.png
@@ -29,6 +30,11 @@ vts-drive bench "${STREAM[@]}" --modes "dense,newest,mod,mod[r=0.2],mod[r=0.2,ro
     --json results/ablation_routing.json --plot results/ablation_routing.png
 vts-drive bench --model "$MODEL" --data "$DATA" --windows 60 --frames 4 --stride 1 \
     --modes "naive,dense,vts+mod,vts+mod[draft=false]" --json results/bench_draft.json
+ENGINES=${ENGINES:-engines/ci-synthdrive-tiny}
+vts-drive export --model "$MODEL" --mode vts+mod --out "$ENGINES" --force
+vts-drive bench --model "$MODEL" --data "$DATA" --windows 60 --frames 4 --stride 1 \
+    --modes "vts+mod,vts+mod[draft=false],vts+mod[backend=onnxruntime,engines=$ENGINES],vts+mod[backend=onnxruntime,engines=$ENGINES,draft=false]" \
+    --json results/bench_draft_onnxruntime.json
 vts-drive bench "${STREAM[@]}" --modes "dense,newest,vts+mod[skip=0],vts+mod[skip=0.1],vts+mod[skip=0.2],vts+mod[skip=0.3],vts+mod[skip=0.5]" \
     --json results/sweep_skip.json --plot results/sweep_skip.png
 
@@ -36,6 +42,6 @@ vts-drive eval synth --model "$MODEL" --data "$DATA" --modes "dense,newest,dense
     --out results/eval_synth
 vts-drive eval synth --model "$MODEL" --data "$DATA" --modes dense --limit 200 --blind --out results/eval_synth_blind
 
-vts-drive bench --arch llava-onevision-qwen2-0.5b --random-weights --modes "naive,dense,newest,vts+mod" \
+vts-drive bench --arch llava-onevision-qwen2-0.5b --random-weights --modes "naive,dense,newest,vts+mod,vts+mod[draft=false]" \
     --windows 3 --frames 4 --stride 1 --cameras front --max-new-tokens 16 --keyframe-scorer vts_drive/models/synthdrive-tiny \
     --json results/real_dims_cpu.json
