@@ -112,3 +112,9 @@ def test_bench_loads_weights_only_for_modes_that_run_them():
     assert needs_weights(parse_mode_specs("dense,vts[backend=torch]"), engines)
     assert needs_weights(parse_mode_specs("naive"), engines)
     assert needs_weights(parse_mode_specs("dense"), {})
+
+
+def test_a_model_folder_that_runs_exported_graphs_needs_no_weights(tmp_path):
+    (tmp_path / "vts_drive.json").write_text('{"backend": "onnxruntime", "engines": "engines/x"}')
+    assert not needs_weights(parse_mode_specs("dense,vts+mod"), {}, tmp_path)
+    assert needs_weights(parse_mode_specs("dense"), {"backend": "torch"}, tmp_path)  # the run's choice wins

@@ -18,6 +18,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from tqdm import tqdm
@@ -76,11 +77,12 @@ class Answer(Protocol):
     ) -> WindowAnswers: ...
 
 
-def needs_weights(specs: list[ModeSpec], base: Overrides) -> bool:
+def needs_weights(specs: list[ModeSpec], base: Overrides, folder: Path | None = None) -> bool:
     """Whether a mode runs the checkpoint's torch weights (backend torch, or naive); modes that
-    run exported graphs need only the model's spec (load_spec)."""
+    run exported graphs need only the model's spec (load_spec). `folder`: the model's, whose
+    settings file may choose the backend."""
     return any(
-        spec.mode == "naive" or resolve_config(None, spec.overrides(base)).backend == "torch"
+        spec.mode == "naive" or resolve_config(folder, spec.overrides(base)).backend == "torch"
         for spec in specs
     )
 

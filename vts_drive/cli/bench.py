@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.cli.common import pipeline_overrides
     from vts_drive.config import resolve_config
     from vts_drive.errors import InputError
-    from vts_drive.model.loading import load_model, load_spec
+    from vts_drive.model.loading import load_model, load_spec, model_folder
     from vts_drive.pipeline import Pipeline
 
     specs = parse_mode_specs(args.modes)
@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
 
         model = random_model(args.arch, device=run.device, dtype=run.dtype)
     else:
-        load = load_model if needs_weights(specs, base) else load_spec  # engines alone hold no weights
+        load = (
+            load_model if needs_weights(specs, base, model_folder(args.model)) else load_spec
+        )  # engines alone hold no weights
         model = load(args.model, device=run.device, dtype=run.dtype)
     if args.data:
         from vts_drive.synth.bench_windows import synth_bench_windows

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from vts_drive.eval.judge import LingoJudge
     from vts_drive.eval.metrics import require_java
     from vts_drive.eval.runner import report_table, run_eval
-    from vts_drive.model.loading import load_model, load_spec
+    from vts_drive.model.loading import load_model, load_spec, model_folder
 
     require_java()
     specs = parse_mode_specs(args.modes)
@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
         judge=judge,
         limit=args.limit,
     )
-    load = load_model if needs_weights(specs, base) else load_spec  # engines alone hold no weights
+    load = (
+        load_model if needs_weights(specs, base, model_folder(args.model)) else load_spec
+    )  # engines alone hold no weights
     model = load(args.model, device=run.device, dtype=run.dtype)
     results = run_eval(benchmark, model, base, specs, args.out, blind=args.blind)
     print(report_table(benchmark, results))
