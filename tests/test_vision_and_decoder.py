@@ -3,7 +3,7 @@
 import torch
 
 from conftest import random_window
-from vts_drive.generation import generate, length_buckets, prefill_suffixes
+from vts_drive.generation import generate, pass_groups, prefill_suffixes
 from vts_drive.measure import StageTimer
 from vts_drive.model.kv_cache import KVCache
 from vts_drive.prompt import RISK_PROMPT
@@ -96,7 +96,7 @@ def test_shared_prefix_batched_generation_equals_transformers_generate(tiny_pipe
     ]
     context, _, _ = _full_sequence(tiny_pipeline, questions[0])
     suffixes = [tiny_pipeline.prompts.question_ids(q) for q in questions]
-    assert len(length_buckets([len(s) for s in suffixes])) > 1, (
+    assert len(pass_groups([len(s) for s in suffixes])) > 1, (
         "the risk prompt is prefilled apart from the short ones"
     )
     result = generate(tiny_pipeline.decoder, context, suffixes, tiny_pipeline.stop_ids, 10, StageTimer())
@@ -113,10 +113,9 @@ def test_shared_prefix_batched_generation_equals_transformers_generate(tiny_pipe
         assert ours == _reference_answer(tiny_pipeline, context, suffix, stop_ids, 10)
 
 
-def test_length_buckets_bound_padding():
-    assert length_buckets([10, 66, 15, 12]) == [[1], [2, 3, 0]]
-    assert length_buckets([5, 5, 5]) == [[0, 1, 2]]
-    assert length_buckets([40, 20, 10]) == [[0], [1], [2]]
+def test_pass_groups_bound_padding():
+    assert pass_groups([10, 66, 15, 12]) == [[1], [0, 2, 3]]  # the long suffix alone
+    assert pass_groups([5, 5, 5]) == [[0, 1, 2]]
 
 
 def test_pooled_prompt_rows_hold_each_prompt_once_without_padding(tiny_pipeline):
@@ -128,10 +127,10 @@ def test_pooled_prompt_rows_hold_each_prompt_once_without_padding(tiny_pipeline)
         prefix = KVCache(decoder.num_layers)
         decoder(context.embeds[None], torch.arange(context.length)[None], cache=prefix)
         caches = []
-        for rows in length_buckets([len(s) for s in suffixes]):
+        for rows in pass_groups([len(s) for s in suffixes]):
             caches.append(prefix.branch())
             prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, caches[-1], pad_id=0)
-    order = [row for rows in length_buckets([len(s) for s in suffixes]) for row in rows]
+    order = [row for rows in pass_groups([len(s) for s in suffixes]) for row in rows]
     pooled = KVCache.pool_rows(caches)
     for layer in range(decoder.num_layers):
         kv = pooled.shared[layer]

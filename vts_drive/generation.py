@@ -125,7 +125,7 @@ def prefill(
     meter: GenerationMeter | None = None,
 ) -> Prefilled:
     """The shared prefix once (from the head `head_cache` keeps, if given), then the prompts'
-    suffixes (token ids) in length buckets over branches of its cache."""
+    suffixes (token ids) in passes of similar length (pass_groups) over branches of its cache."""
     device = context.embeds.device
     if head_cache is not None:
         cached, prefix_cache = context.head_length, head_cache.start(decoder, context)
@@ -137,16 +137,16 @@ def prefill(
     prefix_entries = [prefix_cache.entries(layer) for layer in range(decoder.num_layers)]
 
     lengths = [len(ids) for ids in suffixes]
-    buckets = length_buckets(lengths)
+    groups = pass_groups(lengths)
     caches, last_hidden = [], []
-    for rows in buckets:
+    for rows in groups:
         cache = prefix_cache.branch()
         last_hidden.append(
             prefill_suffixes(decoder, [suffixes[row] for row in rows], context.length, cache, pad_id)
         )
         caches.append(cache)
-    cache = KVCache.pool_rows(caches)  # rows in bucket order, no padding between prompts
-    rows = [row for bucket in buckets for row in bucket]
+    cache = KVCache.pool_rows(caches)  # rows in pass order, no padding between prompts
+    rows = [row for group in groups for row in group]
     if meter is not None:
         meter.prefilled(prefix_entries, cached, lengths)
         meter.held(cache.nbytes())
@@ -231,14 +231,17 @@ def decode(
 
 
 # A decoder pass costs about as much as this many more tokens in it (per-pass overhead on a CPU,
-# small models); decode groups the rows of a step into passes to spend the least.
+# small models); prefill groups the prompt suffixes, and decode the rows of a step, into passes
+# to spend the least.
 PASS_TOKENS = 20
 
 
 def pass_groups(lengths: list[int]) -> list[list[int]]:
     """Rows (indices) grouped into decoder passes by the tokens each feeds: a pass computes its
     rows x its longest row's tokens, padding included, and PASS_TOKENS more; of the groupings
-    of the rows sorted by length, the cheapest. Equal lengths (no drafts) make one pass."""
+    of the rows sorted by length, the cheapest. Equal lengths make one pass; a long prompt
+    suffix (the risk question's answer format) gets a pass of its own rather than padding every
+    short one."""
     order = sorted(range(len(lengths)), key=lambda row: -lengths[row])
     cost = [0] + [0] * len(order)  # cost[i]: of the first i rows in order
     start = [0] * (len(order) + 1)  # start[i]: where the last pass of the first i rows starts
@@ -376,18 +379,6 @@ def constrain(
     for row, mask in masks:
         logits[row].masked_fill_(~mask.to(logits.device), float("-inf"))
     return logits
-
-
-def length_buckets(lengths: list[int]) -> list[list[int]]:
-    """Row indices grouped by length, longest first; a row joins the current group while it is
-    more than half as long as the group's longest, so padding never doubles a row."""
-    buckets: list[list[int]] = []
-    for row in sorted(range(len(lengths)), key=lambda r: -lengths[r]):
-        if buckets and 2 * lengths[row] > lengths[buckets[-1][0]]:
-            buckets[-1].append(row)
-        else:
-            buckets.append([row])
-    return buckets
 
 
 def prefill_suffixes(

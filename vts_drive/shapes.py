@@ -2,7 +2,7 @@
 
 generate() (generation.py) calls the decoder the same way in every window: the
 system turn once (HeadCache), the rest of the prefix, the prompt suffixes in
-length buckets over the branched prefix, then one token per row per step over
+passes of similar length over the branched prefix, then one token per row per step over
 the prompts pooled into the prefix. So the sizes of every call follow from the
 prefix layout (prompt.PrefixLayout: which tokens are text, which frame each
 visual token belongs to), the prompts' token counts, max_new_tokens and the
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass, fields
 
 from vts_drive.errors import InputError
-from vts_drive.generation import length_buckets
+from vts_drive.generation import pass_groups
 from vts_drive.mod.routing import kept_tokens
 
 
@@ -77,7 +77,7 @@ def generation_shapes(
     length, text = len(frame_index), len(frame_index) - sum(visual.values())
     pooled, longest = sum(prompt_tokens), max(prompt_tokens)
     kept = sum(kept_tokens(keep_ratio, count) for count in visual.values()) if keep_ratio is not None else 0
-    buckets = length_buckets(list(prompt_tokens))
+    groups = pass_groups(list(prompt_tokens))
     # a decode pass feeds each row its token, with drafts also up to the answer's room after the first
     # token: new_tokens - 2 draft tokens
     width = max(1, new_tokens - 1) if drafts else 1
@@ -92,9 +92,11 @@ def generation_shapes(
         head_rows=len(prompt_tokens) * width,
         prompt_tokens=longest,
         decode_tokens=max(longest, width),
-        # the prefix's text; a bucket of suffixes, right-padded; a decode pass's tokens, right-padded
+        # the prefix's text; a pass of suffixes, right-padded; a decode pass's tokens, right-padded
         embed_tokens=max(
-            text, len(prompt_tokens) * width, *(len(rows) * prompt_tokens[rows[0]] for rows in buckets)
+            text,
+            len(prompt_tokens) * width,
+            *(len(rows) * max(prompt_tokens[row] for row in rows) for rows in groups),
         ),
         prefix=length + pooled,
         routed_prefix=(text + kept if keep_ratio is not None else length) + pooled,
