@@ -46,6 +46,7 @@ node, the op and the reason. The rules, in the order they are applied:
 from __future__ import annotations
 
 import json
+import math
 from collections import ChainMap
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -77,7 +78,7 @@ TABLE_TYPE = {
     TensorProto.UINT8: "UINT8",
     TensorProto.BOOL: "BOOL",
 }
-TYPE_ADVICE = {
+TYPE_ADVICE: dict[int, str] = {
     TensorProto.DOUBLE: "TensorRT casts float64 down to float32 with clamping: export in float32",
     TensorProto.STRING: "TensorRT has no string tensors",
 }
@@ -489,7 +490,8 @@ class _ModelChecker:
                 if shape is None or None in shape:
                     return None
                 if node.op_type == "Size":
-                    feeds[name] = np.array(int(np.prod(shape)), dtype=np.int64)
+                    sizes: list[int] = [int(dim) for dim in shape if dim is not None]  # none is None here
+                    feeds[name] = np.array(math.prod(sizes), dtype=np.int64)
                 else:
                     feeds[name] = np.array(
                         shape[_attribute(node, "start", 0) : _attribute(node, "end", None)], np.int64
@@ -510,7 +512,8 @@ class _ModelChecker:
             list(used.values()),
         )
         evaluator = ReferenceEvaluator(helper.make_model(subgraph, opset_imports=self.model.opset_import))
-        return int(np.asarray(evaluator.run(None, feeds)[0]).reshape(-1)[0])
+        (value, *_) = evaluator.run(None, feeds)  # the tensor's value, a numpy array
+        return int(np.asarray(value).reshape(-1)[0])
 
     @cached_property
     def max_shape_graph(self) -> onnx.GraphProto | None:

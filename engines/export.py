@@ -54,7 +54,10 @@ from vts_drive.engines.manifest import (
 )
 
 from vts_drive.errors import InputError
+from vts_drive.keyframe.scorer import KeyframeScorer
 from vts_drive.mod.routing import RoutingPlan
+from vts_drive.model.decoder import Qwen2Decoder
+from vts_drive.model.vision import VisionEncoder
 from vts_drive.pipeline import Pipeline
 from vts_drive.prompt import DESCRIPTION_PROMPT, RISK_PROMPT
 from vts_drive.shapes import GenerationShapes
@@ -116,7 +119,7 @@ def export_engines(
     shapes.check()
     if opset < 17:
         raise InputError(f"opset {opset} is below 17, the lowest the engines support")
-    overrides: dict[str, object] = {"mode": mode}
+    overrides: dict[str, object] = {"mode": mode, "backend": "torch"}  # export traces the torch modules
     if dtype is not None:
         overrides["dtype"] = dtype
     if keep_ratio is not None:
@@ -124,20 +127,18 @@ def export_engines(
     if shapes.new_tokens is not None:
         overrides["max_new_tokens"] = shapes.new_tokens
     pipeline = Pipeline.load(model, overrides)
-    routers = pipeline.decoder.routers
+    routers = torch_stages(pipeline)[1].routers
     if routers is not None and routers.config.routing == "random":
         raise InputError(
             "random routing draws new scores on every pass and cannot be exported: "
             "export learned (or uniform) routing"
         )
     lengths = suffix_lengths(pipeline, shipped_prompts(pipeline))
+    prompts, prompt_tokens = shapes.prompts or len(lengths), shapes.prompt_tokens or max(lengths)
     shapes = replace(
-        shapes,
-        prompts=shapes.prompts or len(lengths),
-        prompt_tokens=shapes.prompt_tokens or max(lengths),
-        new_tokens=pipeline.config.max_new_tokens,
+        shapes, prompts=prompts, prompt_tokens=prompt_tokens, new_tokens=pipeline.config.max_new_tokens
     )
-    limits = pipeline.largest_shapes(shapes.cameras, shapes.frames, [shapes.prompt_tokens] * shapes.prompts)
+    limits = pipeline.largest_shapes(shapes.cameras, shapes.frames, [prompt_tokens] * prompts)
     described = [DESCRIPTION_PROMPT, RISK_PROMPT, *pipeline.config.questions]  # opt: a describe() window
     typical = pipeline.largest_shapes(shapes.cameras, shapes.frames, suffix_lengths(pipeline, described))
     out = Path(out)
@@ -184,6 +185,18 @@ def finished_graphs(out: Path, manifest: Manifest) -> dict:
     return {graph.name: graph for graph in previous.graphs if (out / graph.file).is_file()}
 
 
+def torch_stages(pipeline: Pipeline) -> tuple[VisionEncoder, Qwen2Decoder, KeyframeScorer | None]:
+    """The pipeline's torch modules, which export traces."""
+    vision, decoder, scorer = pipeline.vision, pipeline.decoder, pipeline.keyframe_scorer
+    if not (
+        isinstance(vision, VisionEncoder)
+        and isinstance(decoder, Qwen2Decoder)
+        and (scorer is None or isinstance(scorer, KeyframeScorer))
+    ):
+        raise InputError(f"export traces torch modules, not the {pipeline.config.backend} backend's stages")
+    return vision, decoder, scorer
+
+
 def suffix_lengths(pipeline: Pipeline, prompts: list[str]) -> list[int]:
     """Tokens of each prompt's suffix, as the pipeline asks it."""
     return [len(pipeline.prompts.question_ids(text)) for text in prompts]
@@ -194,7 +207,7 @@ def graph_definitions(
 ) -> list[GraphDefinition]:
     """The graphs of the pipeline's mode with example inputs; each profile's max is a size of
     `limits`, its opt the same size of `typical` (within min and max)."""
-    vision, decoder, scorer = pipeline.vision, pipeline.decoder, pipeline.keyframe_scorer
+    vision, decoder, scorer = torch_stages(pipeline)
     device, dtype = pipeline.device, pipeline.model.dtype
     hidden_size, layers = decoder.embed_tokens.embedding_dim, decoder.num_layers
     kv_shape = (decoder.num_kv_heads, decoder.head_dim)
@@ -364,13 +377,14 @@ def kv_axes(group: str, layers: int, per_row: tuple[str, ...]) -> dict[str, dict
 def export_graph(definition: GraphDefinition, path: Path, opset: int) -> None:
     """Trace one graph to path (weights beside it in path.data when over protobuf's 2 GB), retyped for TensorRT."""
     dims = {name: torch.export.Dim(name, min=low) for name, (low, _, _) in definition.dims.items()}
-    dynamic_shapes = [
+    per_input = [
         {axis: dims[dim] for axis, dim in definition.axes.get(name, {}).items()} for name in definition.inputs
     ]
     parameters = inspect.signature(definition.module.forward).parameters.values()
     named = sum(parameter.kind == parameter.POSITIONAL_OR_KEYWORD for parameter in parameters)
-    if len(dynamic_shapes) > named:  # forward(a, b, *rest): torch.export takes rest's shapes as one tuple
-        dynamic_shapes = [*dynamic_shapes[:named], tuple(dynamic_shapes[named:])]
+    dynamic_shapes: list[dict | tuple[dict, ...]] = list(per_input)
+    if len(per_input) > named:  # forward(a, b, *rest): torch.export takes rest's shapes as one tuple
+        dynamic_shapes = [*per_input[:named], tuple(per_input[named:])]
     with torch.no_grad(), quiet_exporter():
         program = torch.onnx.export(
             definition.module,

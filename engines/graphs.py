@@ -35,6 +35,7 @@ depends on data.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -55,11 +56,16 @@ def kv_names(group: str, layers: int) -> list[str]:
     return [f"{group}.{layer}.{field}" for layer in range(layers) for field in KV_FIELDS]
 
 
-def flatten_kv(layers: list[LayerKV]) -> list[torch.Tensor]:
-    return [tensor for kv in layers for tensor in (kv.keys, kv.values, kv.positions, kv.valid)]
+def flatten_kv(layers: Sequence[LayerKV | None]) -> list[torch.Tensor]:
+    """Each layer's keys, values, positions and valid mask, layer after layer (every layer holds entries)."""
+    if any(kv is None for kv in layers):
+        raise ValueError("a layer holds no entries: every layer's K/V is a graph input or output")
+    return [
+        tensor for kv in layers if kv is not None for tensor in (kv.keys, kv.values, kv.positions, kv.valid)
+    ]
 
 
-def unflatten_kv(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> list[LayerKV]:
+def unflatten_kv(tensors: Sequence[torch.Tensor]) -> list[LayerKV | None]:
     return [LayerKV(*tensors[i : i + len(KV_FIELDS)]) for i in range(0, len(tensors), len(KV_FIELDS))]
 
 
@@ -90,11 +96,12 @@ class GraphDefinition:
         """min/opt/max shape of every input with dynamic axes."""
         profiles = {}
         for name, axes in self.axes.items():
-            shape = list(self.inputs[name].shape)
-            profiles[name] = tuple(
+            shape = [int(size) for size in self.inputs[name].shape]
+            low, opt, high = (
                 [self.dims[axes[axis]][level] if axis in axes else size for axis, size in enumerate(shape)]
                 for level in range(3)
             )
+            profiles[name] = (low, opt, high)
         return profiles
 
 

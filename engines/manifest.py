@@ -45,18 +45,23 @@ class TensorSpec:
 
     @property
     def profile(self) -> tuple[list[int], list[int], list[int]] | None:
-        return (self.min, self.opt, self.max) if self.min is not None else None
+        if self.min is None or self.opt is None or self.max is None:
+            return None
+        return self.min, self.opt, self.max
 
     def check_profile(self, graph: str) -> None:
         """An input with dynamic axes needs min <= opt <= max, agreeing with its fixed axes."""
         where = f"input {self.name} of graph {graph}"
-        if self.profile is None:
+        profile = self.profile
+        if profile is None:
+            if any(shape is not None for shape in (self.min, self.opt, self.max)):
+                raise InputError(f"{where}: min/opt/max must all have rank {len(self.shape)}")
             if self.dynamic:
                 raise InputError(f"{where} has dynamic axes {self.shape} but no min/opt/max profile shapes")
             return
-        if any(shape is None or len(shape) != len(self.shape) for shape in self.profile):
+        if any(len(shape) != len(self.shape) for shape in profile):
             raise InputError(f"{where}: min/opt/max must all have rank {len(self.shape)}")
-        for axis, (dim, low, mid, high) in enumerate(zip(self.shape, self.min, self.opt, self.max)):
+        for axis, (dim, low, mid, high) in enumerate(zip(self.shape, *profile)):
             if not 0 <= low <= mid <= high:
                 raise InputError(
                     f"{where}: axis {axis} needs 0 <= min <= opt <= max, got {low}, {mid}, {high}"
@@ -91,7 +96,7 @@ class GraphSpec:
     def max_shapes(self) -> dict[str, list[int]]:
         """Each input's largest shape: its profile's max, or its fixed shape."""
         return {
-            tensor.name: tensor.max or tensor.shape
+            tensor.name: tensor.max or [int(dim) for dim in tensor.shape]
             for tensor in self.inputs
             if tensor.max or not tensor.dynamic
         }
