@@ -22,6 +22,7 @@ from collections.abc import Callable
 from functools import partial
 from importlib import import_module
 from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rclpy
@@ -44,6 +45,9 @@ from vts_drive.ros.images import rgb_to_image_fields
 from vts_drive.ros.node_core import NodeCore, Outputs
 from vts_drive.ros.params import NODE_NAME, NodeParams, declarations, params_from_dict, params_from_ros_node
 from vts_drive.ros.qos import QosSpec, input_qos, output_qos
+
+if TYPE_CHECKING:
+    from vts_drive.pipeline import Pipeline
 
 ROS_DIAGNOSTIC_TYPES = SimpleNamespace(
     Time=Time,
@@ -86,7 +90,7 @@ def overlay_message(rgb: np.ndarray, detection: RiskDetection) -> Image:
     return Image(header=Header(stamp=Time(sec=sec, nanosec=nanosec), frame_id=detection.frame_id), **fields)
 
 
-def create_outputs(create_publisher: Callable[..., object], qos: QoSProfile) -> tuple[Outputs, list]:
+def create_outputs(create_publisher: Callable[..., Any], qos: QoSProfile) -> tuple[Outputs, list]:
     """The node's publishers (made with create_publisher: plain or lifecycle) and NodeCore's Outputs on them."""
     description = create_publisher(String, "~/scene_description", qos)
     report = create_publisher(String, "~/risk_qa", qos)
@@ -160,7 +164,7 @@ class VtsDriveLifecycleNode(LifecycleNode):
         self._source = f"node {self.get_fully_qualified_name()}"
         params_from_ros_node(self, ParameterDescriptor, source=self._source)
         self.params: NodeParams | None = None
-        self.pipeline = None
+        self.pipeline: Pipeline | None = None
         self.outputs: Outputs | None = None
         self._output_publishers: list = []
         self.core: NodeCore | None = None
@@ -170,19 +174,22 @@ class VtsDriveLifecycleNode(LifecycleNode):
         """Read the parameters, load the model and create the (inactive) publishers."""
         try:
             values = {name: self.get_parameter(name).value for name, _, _ in declarations()}
-            self.params = params_from_dict(values, self._source)
-            self.pipeline = load_pipeline(self.params)
+            self.params = params = params_from_dict(values, self._source)
+            self.pipeline = pipeline = load_pipeline(params)
         except InputError as error:
             self.get_logger().error(str(error))
             return TransitionCallbackReturn.FAILURE
         self.outputs, self._output_publishers = create_outputs(
-            self.create_lifecycle_publisher, ros_qos(output_qos(self.params))
+            self.create_lifecycle_publisher, ros_qos(output_qos(params))
         )
-        self.get_logger().info(f"configured: model {self.pipeline.model_name}")
+        self.get_logger().info(f"configured: model {pipeline.model_name}")
         return super().on_configure(state)
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Enable the publishers, start the worker and subscribe."""
+        if self.pipeline is None or self.params is None or self.outputs is None:
+            self.get_logger().error("activate before configure: nothing is loaded")
+            return TransitionCallbackReturn.FAILURE
         result = super().on_activate(state)
         self.core = NodeCore(self.pipeline, self.params, self.outputs, node_name=self.get_name())
         self.core.start()

@@ -18,6 +18,7 @@ from rosbags.rosbag2 import Reader as Rosbag2Reader
 from rosbags.rosbag2 import ReaderError
 
 from vts_drive.errors import InputError
+from vts_drive.ros import RosMessage
 from vts_drive.ros.typestore import TYPESTORE
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
@@ -56,8 +57,15 @@ class CameraBag:
         if self._reader is not None and self._reader.stack is not None:
             self._reader.close()
 
+    @property
+    def reader(self) -> AnyReader:
+        """The open bag's reader (the bag is opened by `with`)."""
+        if self._reader is None:
+            raise RuntimeError(f"bag {self.path} is not open: read it inside `with`")
+        return self._reader
+
     def _select_topics(self) -> None:
-        available = {c.topic: c.msgtype for c in self._reader.connections}
+        available = {c.topic: c.msgtype for c in self.reader.connections}
         listing = ", ".join(f"{topic} ({msgtype})" for topic, msgtype in sorted(available.items())) or "none"
         if self.requested is None:
             self.topics = sorted(topic for topic, msgtype in available.items() if msgtype in IMAGE_TYPES)
@@ -77,7 +85,7 @@ class CameraBag:
                     f"bag {self.path}: {', '.join(wrong)} are not camera images (Image or CompressedImage)"
                 )
             self.topics = list(self.requested)
-        self._connections = [c for c in self._reader.connections if c.topic in self.topics]
+        self._connections = [c for c in self.reader.connections if c.topic in self.topics]
 
     @property
     def message_count(self) -> int:
@@ -86,19 +94,19 @@ class CameraBag:
     def raw_messages(self) -> Iterator[tuple[Connection, int, bytes]]:
         """(connection, log time ns, CDR bytes) of the camera topics, in log-time order."""
         try:
-            yield from self._reader.messages(connections=self._connections)
+            yield from self.reader.messages(connections=self._connections)
         except BAG_ERRORS as error:
             raise InputError(f"bag {self.path} is corrupt: {error}") from None
 
-    def messages(self) -> Iterator[tuple[str, int, object | InputError]]:
+    def messages(self) -> Iterator[tuple[str, int, RosMessage | InputError]]:
         """(topic, log time ns, message) in log-time order; a message that does not deserialize
         comes as an InputError in its place, for the caller to count and skip."""
         for connection, log_time_ns, data in self.raw_messages():
             yield connection.topic, log_time_ns, self.deserialize(connection, log_time_ns, data)
 
-    def deserialize(self, connection: Connection, log_time_ns: int, data: bytes) -> object | InputError:
+    def deserialize(self, connection: Connection, log_time_ns: int, data: bytes) -> RosMessage | InputError:
         """One message of raw_messages(), or an InputError naming it when it does not deserialize."""
         try:
-            return self._reader.deserialize(data, connection.msgtype)
+            return self.reader.deserialize(data, connection.msgtype)
         except BAG_ERRORS as error:
             return InputError(f"bag {self.path} topic {connection.topic} at {log_time_ns} ns: {error}")

@@ -16,6 +16,7 @@ from rosbags.interfaces import Connection
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from vts_drive.errors import InputError
+from vts_drive.ros import RosMessage
 from vts_drive.ros.detections import RiskDetection, message_types, to_detection_array
 from vts_drive.ros.images import rgb_to_image_fields, rgb_to_jpeg
 from vts_drive.ros.typestore import TYPESTORE, header
@@ -89,7 +90,7 @@ class BagWriter:
         """A message already in CDR (copied from another bag), logged at log_time_ns."""
         self._writer.write(self._connection(topic, msgtype), log_time_ns, data)
 
-    def _write(self, topic: str, msgtype: str, log_time_ns: int, message: object) -> None:
+    def _write(self, topic: str, msgtype: str, log_time_ns: int, message: RosMessage) -> None:
         self._writer.write(
             self._connection(topic, msgtype), log_time_ns, TYPESTORE.serialize_cdr(message, msgtype)
         )

@@ -50,6 +50,7 @@ def camera_name(topic: str) -> str:
 def parse_camera_topic(item: str, source: str) -> tuple[str, str | None]:
     """`TOPIC` or `NAME=TOPIC` -> (topic, explicit name or None). ROS names cannot hold '=', so
     the first one separates the name. source names the flag or parameter in errors."""
+    name: str | None
     name, sep, topic = item.partition("=")
     if not sep:
         name, topic = None, item

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterator
+from functools import partial
 
 from cyclonedds.core import (
     DDSException,
@@ -37,6 +38,7 @@ from cyclonedds.topic import Topic
 from cyclonedds.util import duration
 
 from vts_drive.errors import InputError
+from vts_drive.ros import RosMessage
 from vts_drive.ros.detections import to_detection_array
 from vts_drive.ros.diagnostics import Status, to_diagnostic_array
 from vts_drive.ros.msgs import (
@@ -145,7 +147,7 @@ class DdsTransport:
         while not stop.is_set():
             self.waitset.wait(duration(milliseconds=100))
             for camera, reader in self.cameras:
-                for msg in _take(reader, lambda error, camera=camera: core.on_bad_image(camera, error)):
+                for msg in _take(reader, partial(core.on_bad_image, camera)):
                     core.on_message(camera, msg)
             for msg in _take(self.questions, core.on_bad_question):
                 core.on_question(msg.data)
@@ -158,7 +160,7 @@ class DdsTransport:
         self.participant.__del__()
 
 
-def _take(reader: DataReader, on_bad: Callable[[Exception], None]) -> Iterator[object]:
+def _take(reader: DataReader, on_bad: Callable[[Exception], None]) -> Iterator[RosMessage]:
     """Up to TAKE_BATCH data samples, taken one at a time: cyclonedds deserializes a whole take at
     once, so one sample that does not deserialize would lose the others taken with it. A writer
     leaving the domain shows up as an InvalidSample (no data) and is skipped."""

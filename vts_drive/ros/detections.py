@@ -18,6 +18,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from vts_drive.ros import RosMessage
 from vts_drive.window import FrameWindow
 
 # The message types a Detection2DArray is built from; each binding looks them up by these names.
@@ -83,7 +84,7 @@ def message_types(lookup: Callable[[str], type]) -> SimpleNamespace:
     return SimpleNamespace(**{name.rsplit("/", 1)[1]: lookup(name) for name in DETECTION_MESSAGES})
 
 
-def to_detection_array(detection: RiskDetection, types: SimpleNamespace) -> object:
+def to_detection_array(detection: RiskDetection, types: SimpleNamespace) -> RosMessage:
     """A vision_msgs/Detection2DArray built with `types` (message_types of a binding).
     Every field is given, since rosbags' classes have no defaults. The score is 0: the
     report (vts_drive.report/1) carries no confidence for its box."""

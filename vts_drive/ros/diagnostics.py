@@ -8,6 +8,9 @@ the `byte` level differs (bytes of length 1 in rclpy, int elsewhere).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
+
+from vts_drive.ros import RosMessage
 
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
 
@@ -21,7 +24,7 @@ class Status:
     hardware_id: str = ""
 
 
-def to_diagnostic_array(statuses: list[Status], stamp_ns: int, types: object) -> object:
+def to_diagnostic_array(statuses: list[Status], stamp_ns: int, types: Any) -> RosMessage:
     """A DiagnosticArray built with `types`: a namespace of Time, Header, KeyValue,
     DiagnosticStatus, DiagnosticArray constructors and `level` (int -> the binding's byte)."""
     sec, nanosec = divmod(stamp_ns, 1_000_000_000)

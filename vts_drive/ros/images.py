@@ -15,6 +15,7 @@ import numpy as np
 
 from vts_drive.errors import InputError
 from vts_drive.image_bytes import decode_image
+from vts_drive.ros import RosMessage
 
 # encoding -> (channels, cv2 conversion to RGB or None when already RGB)
 ENCODINGS: dict[str, tuple[int, int | None]] = {
@@ -47,7 +48,7 @@ def _as_uint8(data: object) -> np.ndarray:
     return np.asarray(data, np.uint8).reshape(-1)
 
 
-def image_to_rgb(msg: object) -> np.ndarray:
+def image_to_rgb(msg: RosMessage) -> np.ndarray:
     """A sensor_msgs/Image as RGB uint8 [H, W, 3]."""
     height, width, step, encoding = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding)
     name = f"image {width}x{height} {encoding}"
@@ -88,7 +89,7 @@ def _check_even(name: str, **sizes: int) -> None:
             raise InputError(f"{name}: {size} {value} must be even (chroma is shared by pixel pairs)")
 
 
-def compressed_to_rgb(msg: object) -> np.ndarray:
+def compressed_to_rgb(msg: RosMessage) -> np.ndarray:
     """A sensor_msgs/CompressedImage (jpeg or png) as RGB uint8 [H, W, 3], its pixel count
     bounded before decoding (decode_image)."""
     if "compressedDepth" in msg.format:
@@ -96,7 +97,7 @@ def compressed_to_rgb(msg: object) -> np.ndarray:
     return decode_image(_as_uint8(msg.data), f"compressed image (format {msg.format!r})")
 
 
-def message_to_rgb(msg: object) -> np.ndarray:
+def message_to_rgb(msg: RosMessage) -> np.ndarray:
     """Image or CompressedImage (told apart by their fields) as RGB uint8 [H, W, 3]."""
     return compressed_to_rgb(msg) if hasattr(msg, "format") else image_to_rgb(msg)
 

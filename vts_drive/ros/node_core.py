@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vts_drive.errors import InputError
+from vts_drive.ros import RosMessage
 from vts_drive.ros.detections import RiskDetection, risk_detection
 from vts_drive.ros.diagnostics import OK, STALE, WARN, Status
 from vts_drive.ros.images import message_to_rgb
@@ -70,8 +71,8 @@ class NodeCore:
         self.node_name = node_name
         self.clock_ns = clock_ns
         self.stream = FrameStream(params.stream_config(), start_ns=clock_ns())
-        self.counts = Counter()  # windows_described, windows_dropped, questions_answered, ...
-        self.bad_images = Counter()  # camera -> frames whose message did not decode
+        self.counts: Counter[str] = Counter()  # windows_described, windows_dropped, questions_answered, ...
+        self.bad_images: Counter[str] = Counter()  # camera -> frames whose message did not decode
         self.frame_ids: dict[str, str] = {}  # camera -> header frame_id of its newest frame
         self.last_timings_ms: dict[str, float] = {}
         self._latest: FrameWindow | None = None  # newest window assembled, what questions are asked about
@@ -86,7 +87,7 @@ class NodeCore:
 
     # -- inputs, called from receive threads; none of them waits for the pipeline
 
-    def on_message(self, camera: str, msg: object) -> None:
+    def on_message(self, camera: str, msg: RosMessage) -> None:
         """A sensor_msgs Image or CompressedImage of any binding; bad ones are dropped and counted."""
         try:
             rgb = message_to_rgb(msg)
@@ -179,7 +180,7 @@ class NodeCore:
 
     # -- the worker
 
-    def _next_job(self) -> tuple[str, object] | None:
+    def _next_job(self) -> tuple[str, tuple] | None:
         with self._lock:
             while not self._stopping.is_set() and not self._windows and not self._questions:
                 self._lock.wait()

@@ -27,7 +27,7 @@ NODE_NAME = "vts_drive"
 DEFAULT_CAMERA_TOPICS = ["/cam_front/image_raw", "/cam_front_left/image_raw", "/cam_front_right/image_raw"]
 
 # Python field type -> ROS parameter type name (rclpy's ParameterType.PARAMETER_<NAME>)
-ROS_TYPES = {
+ROS_TYPES: dict[object, str] = {  # keys: types and list[...] aliases, as get_type_hints gives them
     str: "STRING",
     bool: "BOOL",
     int: "INTEGER",
@@ -157,7 +157,7 @@ def declarations() -> list[tuple[str, object, str]]:
     return node + [(key, None, ROS_TYPES[kind]) for key, kind in setting_keys().items()]
 
 
-def params_from_ros_node(node: object, descriptor: Callable[..., object], source: str) -> NodeParams:
+def params_from_ros_node(node: typing.Any, descriptor: Callable[..., object], source: str) -> NodeParams:
     """Declare every parameter on an rclpy node and read them back as checked NodeParams.
 
     descriptor: rcl_interfaces' ParameterDescriptor. The parameters are declared with dynamic typing:
@@ -184,7 +184,7 @@ def params_from_dict(values: dict, source: str = "parameters") -> NodeParams:
             f"{source}: unknown parameter(s) {', '.join(unknown)}{renamed}; known: {', '.join(hints)} "
             "and the configuration's dotted keys (vts_drive/config.py)"
         )
-    checked = {
+    checked: dict[str, typing.Any] = {
         name: _typed(name, value, hints[name], source) for name, value in values.items() if name in hints
     }
     settings = {key: value for key, value in values.items() if key in keys and value is not None}
@@ -196,16 +196,16 @@ def params_from_dict(values: dict, source: str = "parameters") -> NodeParams:
     return params
 
 
-def _typed(name: str, value: object, kind: type, source: str) -> object:
+def _typed(name: str, value: object, kind: object, source: str) -> object:
     """The value as the parameter's type where nothing is lost (an int for a float); else an error naming it."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if kind == list[str]:
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return list(value)
-    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+    elif isinstance(kind, type) and isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
         return value
-    expected = "a list of strings" if kind == list[str] else kind.__name__
+    expected = "a list of strings" if kind == list[str] else getattr(kind, "__name__", str(kind))
     raise InputError(f"{source}: parameter {name} must be {expected}, got {value!r}")
 
 

@@ -67,7 +67,7 @@ class FrameStream:
             config.queue_size,
             round(config.max_stamp_jump_s * 1e9),
         )
-        self.received = Counter()  # camera -> frames handed in
+        self.received: Counter[str] = Counter()  # camera -> frames handed in
         self.last_seen_ns: dict[str, int] = {}  # camera -> now_ns of its newest frame
         self.last_stamp_ns: dict[str, int] = {}  # camera -> stamp of its newest frame
         self._start_ns = start_ns

@@ -44,8 +44,10 @@ class ApproximateSync:
         self.max_jump_ns = max_jump_ns
         self.queue_size = queue_size
         self.required = list(cameras)
-        self.dropped = {camera: Counter() for camera in cameras}  # camera -> reason -> frames
-        self.jumps = Counter()  # camera -> resets for a stamp jump
+        self.dropped: dict[str, Counter[str]] = {
+            camera: Counter() for camera in cameras
+        }  # camera -> reason -> frames
+        self.jumps: Counter[str] = Counter()  # camera -> resets for a stamp jump
         self.last_jump: dict[
             str, tuple[int, int]
         ] = {}  # camera -> (stamp before, stamp after) of its latest jump
@@ -94,7 +96,7 @@ class ApproximateSync:
         sets = []
         while self.required and all(self._queues[camera] for camera in self.required):
             heads = {camera: self._queues[camera][0][0] for camera in self.required}
-            oldest = min(heads, key=heads.get)
+            oldest = min(heads, key=lambda camera: heads[camera])
             if max(heads.values()) - heads[oldest] <= self.slop_ns:
                 sets.append({camera: self._queues[camera].popleft() for camera in self.required})
             else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from vts_drive.ros import RosMessage
+
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 
 VISION_MSGS = {
@@ -27,13 +29,13 @@ for _name, _text in VISION_MSGS.items():
     TYPESTORE.register(get_types_from_msg(_text, _name))
 
 
-def header(stamp_ns: int, frame_id: str) -> object:
+def header(stamp_ns: int, frame_id: str) -> RosMessage:
     """A std_msgs/Header stamped stamp_ns."""
     Time = TYPESTORE.types["builtin_interfaces/msg/Time"]
     sec, nanosec = divmod(stamp_ns, 1_000_000_000)
     return TYPESTORE.types["std_msgs/msg/Header"](stamp=Time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
-def stamp_to_ns(stamp: object) -> int:
+def stamp_to_ns(stamp: RosMessage) -> int:
     """Nanoseconds of a builtin_interfaces/Time from any binding (rosbags, DDS, rclpy)."""
     return stamp.sec * 1_000_000_000 + stamp.nanosec
