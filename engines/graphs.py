@@ -58,11 +58,12 @@ def kv_names(group: str, layers: int) -> list[str]:
 
 def flatten_kv(layers: Sequence[LayerKV | None]) -> list[torch.Tensor]:
     """Each layer's keys, values, positions and valid mask, layer after layer (every layer holds entries)."""
-    if any(kv is None for kv in layers):
-        raise ValueError("a layer holds no entries: every layer's K/V is a graph input or output")
-    return [
-        tensor for kv in layers if kv is not None for tensor in (kv.keys, kv.values, kv.positions, kv.valid)
-    ]
+    tensors: list[torch.Tensor] = []
+    for kv in layers:
+        if kv is None:
+            raise ValueError("a layer holds no entries: every layer's K/V is a graph input or output")
+        tensors += [kv.keys, kv.values, kv.positions, kv.valid]
+    return tensors
 
 
 def unflatten_kv(tensors: Sequence[torch.Tensor]) -> list[LayerKV | None]:

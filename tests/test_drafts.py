@@ -100,15 +100,15 @@ def test_stream_answers_belong_to_their_stream_and_recent_answers_stay_as_wordin
         Draft(0, [1, 2]),
         Draft(None, [3]),
     ]
-    assert not store.answers
+    assert not store.in_stream
     store.keep(window_at(["front"], 50), ["p"], [[5]])
     assert store.drafts(window_at(["front"], 5), ["p"])[0] == Draft(0, [5])  # stamps went back: recent only
-    assert not store.answers
+    assert not store.in_stream
     for answer in range(10, 10 + RECENT_ANSWERS + 2):
         store.keep(window_at(["front"], answer), ["p"], [[answer]])
     assert len(store.recent["p"]) == RECENT_ANSWERS and store.recent["p"][0] == [answer]
     store.clear()
-    assert not store.answers and store.recent
+    assert not store.in_stream and store.recent
     # many free-form prompts: a window drafts from the newest answers of the latest OTHER_PROMPTS only
     prompts = [f"question {number}" for number in range(OTHER_PROMPTS + 8)]
     store.keep(window_at(["front"], 100), prompts, [[number] for number in range(len(prompts))])
@@ -224,6 +224,6 @@ def test_a_stream_decodes_the_same_answers_with_drafts_in_fewer_passes(synth_str
     assert all(count > 0 for count in accepted[1:3] + accepted[4:])  # from each stream's second window
     assert steps < plain_steps
     drafting.new_stream()  # the stream's answers go, their wording stays
-    assert not drafting.drafts.answers and not drafting.frame_cache.frames and drafting.drafts.recent
+    assert not drafting.drafts.in_stream and not drafting.frame_cache.frames and drafting.drafts.recent
     drafting.cold_start()  # as a fresh process: what a warm-up window left is gone too
     assert not drafting.drafts.recent

@@ -14,10 +14,11 @@ recurs across prompts and scenes ("... cyclist in view, the traffic light is red
 after a changed word, and in the first window of a stream, the draft goes on where the
 wording is found again.
 
-The store (DraftStore) holds each prompt's last answer in the stream, and a few recent
-answers per prompt regardless of stream. A window with other cameras, or one older than
-the window the stream answers came from (stamps went back: a new recording, a bag played
-again), drops the stream answers, as does clear(); the recent answers stay, as wording.
+The store (DraftStore) holds a few recent answers per prompt regardless of stream, and
+which prompts the stream has answered: their newest answer is the stream's. A window with
+other cameras, or one older than the window the stream answers came from (stamps went
+back: a new recording, a bag played again), drops the stream's claim on them, as does
+clear(); the recent answers stay, as wording.
 """
 
 from __future__ import annotations
@@ -47,18 +48,18 @@ class Draft:
 
 
 class DraftStore:
-    """Each prompt's last answer in the stream and its recent answers in any stream, kept
-    between windows like the frame cache."""
+    """Each prompt's recent answers in any stream, newest first, and which prompts were answered
+    in this stream (their newest answer is the stream's), kept between windows like the frame cache."""
 
     def __init__(self) -> None:
-        self.answers: dict[str, list[int]] = {}  # prompt text -> its last answer in this stream
         self.recent: dict[str, list[list[int]]] = {}  # prompt text -> its distinct answers, newest first
+        self.in_stream: set[str] = set()  # prompts answered in this stream
         self.cameras: tuple[str, ...] = ()  # the stream the answers belong to
         self.newest_ns = 0  # the newest frame stamp of the windows answered
 
     def clear(self) -> None:
         """Forget the stream's answers: the next window starts a new stream."""
-        self.answers.clear()
+        self.in_stream.clear()
         self.cameras, self.newest_ns = (), 0
 
     def drafts(self, window: FrameWindow, prompts: list[str]) -> list[Draft]:
@@ -72,13 +73,12 @@ class DraftStore:
         for index, prompt in enumerate(prompts):
             asked.setdefault(prompt, []).append(index)
         drafts = [
-            Draft(index, self.answers[prompt])
+            Draft(index, self.recent[prompt][0])
             for index, prompt in enumerate(prompts)
-            if prompt in self.answers
+            if prompt in self.in_stream
         ]
-        for prompt in asked:  # the asked prompts' other recent answers
-            stream = self.answers.get(prompt)  # already first
-            earlier = [answer for answer in self.recent.get(prompt, []) if answer != stream]
+        for prompt in asked:  # the asked prompts' other recent answers (the stream's is already first)
+            earlier = self.recent.get(prompt, [])[1 if prompt in self.in_stream else 0 :]
             drafts += [Draft(index, answer) for answer in earlier for index in asked[prompt]]
         # then the newest answer of each prompt answered lately but not asked now, as wording
         others = [prompt for prompt in reversed(self.recent) if prompt not in asked][:OTHER_PROMPTS]
@@ -90,13 +90,12 @@ class DraftStore:
         self.cameras = tuple(window.cameras)
         self.newest_ns = max(self.newest_ns, max(stamps[-1] for stamps in window.stamps_ns))
         for prompt, answer in zip(prompts, answers, strict=True):
-            self.answers.pop(prompt, None)
-            self.answers[prompt] = answer
             recent = [answer] + [other for other in self.recent.pop(prompt, []) if other != answer]
-            self.recent[prompt] = recent[:RECENT_ANSWERS]
-        for held in (self.answers, self.recent):
-            for prompt in list(held)[: max(0, len(held) - MAX_PROMPTS)]:
-                del held[prompt]
+            self.recent[prompt] = recent[:RECENT_ANSWERS]  # moved last: the latest answered
+        self.in_stream.update(prompts)
+        for prompt in list(self.recent)[: max(0, len(self.recent) - MAX_PROMPTS)]:
+            del self.recent[prompt]
+        self.in_stream &= self.recent.keys()
 
 
 class DraftSources:
