@@ -14,6 +14,7 @@ from vts_drive.engines.manifest import (
     MANIFEST_NAME,
     EngineRecord,
     Manifest,
+    TensorSpec,
     describe_graph,
     export_tool_versions,
     model_hash,
@@ -135,6 +136,15 @@ def test_write_read_round_trip(tmp_path: Path) -> None:
     data = json.loads(path.read_text())
     assert data["schema"] == "vts_drive.engine_manifest/1" and data["mod_keep_ratio"] == 0.2
     assert data["export_tools"]["onnx"] == onnx.__version__
+
+
+@pytest.mark.parametrize("profile", [{"max": [8, 4]}, {"min": [1, 4], "max": [8, 4]}, {"min": [1, 4]}])
+def test_a_partial_profile_is_refused(profile: dict) -> None:
+    """A manifest input with only some of min/opt/max (a hand-edited manifest) is named, not half-used."""
+    for shape in (["batch", 4], [2, 4]):  # dynamic or fixed axes alike
+        spec = TensorSpec(name="embeds", dtype="float32", shape=shape, **profile)
+        with pytest.raises(InputError, match="input embeds of graph g: min/opt/max must all have rank 2"):
+            spec.check_profile("g")
 
 
 @pytest.mark.parametrize(

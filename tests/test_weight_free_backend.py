@@ -3,6 +3,8 @@ reads no weight file into tensors, the pipeline holds no torch module or weight,
 greedy answers are those of the torch backend."""
 
 import gc
+import json
+import shutil
 import types
 
 import pytest
@@ -118,3 +120,14 @@ def test_a_model_folder_that_runs_exported_graphs_needs_no_weights(tmp_path):
     (tmp_path / "vts_drive.json").write_text('{"backend": "onnxruntime", "engines": "engines/x"}')
     assert not needs_weights(parse_mode_specs("dense,vts+mod"), {}, tmp_path)
     assert needs_weights(parse_mode_specs("dense"), {"backend": "torch"}, tmp_path)  # the run's choice wins
+
+
+def test_a_model_folder_that_runs_exported_graphs_exports_from_its_weights(model_dir, engines, tmp_path):
+    """Export traces the torch modules whatever backend the folder's settings file names."""
+    folder = tmp_path / "model"
+    shutil.copytree(model_dir, folder)
+    settings_file = folder / "vts_drive.json"
+    settings = json.loads(settings_file.read_text()) if settings_file.is_file() else {}
+    settings_file.write_text(json.dumps({**settings, "backend": "onnxruntime", "engines": str(engines)}))
+    manifest, violations = export_engines(str(folder), MODE, tmp_path / "again")
+    assert violations == [] and {graph.name for graph in manifest.graphs} >= {"llm_prefill", "llm_decode"}
